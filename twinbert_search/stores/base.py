@@ -1,0 +1,124 @@
+"""The store interface every backend implements.
+
+Recall returns the candidates' stored vectors along with their ids, because the rerank needs
+them and a remote backend (OpenSearch) can return them in the same round trip as the kNN hits.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from twinbert_search.documents import Document
+from twinbert_search.errors import ModelMismatchError
+
+# A filter is {metadata_field: value} or {metadata_field: [allowed values]}; all must hold.
+Filters = Mapping[str, Any]
+
+
+@dataclass
+class Candidates:
+    """Recall output (or fetched documents), aligned by position."""
+
+    ids: list[str]
+    recall_scores: np.ndarray  # float32 (n,), higher is better; zeros for fetch()
+    vectors: np.ndarray  # float32 (n, dim), decoded from the stored codec
+    precomputed: np.ndarray | None = None  # float32 (n, h): document half of the crossing layer
+    documents: list[dict[str, Any]] | None = None  # stored fields (title, text, metadata)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls, dim: int) -> Candidates:
+        return cls(ids=[], recall_scores=np.zeros(0, np.float32), vectors=np.zeros((0, dim), np.float32))
+
+    def take(self, order: Sequence[int] | np.ndarray) -> Candidates:
+        """The candidates at the given positions, in that order."""
+        idx = np.asarray(order, dtype=np.int64)
+        return Candidates(
+            ids=[self.ids[i] for i in idx],
+            recall_scores=self.recall_scores[idx],
+            vectors=self.vectors[idx],
+            precomputed=None if self.precomputed is None else self.precomputed[idx],
+            documents=None if self.documents is None else [self.documents[i] for i in idx],
+        )
+
+
+@dataclass
+class StoreInfo:
+    """What a store records about itself (its manifest)."""
+
+    backend: str
+    model_fingerprint: str | None
+    dim: int | None
+    count: int
+    codec: str = "float32"
+    ann: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore(ABC):
+    """Documents with their TwinBERT vectors, searchable by kNN (and optionally BM25)."""
+
+    @property
+    @abstractmethod
+    def info(self) -> StoreInfo: ...
+
+    def ensure_model(self, fingerprint: str) -> None:
+        """Refuse to mix vectors from two models in one store."""
+        recorded = self.info.model_fingerprint
+        if recorded is not None and recorded != fingerprint:
+            raise ModelMismatchError(
+                f"the store was built with model {recorded[:12]}, not {fingerprint[:12]}; "
+                "use the same --model or a new index",
+                expected=recorded,
+                actual=fingerprint,
+            )
+
+    @abstractmethod
+    def recall(
+        self, query_vector: np.ndarray, n: int, *, filters: Filters | None = None
+    ) -> Candidates:
+        """The n nearest documents by inner product of unit vectors (cosine)."""
+
+    def recall_bm25(
+        self, query: str, n: int, *, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """BM25 hits as (id, score); backends without a text index raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} has no BM25 index")
+
+    @abstractmethod
+    def fetch(self, ids: Sequence[str]) -> Candidates:
+        """Stored vectors and fields of the given ids, in order; unknown ids raise StoreError."""
+
+    @abstractmethod
+    def content_hashes(self, ids: Iterable[str]) -> dict[str, str]:
+        """Recorded content hash of each known id among `ids` (for incremental indexing)."""
+
+    @abstractmethod
+    def upsert(self, documents: Sequence[Document], vectors: np.ndarray, *, model_fingerprint: str) -> None:
+        """Insert or replace documents with their float32 vectors, atomically per call."""
+
+    @abstractmethod
+    def delete(self, ids: Iterable[str]) -> int:
+        """Remove documents; returns how many existed."""
+
+    @abstractmethod
+    def all_ids(self) -> list[str]: ...
+
+    def finalize(self) -> None:
+        """Make written documents searchable (build or refresh indexes). Idempotent."""
+
+    def close(self) -> None:
+        """Release files or connections."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
