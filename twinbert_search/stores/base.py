@@ -101,8 +101,19 @@ class VectorStore(ABC):
         """Recorded content hash of each known id among `ids` (for incremental indexing)."""
 
     @abstractmethod
-    def upsert(self, documents: Sequence[Document], vectors: np.ndarray, *, model_fingerprint: str) -> None:
-        """Insert or replace documents with their float32 vectors, atomically per call."""
+    def upsert(
+        self,
+        documents: Sequence[Document],
+        vectors: np.ndarray,
+        *,
+        model_fingerprint: str,
+        precomputed: np.ndarray | None = None,
+    ) -> None:
+        """Insert or replace documents with their float32 vectors, atomically per call.
+
+        `precomputed` (n, h) is the query-independent document half of the crossing layer,
+        computed at ingest so query time does less per candidate; stores keep and return it.
+        """
 
     @abstractmethod
     def delete(self, ids: Iterable[str]) -> int:
