@@ -1,0 +1,120 @@
+"""The model manifest: what a TwinBERT model directory is, readable without torch.
+
+A model directory loads from its path alone (the sentence-transformers idea):
+
+    manifest.json            this file's dataclass
+    tokenizer.json           Hugging Face fast tokenizer
+    query_encoder/           HF BERT checkpoint (config.json, model.safetensors) + pooling.json
+    document_encoder/        same; absent when the towers share weights
+    crossing/                config.json + model.safetensors (numpy-readable)
+    onnx/                    query_encoder.onnx, document_encoder.onnx (+ .int8.onnx)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twinbert_search import __version__
+from twinbert_search.errors import ModelError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+POOLINGS = ("mean", "weighted", "cls")
+CROSSINGS = ("cosine", "residual")
+COMBINES = ("max", "concat")
+
+
+@dataclass
+class CrossingConfig:
+    """Which crossing layer scores a (query, document) pair, and its sizes."""
+
+    type: str = "cosine"
+    combine: str = "max"  # residual only
+    hidden: int = 256  # residual only
+
+    def validate(self) -> None:
+        if self.type not in CROSSINGS:
+            raise ModelError(f"crossing.type must be one of {CROSSINGS}, got {self.type!r}")
+        if self.type == "residual":
+            if self.combine not in COMBINES:
+                raise ModelError(f"crossing.combine must be one of {COMBINES}, got {self.combine!r}")
+            if self.hidden < 1:
+                raise ModelError(f"crossing.hidden must be positive, got {self.hidden}")
+
+
+@dataclass
+class ModelManifest:
+    """Everything needed to serve a model, recorded beside its weights."""
+
+    dim: int
+    pooling: str = "mean"
+    projection_dim: int | None = None
+    normalize: bool = True
+    shared_towers: bool = True
+    num_layers: int | None = None
+    max_query_length: int = 64
+    max_doc_length: int = 256
+    crossing: CrossingConfig = field(default_factory=CrossingConfig)
+    fingerprint: str = ""
+    onnx: dict[str, str] = field(default_factory=dict)
+    base_model: str | None = None
+    format_version: int = FORMAT_VERSION
+    versions: dict[str, str] = field(default_factory=lambda: {"twinbert_search": __version__})
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ModelError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.dim < 1:
+            raise ModelError(f"dim must be positive, got {self.dim}")
+        if self.max_query_length < 2 or self.max_doc_length < 2:
+            raise ModelError("max_query_length and max_doc_length must be at least 2")
+        self.crossing.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "manifest") -> ModelManifest:
+        data = dict(data)
+        version = data.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ModelError(
+                f"{source}: format_version {version} is newer than this twinbert-search "
+                f"({__version__}) understands ({FORMAT_VERSION}); upgrade twinbert-search"
+            )
+        try:
+            crossing = CrossingConfig(**data.pop("crossing", {}))
+            manifest = cls(crossing=crossing, **data)
+        except TypeError as exc:
+            raise ModelError(f"{source}: unexpected or missing key ({exc})") from None
+        manifest.validate()
+        return manifest
+
+    def save(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / MANIFEST_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> ModelManifest:
+        path = Path(model_dir) / MANIFEST_NAME
+        if not Path(model_dir).is_dir():
+            raise ModelError(f"model directory not found: {model_dir}", path=str(model_dir))
+        if not path.is_file():
+            raise ModelError(
+                f"{model_dir} is not a twinbert-search model (no {MANIFEST_NAME}); "
+                "build one with `twinbert-search export` or `distill`",
+                path=str(model_dir),
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: invalid JSON ({exc})", path=str(path)) from None
+        return cls.from_dict(data, source=str(path))
