@@ -40,7 +40,9 @@ class CrossingConfig:
             raise ModelError(f"crossing.type must be one of {CROSSINGS}, got {self.type!r}")
         if self.type == "residual":
             if self.combine not in COMBINES:
-                raise ModelError(f"crossing.combine must be one of {COMBINES}, got {self.combine!r}")
+                raise ModelError(
+                    f"crossing.combine must be one of {COMBINES}, got {self.combine!r}"
+                )
             if self.hidden < 1:
                 raise ModelError(f"crossing.hidden must be positive, got {self.hidden}")
 

@@ -35,7 +35,9 @@ class Candidates:
 
     @classmethod
     def empty(cls, dim: int) -> Candidates:
-        return cls(ids=[], recall_scores=np.zeros(0, np.float32), vectors=np.zeros((0, dim), np.float32))
+        return cls(
+            ids=[], recall_scores=np.zeros(0, np.float32), vectors=np.zeros((0, dim), np.float32)
+        )
 
     def take(self, order: Sequence[int] | np.ndarray) -> Candidates:
         """The candidates at the given positions, in that order."""

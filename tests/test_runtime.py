@@ -1,0 +1,111 @@
+"""The serving runtime: ONNX parity with PyTorch, numpy crossing parity, no torch import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import build_tiny_model
+from twinbert_search.errors import ModelError
+from twinbert_search.manifest import CrossingConfig
+from twinbert_search.runtime import TwinBertRuntime
+from twinbert_search.runtime.tokenization import TextTokenizer
+from twinbert_search.training.modeling import TwinBert
+from twinbert_search.training.tokenizer import to_torch
+
+MIXED = [
+    "star",
+    "what does the planet orbit",
+    "the heart and the blood cell of a virus and a vaccine for the doctor " * 4,
+    "bread",
+    "a volcano by the ocean with a river and a wave",
+]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_onnx_matches_pytorch_on_mixed_lengths(tiny_model: Path) -> None:
+    runtime = TwinBertRuntime.load(tiny_model)
+    model = TwinBert.load(tiny_model).eval()
+    tok = TextTokenizer.from_file(tiny_model / "tokenizer.json", runtime.manifest.max_doc_length)
+    with torch.no_grad():
+        expected = model.encode_documents(to_torch(tok(MIXED))).numpy()
+    got = runtime.encode_documents(MIXED, batch_size=2)  # length-sorted, re-ordered batches
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_int8_graph_stays_close(tiny_model: Path) -> None:
+    fp32 = TwinBertRuntime.load(tiny_model).encode_documents(MIXED)
+    runtime8 = TwinBertRuntime.load(tiny_model, int8=True)
+    assert runtime8.fingerprint.endswith(":int8")
+    assert _cos(runtime8.encode_documents(MIXED), fp32).min() >= 0.99
+
+
+def test_batch_order_does_not_change_vectors(tiny_model: Path) -> None:
+    runtime = TwinBertRuntime.load(tiny_model)
+    sorted_ = runtime.encode_documents(MIXED, batch_size=2, sort_by_length=True)
+    unsorted = runtime.encode_documents(MIXED, batch_size=2, sort_by_length=False)
+    np.testing.assert_allclose(sorted_, unsorted, atol=1e-5)
+    assert runtime.encode_documents([]).shape == (0, runtime.dim)
+
+
+@pytest.mark.parametrize(
+    "crossing",
+    [
+        CrossingConfig("cosine"),
+        CrossingConfig("residual", "max", 8),
+        CrossingConfig("residual", "concat", 8),
+    ],
+    ids=["cosine", "res-max", "res-concat"],
+)
+def test_numpy_crossing_matches_torch(tiny_checkpoint: Path, tmp_path: Path, crossing) -> None:
+    folder = build_tiny_model(tiny_checkpoint, tmp_path / "m", crossing=crossing)
+    model = TwinBert.load(folder).eval()
+    with torch.no_grad():  # non-trivial weights
+        for p in model.crossing.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model.save(folder, folder / "tokenizer.json")
+    runtime = TwinBertRuntime.load(folder)
+    q = runtime.encode_query("what does the planet orbit")
+    docs = runtime.encode_documents(MIXED)
+    with torch.no_grad():
+        expected = torch.sigmoid(
+            model.crossing(torch.from_numpy(q).expand(len(docs), -1), torch.from_numpy(docs))
+        ).numpy()
+    got = runtime.score(q, docs)
+    assert got.shape == (len(MIXED),)
+    assert ((got > 0) & (got < 1)).all()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    pre = runtime.precompute_documents(docs)
+    if crossing.combine == "concat" and crossing.type == "residual":
+        assert pre is not None and pre.shape == (len(MIXED), 8)
+        np.testing.assert_allclose(runtime.score(q, docs, pre), expected, atol=1e-5)
+    else:
+        assert pre is None
+
+
+def test_runtime_does_not_import_torch(tiny_model: Path) -> None:
+    code = (
+        "import sys\n"
+        "from twinbert_search.runtime import TwinBertRuntime\n"
+        f"r = TwinBertRuntime.load({str(tiny_model)!r})\n"
+        "r.score(r.encode_query('star'), r.encode_documents(['the moon']))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'transformers' not in sys.modules, 'transformers was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_graph_is_a_clear_error(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    folder = build_tiny_model(tiny_checkpoint, tmp_path / "m")  # no --int8
+    with pytest.raises(ModelError, match="int8"):
+        TwinBertRuntime.load(folder, int8=True)
+    with pytest.raises(ModelError, match="not found"):
+        TwinBertRuntime.load(tmp_path / "missing")

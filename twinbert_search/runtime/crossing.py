@@ -1,0 +1,113 @@
+"""Crossing layers in numpy: score one query against many candidates in one call.
+
+These mirror `twinbert_search.training.crossing` exactly (tests check parity) but need no
+torch, so the serving path stays light. Both return logits; `probability` applies the
+logistic. Weights are read from `crossing/model.safetensors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from twinbert_search.errors import ModelError
+from twinbert_search.manifest import CrossingConfig
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+class CosineCrossing:
+    """logit = scale * cos(q, d) + bias (vectors are unit length when the model normalises)."""
+
+    def __init__(self, scale: float, bias: float, normalized: bool = True) -> None:
+        self.scale = np.float32(scale)
+        self.bias = np.float32(bias)
+        self.normalized = normalized
+
+    def precompute(self, docs: np.ndarray) -> None:
+        return None
+
+    def logits(
+        self, query: np.ndarray, docs: np.ndarray, precomputed: np.ndarray | None = None
+    ) -> np.ndarray:
+        cos = docs @ query
+        if not self.normalized:
+            norms = np.linalg.norm(docs, axis=1) * np.linalg.norm(query)
+            cos = cos / np.maximum(norms, 1e-12)
+        return (self.scale * cos + self.bias).astype(np.float32)
+
+
+class ResidualCrossing:
+    """x = combine(q, d); z = relu(W2 relu(W1 x + b1) + b2 + x); logit = w . z + b.
+
+    With concat, W1 x = W1_q q + (W1_d d + b1): the bracket does not depend on the query, so
+    `precompute` computes it once per document at ingest and query time skips that half.
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray], combine: str) -> None:
+        self.combine = combine
+        w1 = weights["dense1.weight"].astype(np.float32)  # (h, width)
+        self.b1 = weights["dense1.bias"].astype(np.float32)
+        self.w2t = np.ascontiguousarray(weights["dense2.weight"].astype(np.float32).T)  # (h, width)
+        self.b2 = weights["dense2.bias"].astype(np.float32)
+        self.wo = weights["out.weight"].astype(np.float32).reshape(-1)
+        self.bo = np.float32(weights["out.bias"].reshape(-1)[0])
+        self.hidden, width = w1.shape
+        if combine == "concat":
+            dim = width // 2
+            self.w1q_t = np.ascontiguousarray(w1[:, :dim].T)  # (dim, h)
+            self.w1d_t = np.ascontiguousarray(w1[:, dim:].T)
+        else:
+            self.w1t = np.ascontiguousarray(w1.T)  # (width, h)
+
+    def precompute(self, docs: np.ndarray) -> np.ndarray | None:
+        """Query-independent document half of the first dense layer (concat only)."""
+        if self.combine != "concat":
+            return None
+        return (docs.astype(np.float32) @ self.w1d_t + self.b1).astype(np.float32)
+
+    def logits(
+        self, query: np.ndarray, docs: np.ndarray, precomputed: np.ndarray | None = None
+    ) -> np.ndarray:
+        query = query.astype(np.float32, copy=False)
+        docs = docs.astype(np.float32, copy=False)
+        if self.combine == "concat":
+            pre = precomputed if precomputed is not None else self.precompute(docs)
+            h = pre + query @ self.w1q_t
+            np.maximum(h, 0.0, out=h)
+            y = h @ self.w2t
+            n, dim = docs.shape
+            y[:, :dim] += query
+            y[:, dim:] += docs
+        else:
+            x = np.maximum(docs, query[None, :])
+            h = x @ self.w1t
+            h += self.b1
+            np.maximum(h, 0.0, out=h)
+            y = h @ self.w2t
+            y += x
+        y += self.b2
+        np.maximum(y, 0.0, out=y)
+        return (y @ self.wo + self.bo).astype(np.float32)
+
+
+Crossing = CosineCrossing | ResidualCrossing
+
+
+def load_crossing(model_dir: str | Path, config: CrossingConfig, normalized: bool) -> Crossing:
+    """Read the crossing weights saved by training (`crossing/model.safetensors`)."""
+    path = Path(model_dir) / "crossing" / "model.safetensors"
+    if not path.is_file():
+        raise ModelError(f"crossing weights not found: {path}", path=str(path))
+    weights = load_file(str(path))
+    if config.type == "cosine":
+        return CosineCrossing(
+            float(weights["scale"].reshape(-1)[0]),
+            float(weights["bias"].reshape(-1)[0]),
+            normalized,
+        )
+    return ResidualCrossing(weights, config.combine)

@@ -1,0 +1,119 @@
+"""A loaded TwinBERT model for serving: two ONNX towers and a numpy crossing layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from twinbert_search.errors import ModelError
+from twinbert_search.manifest import ModelManifest
+from twinbert_search.runtime.crossing import Crossing, load_crossing, sigmoid
+from twinbert_search.runtime.encoder import OnnxEncoder, ProgressFn, make_session
+from twinbert_search.runtime.tokenization import TextTokenizer
+
+
+class TwinBertRuntime:
+    """Encode queries and documents and score candidates, with onnxruntime and numpy only.
+
+    `int8` picks the dynamically quantized graphs written by `export --int8`. The document
+    fingerprint includes the graph variant, because a store must not mix vectors from two.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        manifest: ModelManifest,
+        query_encoder: OnnxEncoder,
+        document_encoder: OnnxEncoder,
+        crossing: Crossing,
+        *,
+        int8: bool = False,
+    ) -> None:
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.query_encoder = query_encoder
+        self.document_encoder = document_encoder
+        self.crossing = crossing
+        self.int8 = int8
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        *,
+        int8: bool = False,
+        threads: int | None = None,
+        query_int8: bool | None = None,
+        document_int8: bool | None = None,
+    ) -> TwinBertRuntime:
+        """Load an exported model directory (see `twinbert_search.manifest`)."""
+        model_dir = Path(model_dir)
+        manifest = ModelManifest.load(model_dir)
+        q8 = int8 if query_int8 is None else query_int8
+        d8 = int8 if document_int8 is None else document_int8
+
+        def graph(role: str, quantized: bool) -> Path:
+            key = f"{role}_int8" if quantized else role
+            rel = manifest.onnx.get(key)
+            if rel is None:
+                hint = " (export with --int8)" if quantized else " (run `twinbert-search export`)"
+                raise ModelError(f"{model_dir}: no ONNX graph for {key}{hint}", path=str(model_dir))
+            return model_dir / rel
+
+        tok_path = model_dir / "tokenizer.json"
+        query_tok = TextTokenizer.from_file(tok_path, manifest.max_query_length)
+        doc_tok = TextTokenizer.from_file(tok_path, manifest.max_doc_length)
+        q_sess = make_session(graph("query_encoder", q8), threads)
+        d_path = graph("document_encoder", d8)
+        d_sess = q_sess if d_path == graph("query_encoder", q8) else make_session(d_path, threads)
+        return cls(
+            model_dir,
+            manifest,
+            OnnxEncoder(q_sess, query_tok),
+            OnnxEncoder(d_sess, doc_tok),
+            load_crossing(model_dir, manifest.crossing, manifest.normalize),
+            int8=d8,
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the document vectors this runtime produces."""
+        suffix = ":int8" if self.int8 else ""
+        return f"{self.manifest.fingerprint}{suffix}"
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.query_encoder.encode(texts, batch_size)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.query_encoder.encode([text], 1)[0]
+
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        *,
+        sort_by_length: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> np.ndarray:
+        return self.document_encoder.encode(
+            texts, batch_size, sort_by_length=sort_by_length, progress=progress
+        )
+
+    def precompute_documents(self, vectors: np.ndarray) -> np.ndarray | None:
+        """Per-document crossing-layer work that can be done at ingest (None if there is none)."""
+        return self.crossing.precompute(vectors)
+
+    def score(
+        self,
+        query_vector: np.ndarray,
+        doc_vectors: np.ndarray,
+        precomputed: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Relevance probabilities of every candidate for one query, in one call."""
+        return sigmoid(self.crossing.logits(query_vector, doc_vectors, precomputed))

@@ -1,0 +1,68 @@
+"""Crossing layers (PyTorch): score a (query, document) vector pair.
+
+TwinBERT (Lu, Jiao, Zhang 2020) uses cosine for recall and a residual network for relevance.
+Both return logits; the probability is their logistic. `twinbert_search.runtime.crossing`
+is the numpy twin used for serving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from twinbert_search.manifest import CrossingConfig
+
+
+class CosineCrossing(nn.Module):
+    """logit = scale * cos(q, d) + bias, with scale and bias learned."""
+
+    def __init__(self, scale: float = 10.0, bias: float = -5.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([scale]))
+        self.bias = nn.Parameter(torch.tensor([bias]))
+
+    def forward(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+        """query (B, D), docs (B, D) -> logits (B,)."""
+        return self.scale * F.cosine_similarity(query, docs, dim=-1) + self.bias
+
+
+class ResidualCrossing(nn.Module):
+    """x = max(q, d) or [q; d]; z = relu(dense2(relu(dense1(x))) + x); logit = out(z)."""
+
+    def __init__(self, dim: int, hidden: int = 256, combine: str = "max") -> None:
+        super().__init__()
+        if combine not in ("max", "concat"):
+            raise ValueError(f"combine must be 'max' or 'concat', got {combine!r}")
+        self.combine = combine
+        width = dim if combine == "max" else 2 * dim
+        self.dense1 = nn.Linear(width, hidden)
+        self.dense2 = nn.Linear(hidden, width)
+        self.out = nn.Linear(width, 1)
+
+    def forward(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+        if query.shape != docs.shape:
+            raise ValueError(f"query {tuple(query.shape)} and docs {tuple(docs.shape)} differ")
+        x = torch.maximum(query, docs) if self.combine == "max" else torch.cat([query, docs], -1)
+        z = F.relu(self.dense2(F.relu(self.dense1(x))) + x)
+        return self.out(z).squeeze(-1)
+
+
+def build_crossing(config: CrossingConfig, dim: int) -> nn.Module:
+    config.validate()
+    if config.type == "cosine":
+        return CosineCrossing()
+    return ResidualCrossing(dim, config.hidden, config.combine)
+
+
+def save_crossing(module: nn.Module, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+
+
+def load_crossing_weights(module: nn.Module, folder: Path) -> None:
+    module.load_state_dict(load_file(str(folder / "model.safetensors")))

@@ -1,0 +1,128 @@
+"""Export a trained TwinBERT to ONNX (fp32 and optionally int8) and check parity.
+
+Pooling, projection and normalisation are inside the graphs, so the runtime only tokenizes,
+runs the graph and applies the numpy crossing layer. Parity against PyTorch is measured on
+a batch of mixed lengths and returned, so the CLI can print it and tests can assert it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from twinbert_search.errors import ModelError
+from twinbert_search.manifest import ModelManifest
+from twinbert_search.runtime.tokenization import TextTokenizer
+from twinbert_search.training.modeling import Tower, TwinBert
+from twinbert_search.training.tokenizer import to_torch
+
+log = logging.getLogger(__name__)
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+PARITY_TEXTS = [
+    "a",
+    "what causes the northern lights",
+    "The quick brown fox jumps over the lazy dog near the riverbank at dawn. " * 6,
+    "Protein folding determines function; misfolding is linked to disease.",
+]
+
+
+@dataclass
+class ExportReport:
+    """Parity of the exported graphs against PyTorch on the same inputs."""
+
+    fp32_max_abs_diff: dict[str, float]
+    int8_min_cosine: dict[str, float] | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"{k} fp32 max |diff| = {v:.2e}" for k, v in self.fp32_max_abs_diff.items()]
+        for k, v in (self.int8_min_cosine or {}).items():
+            out.append(f"{k} int8 min cosine = {v:.4f}")
+        return out
+
+
+class _TowerGraph(nn.Module):
+    def __init__(self, tower: Tower) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.tower(input_ids, attention_mask, token_type_ids)
+
+
+def _export_tower(tower: Tower, path: Path, sample: dict[str, torch.Tensor], opset: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+    axes["embedding"] = {0: "batch"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _TowerGraph(tower).eval(),
+            tuple(sample[name] for name in INPUTS),
+            str(path),
+            input_names=INPUTS,
+            output_names=["embedding"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+
+    # Per-channel weights: per-tensor scales lose too much (min cosine 0.90 vs 0.99 measured
+    # on all-MiniLM-L6-v2 over SciFact abstracts).
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) -> ExportReport:
+    """Write onnx/ graphs into a saved model directory and record them in its manifest."""
+    from twinbert_search.runtime.encoder import OnnxEncoder, make_session
+
+    model_dir = Path(model_dir)
+    model = TwinBert.load(model_dir).eval()
+    manifest: ModelManifest = model.manifest
+    towers = {"query_encoder": (model.query_tower, manifest.max_query_length)}
+    if not manifest.shared_towers:
+        towers["document_encoder"] = (model.doc_tower, manifest.max_doc_length)
+    report = ExportReport(fp32_max_abs_diff={}, int8_min_cosine={} if int8 else None)
+    onnx_paths: dict[str, str] = {}
+    for role, (tower, max_len) in towers.items():
+        tok = TextTokenizer.from_file(model_dir / "tokenizer.json", max_len)
+        batch = tok(PARITY_TEXTS)
+        rel = f"onnx/{role}.onnx"
+        _export_tower(tower, model_dir / rel, to_torch(tok(PARITY_TEXTS[:2])), opset)
+        onnx_paths[role] = rel
+        with torch.no_grad():
+            expected = tower(**to_torch(batch)).numpy()
+        got = OnnxEncoder(make_session(model_dir / rel), tok).encode(PARITY_TEXTS)
+        report.fp32_max_abs_diff[role] = float(np.abs(got - expected).max())
+        if int8:
+            rel8 = f"onnx/{role}.int8.onnx"
+            _quantize(model_dir / rel, model_dir / rel8)
+            onnx_paths[f"{role}_int8"] = rel8
+            got8 = OnnxEncoder(make_session(model_dir / rel8), tok).encode(PARITY_TEXTS)
+            report.int8_min_cosine[role] = float(_cosines(got8, expected).min())
+    if manifest.shared_towers:
+        onnx_paths["document_encoder"] = onnx_paths["query_encoder"]
+        if int8:
+            onnx_paths["document_encoder_int8"] = onnx_paths["query_encoder_int8"]
+    manifest.onnx = onnx_paths
+    manifest.save(model_dir)
+    worst = max(report.fp32_max_abs_diff.values())
+    if worst > 1e-3:
+        raise ModelError(f"ONNX export diverges from PyTorch (max |diff| {worst:.2e})")
+    return report
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    num = (a * b).sum(1)
+    return num / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
