@@ -121,7 +121,7 @@ def test_missing_checkpoint_directory(tmp_path: Path) -> None:
 
 
 def test_checkpoint_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="no config.json"):
+    with pytest.raises(ModelError, match=r"no config\.json"):
         load_backbone(tmp_path)
 
 

@@ -80,7 +80,7 @@ class ResidualCrossing:
             h = pre + query @ self.w1q_t
             np.maximum(h, 0.0, out=h)
             y = h @ self.w2t
-            n, dim = docs.shape
+            dim = docs.shape[1]
             y[:, :dim] += query
             y[:, dim:] += docs
         else:
