@@ -126,9 +126,11 @@ class VectorStore(ABC):
 
     def finalize(self) -> None:
         """Make written documents searchable (build or refresh indexes). Idempotent."""
+        return None
 
     def close(self) -> None:
         """Release files or connections."""
+        return None
 
     def __enter__(self) -> VectorStore:
         return self

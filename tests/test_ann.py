@@ -1,0 +1,161 @@
+"""ANN index strings (each accepted form and several invalid ones), build, search, save."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.ann import (
+    AUTO_HNSW_THRESHOLD,
+    AnnSpec,
+    build_index,
+    load_index,
+    parse_ann_spec,
+    save_index,
+    search,
+)
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_top(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ x.T), axis=1, kind="stable")[:, :k]
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(f) & set(t)) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+ACCEPTED = [
+    ("flat", "flat", AnnSpec("flat")),
+    ("auto", "auto", AnnSpec("auto")),
+    ("hnsw32", "hnsw32", AnnSpec("hnsw", m=32)),
+    ("HNSW16", "hnsw16", AnnSpec("hnsw", m=16)),
+    ("hnsw32,efc=100", "hnsw32,efc=100", AnnSpec("hnsw", m=32, ef_construction=100)),
+    ("hnsw32,efc=200", "hnsw32", AnnSpec("hnsw", m=32)),
+    ("hnsw32,sq8", "hnsw32,sq8", AnnSpec("hnsw", m=32, sq8=True)),
+    (
+        " hnsw8, sq8 ,efc=40 ",
+        "hnsw8,efc=40,sq8",
+        AnnSpec("hnsw", m=8, ef_construction=40, sq8=True),
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "canonical", "spec"), ACCEPTED)
+def test_accepted_strings(text: str, canonical: str, spec: AnnSpec) -> None:
+    parsed = parse_ann_spec(text)
+    assert parsed == spec
+    assert parsed.canonical == canonical
+    assert parse_ann_spec(parsed.canonical) == parsed  # the canonical form round-trips
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "  ",
+        "ivf1024",
+        "hnsw",
+        "hnsw1",
+        "hnsw999",
+        "hnswx",
+        "hnsw32,efc=",
+        "hnsw32,efc=0",
+        "hnsw32,efc=-3",
+        "hnsw32,foo",
+        "hnsw32,sq8,sq8",
+        "hnsw32,efc=10,efc=20",
+        "flat,sq8",
+        "auto,efc=100",
+        "flat32",
+    ],
+)
+def test_invalid_strings_name_the_string_and_the_forms(text: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        parse_ann_spec(text)
+    assert repr(text) in str(err.value)
+    assert "accepted forms" in str(err.value)
+
+
+def test_auto_resolves_by_size() -> None:
+    auto = parse_ann_spec("auto")
+    assert auto.resolve(AUTO_HNSW_THRESHOLD - 1).canonical == "flat"
+    assert auto.resolve(AUTO_HNSW_THRESHOLD).canonical == "hnsw32"
+    assert parse_ann_spec("hnsw16").resolve(10).canonical == "hnsw16"
+
+
+@pytest.mark.parametrize("text", [t for t, _, _ in ACCEPTED])
+def test_every_accepted_string_builds_and_searches(text: str) -> None:
+    x = unit_vectors(300, 16)
+    index = build_index(text, x)
+    assert index.ntotal == 300
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    scores, rows = search(index, x[:5], 3)
+    assert scores.shape == rows.shape == (5, 3)
+    assert list(rows[:, 0]) == [0, 1, 2, 3, 4]  # each vector is its own nearest neighbour
+
+
+def test_auto_builds_flat_for_small_corpora() -> None:
+    assert isinstance(build_index("auto", unit_vectors(10, 8)), faiss.IndexFlatIP)
+
+
+def test_hnsw_types() -> None:
+    x = unit_vectors(50, 8)
+    assert isinstance(build_index("hnsw32", x), faiss.IndexHNSWFlat)
+    assert isinstance(build_index("hnsw32,sq8", x), faiss.IndexHNSWSQ)
+    assert build_index("hnsw16,efc=77", x).hnsw.efConstruction == 77
+
+
+def test_flat_matches_brute_force() -> None:
+    x, q = unit_vectors(1000, 16), unit_vectors(20, 16, seed=1)
+    scores, rows = search(build_index("flat", x), q, 10)
+    np.testing.assert_array_equal(rows, exact_top(x, q, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ x.T, rows, 1), rtol=1e-5)
+
+
+def test_hnsw_recall_at_10_is_at_least_0_95() -> None:
+    x, q = unit_vectors(5000, 16), unit_vectors(100, 16, seed=1)
+    _, rows = search(build_index("hnsw32", x), q, 10)
+    assert recall_at(rows, exact_top(x, q, 10)) >= 0.95
+
+
+def test_hnsw_sq8_recall_is_reasonable() -> None:
+    x, q = unit_vectors(3000, 16), unit_vectors(50, 16, seed=1)
+    _, rows = search(build_index("hnsw32,sq8", x), q, 10)
+    assert recall_at(rows, exact_top(x, q, 10)) >= 0.85
+
+
+def test_k_beyond_the_index_pads_with_minus_one() -> None:
+    _, rows = search(build_index("flat", unit_vectors(3, 8)), unit_vectors(1, 8), 5)
+    assert list(rows[0, 3:]) == [-1, -1]
+
+
+@pytest.mark.parametrize("text", ["flat", "hnsw32", "hnsw32,sq8"])
+def test_empty_index_returns_no_rows(text: str) -> None:
+    index = build_index(text, np.zeros((0, 8), np.float32))
+    _, rows = search(index, unit_vectors(2, 8), 4)
+    assert rows.shape == (2, 4) and (rows == -1).all()
+
+
+@pytest.mark.parametrize("text", ["flat", "hnsw32", "hnsw32,sq8"])
+def test_save_and_load_give_the_same_results(text: str, tmp_path) -> None:
+    x, q = unit_vectors(500, 16), unit_vectors(5, 16, seed=1)
+    index = build_index(text, x)
+    save_index(index, tmp_path / "ann.faiss")
+    loaded = load_index(tmp_path / "ann.faiss")
+    for ef in (None, 16, 256):
+        np.testing.assert_array_equal(search(index, q, 10, ef)[1], search(loaded, q, 10, ef)[1])
+
+
+def test_threads_argument_restores_the_global_setting() -> None:
+    before = faiss.omp_get_max_threads()
+    index = build_index("hnsw8", unit_vectors(200, 8), threads=1)
+    search(index, unit_vectors(3, 8), 2, threads=1)
+    assert faiss.omp_get_max_threads() == before
