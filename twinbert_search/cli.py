@@ -1,0 +1,315 @@
+"""The `twinbert-search` command line: thin commands over the Python API.
+
+Errors are mapped to exit codes in exactly one place (`CLI.invoke`): a `TwinBertSearchError`
+prints one line `error: ...` on stderr and exits with its `exit_code`. The same flag names
+mean the same thing on every command (--index-dir, --model, --int8, --threads, --json).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from twinbert_search import __version__
+from twinbert_search.errors import InputError, TwinBertSearchError
+
+
+class CLI(click.Group):
+    """Maps the package's errors to one-line messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TwinBertSearchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: work committed so far is kept; re-run to resume", err=True)
+            sys.exit(130)
+
+
+def index_dir_option(f):
+    return click.option(
+        "--index-dir",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Embedded store directory.",
+    )(f)
+
+
+def model_options(f):
+    f = click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")(f)
+    f = click.option("--int8", is_flag=True, help="Use the int8 ONNX graphs.")(f)
+    return click.option(
+        "--model",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Exported model directory (default: MiniLM-based TwinBERT, built once).",
+    )(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(f)
+
+
+def _parse_filters(values: tuple[str, ...]) -> dict[str, list[str]] | None:
+    filters: dict[str, list[str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--filter expects FIELD=VALUE, got {item!r}", field="--filter")
+        filters.setdefault(key, []).append(value)
+    return filters or None
+
+
+@click.group(cls=CLI)
+@click.version_option(__version__, prog_name="twinbert-search")
+def main() -> None:
+    """TwinBERT retrieval: index documents, search with rerank, train and export models."""
+
+
+@main.command()
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@index_dir_option
+@model_options
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "tsv"]), default="auto")
+@click.option("--id-field", default="_id", show_default=True)
+@click.option("--text-fields", default="title,text", show_default=True, help="Comma-separated.")
+@click.option(
+    "--codec",
+    type=click.Choice(["float32", "float16", "int8"]),
+    default="float32",
+    show_default=True,
+    help="Stored vector codec.",
+)
+@click.option(
+    "--ann",
+    default="auto",
+    show_default=True,
+    help="ANN index: auto, flat, hnsw32, hnsw32,efc=200 ...",
+)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Documents per store transaction (the most a killed run can lose).",
+)
+@click.option("--prune", is_flag=True, help="Delete stored documents absent from CORPUS.")
+@click.option(
+    "--skip-errors", is_flag=True, help="Skip bad records (reported) instead of stopping."
+)
+@click.option("--no-progress", is_flag=True)
+@json_option
+def index(
+    corpus: Path,
+    index_dir: Path,
+    model: Path | None,
+    int8: bool,
+    threads: int | None,
+    fmt: str,
+    id_field: str,
+    text_fields: str,
+    codec: str | None,
+    ann: str | None,
+    batch_size: int,
+    chunk_size: int,
+    prune: bool,
+    skip_errors: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Encode CORPUS (BEIR folder, corpus.jsonl, JSONL or TSV) into an embedded store.
+
+    Re-running is incremental: unchanged documents are skipped, changed ones re-encoded.
+    """
+    from twinbert_search.indexing import index_documents
+    from twinbert_search.models import resolve_model
+    from twinbert_search.readers import read_corpus
+    from twinbert_search.runtime import TwinBertRuntime
+    from twinbert_search.stores.embedded import EmbeddedStore
+
+    runtime = TwinBertRuntime.load(resolve_model(model), int8=int8, threads=threads)
+    errors: list[InputError] = []
+    docs = read_corpus(
+        corpus,
+        fmt=fmt,
+        id_field=id_field,
+        text_fields=tuple(f.strip() for f in text_fields.split(",") if f.strip()),
+        on_error="skip" if skip_errors else "raise",
+        errors=errors,
+    )
+    with EmbeddedStore.create_or_open(index_dir, dim=runtime.dim, codec=codec, ann=ann) as store:
+        report = index_documents(
+            docs,
+            store,
+            runtime,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            prune=prune,
+            progress=not no_progress,
+        )
+    report.errors = errors
+    for err in errors:
+        click.echo(f"skipped: {err}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(
+            f"indexed {report.seen} documents into {index_dir}: {report.added} added, "
+            f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
+            f"{len(errors)} skipped; {report.docs_per_s:.1f} docs/s encoding, "
+            f"{report.seconds:.1f}s total"
+        )
+
+
+@main.command()
+@click.argument("query")
+@index_dir_option
+@model_options
+@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option(
+    "--candidates",
+    type=int,
+    default=100,
+    show_default=True,
+    help="How many kNN candidates the crossing layer reranks.",
+)
+@click.option("--hybrid", is_flag=True, help="Fuse BM25 and kNN recall by reciprocal rank.")
+@click.option("--no-rerank", is_flag=True, help="Recall only.")
+@click.option("--filter", "filters", multiple=True, help="FIELD=VALUE on metadata; repeatable.")
+@click.option("--explain", is_flag=True, help="Show both stages' scores and ranks, and timings.")
+@json_option
+def search(
+    query: str,
+    index_dir: Path,
+    model: Path | None,
+    int8: bool,
+    threads: int | None,
+    k: int,
+    candidates: int,
+    hybrid: bool,
+    no_rerank: bool,
+    filters: tuple[str, ...],
+    explain: bool,
+    as_json: bool,
+) -> None:
+    """Two-stage search: kNN recall, then the crossing-layer rerank."""
+    from twinbert_search.search import Searcher
+
+    searcher = Searcher.open(index_dir, model, int8=int8, threads=threads)
+    result = searcher.search(
+        query, k, candidates, filters=_parse_filters(filters), rerank=not no_rerank, hybrid=hybrid
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    for hit in result.hits:
+        title = (hit.document or {}).get("title") or (hit.document or {}).get("text", "")[:70]
+        line = f"{hit.rank:>3}  {hit.score:.4f}  {hit.id}  {title}"
+        if explain:
+            rerank = "-" if hit.rerank_score is None else f"{hit.rerank_score:.4f}"
+            line += (
+                f"\n      recall #{hit.recall_rank} score {hit.recall_score:.4f}; rerank {rerank}"
+            )
+        click.echo(line)
+    if explain:
+        timing = ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings_ms.items())
+        click.echo(f"reranked={result.reranked} candidates={result.candidates}; {timing}")
+
+
+@main.command("eval")
+@index_dir_option
+@model_options
+@click.option("--queries", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--qrels", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--candidates", type=int, default=100, show_default=True)
+@click.option("--recall-depth", type=int, default=1000, show_default=True)
+@click.option("--hybrid", is_flag=True)
+@click.option(
+    "--run-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the reranked run (TREC format); the recall run goes beside it.",
+)
+@click.option("--no-progress", is_flag=True)
+@json_option
+def eval_cmd(
+    index_dir: Path,
+    model: Path | None,
+    int8: bool,
+    threads: int | None,
+    queries: Path,
+    qrels: Path,
+    candidates: int,
+    recall_depth: int,
+    hybrid: bool,
+    run_file: Path | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked, and latency p50/p99."""
+    from twinbert_search.readers import read_qrels, read_queries
+    from twinbert_search.runfile import write_run
+    from twinbert_search.search import Searcher
+    from twinbert_search.search_eval import evaluate_searcher
+
+    judgments = read_qrels(qrels)
+    searcher = Searcher.open(index_dir, model, int8=int8, threads=threads)
+    report = evaluate_searcher(
+        searcher,
+        read_queries(queries),
+        judgments,
+        candidates=candidates,
+        recall_depth=recall_depth,
+        hybrid=hybrid,
+        progress=not no_progress,
+    )
+    if run_file is not None:
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        write_run(run_file, report.runs["reranked"], "twinbert-rerank")
+        write_run(
+            run_file.with_suffix(".recall" + run_file.suffix),
+            report.runs["recall"],
+            "twinbert-recall",
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(f"{report.queries} queries; rerank of the top {candidates} recall candidates")
+    names = list(report.recall)
+    click.echo(f"{'':10}" + "".join(f"{n:>13}" for n in names))
+    for label, values in (("recall", report.recall), ("reranked", report.reranked)):
+        click.echo(f"{label:10}" + "".join(f"{values[n]:>13.4f}" for n in names))
+    for stage, stats in report.latency.items():
+        click.echo(f"latency {stage:8} p50 {stats['p50_ms']:.2f} ms  p99 {stats['p99_ms']:.2f} ms")
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@index_dir_option
+def delete(ids: tuple[str, ...], index_dir: Path) -> None:
+    """Delete documents by id from an embedded store."""
+    from twinbert_search.stores.embedded import EmbeddedStore
+
+    with EmbeddedStore.open(index_dir, read_only=False) as store:
+        removed = store.delete(ids)
+        store.finalize()
+    click.echo(f"deleted {removed} of {len(ids)} ids")
+
+
+@main.command("build-default-model")
+def build_default() -> None:
+    """Build (once) and print the path of the default MiniLM-based TwinBERT."""
+    from twinbert_search.models import resolve_model
+
+    click.echo(str(resolve_model(None)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,138 @@
+"""The indexing job: documents in, TwinBERT vectors stored, incrementally and resumably.
+
+Documents are read as a stream and handled in chunks. Each chunk asks the store which ids it
+already holds with the same content hash (skipped), encodes the rest in length-sorted
+batches, and writes them in one store transaction. A job killed midway therefore loses at
+most the chunk in flight; re-running it skips everything already stored. A bad record stops
+the job only after the good records before it are written (or is skipped and reported).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from twinbert_search.documents import Document
+from twinbert_search.errors import InputError
+from twinbert_search.runtime.model import TwinBertRuntime
+from twinbert_search.stores.base import VectorStore
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did; docs_per_s counts only documents actually encoded."""
+
+    seen: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    errors: list[InputError] = field(default_factory=list)
+    encode_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def encoded(self) -> int:
+        return self.added + self.updated
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "seen": self.seen,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "errors": [str(e) for e in self.errors],
+            "docs_per_s": round(self.docs_per_s, 1),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _chunks(
+    documents: Iterable[Document], size: int, pending_error: list[InputError]
+) -> Iterator[list[Document]]:
+    """Chunks of documents; a reader error ends the stream after yielding what came before."""
+    chunk: list[Document] = []
+    iterator = iter(documents)
+    while True:
+        try:
+            doc = next(iterator)
+        except StopIteration:
+            break
+        except InputError as exc:
+            pending_error.append(exc)
+            break
+        chunk.append(doc)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def index_documents(
+    documents: Iterable[Document],
+    store: VectorStore,
+    runtime: TwinBertRuntime,
+    *,
+    batch_size: int = 32,
+    chunk_size: int = 512,
+    prune: bool = False,
+    sort_by_length: bool = True,
+    progress: bool = True,
+    total: int | None = None,
+) -> IndexReport:
+    """Encode and store documents; `prune` deletes stored ids absent from this corpus.
+
+    Raises the first reader `InputError` after writing every good chunk before it, and
+    `ModelMismatchError` before writing anything if the store holds another model's vectors.
+    """
+    store.ensure_model(runtime.fingerprint)
+    report = IndexReport()
+    start = time.perf_counter()
+    seen_ids: set[str] = set()
+    reader_error: list[InputError] = []
+    bar = tqdm(total=total, unit="doc", desc="indexing", disable=not progress, smoothing=0.1)
+    try:
+        for chunk in _chunks(documents, chunk_size, reader_error):
+            report.seen += len(chunk)
+            seen_ids.update(d.id for d in chunk)
+            known = store.content_hashes([d.id for d in chunk])
+            todo = [d for d in chunk if known.get(d.id) != d.content_hash]
+            report.unchanged += len(chunk) - len(todo)
+            bar.update(len(chunk) - len(todo))
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            vectors = runtime.encode_documents(
+                [d.encoding_text for d in todo],
+                batch_size,
+                sort_by_length=sort_by_length,
+                progress=bar.update,
+            )
+            precomputed = runtime.precompute_documents(vectors)
+            report.encode_seconds += time.perf_counter() - t0
+            store.upsert(
+                todo, vectors, model_fingerprint=runtime.fingerprint, precomputed=precomputed
+            )
+            updated = sum(1 for d in todo if d.id in known)
+            report.updated += updated
+            report.added += len(todo) - updated
+            bar.set_postfix(docs_per_s=f"{report.docs_per_s:.0f}", refresh=False)
+        if prune and not reader_error:
+            stale = [doc_id for doc_id in store.all_ids() if doc_id not in seen_ids]
+            report.deleted = store.delete(stale) if stale else 0
+        store.finalize()  # what was written stays searchable even when a bad record stops us
+        if reader_error:
+            raise reader_error[0]
+    finally:
+        bar.close()
+        report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,232 @@
+"""Two-stage search: kNN recall over stored document vectors, then the crossing-layer rerank.
+
+The query is encoded once; recall returns the candidates with their stored vectors (and the
+crossing layer's per-document precomputation), and one batched numpy call scores them all.
+Optional hybrid recall fuses BM25 and kNN by reciprocal rank before the rerank.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinbert_search.errors import ConfigurationError
+from twinbert_search.runtime.model import TwinBertRuntime
+from twinbert_search.stores.base import Candidates, Filters, VectorStore
+
+RRF_K = 60
+
+
+@dataclass
+class Hit:
+    """One result with both stages' scores (rerank_score is None when not reranked)."""
+
+    id: str
+    rank: int
+    score: float
+    recall_rank: int
+    recall_score: float
+    rerank_score: float | None = None
+    document: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.document is None:
+            out.pop("document")
+        return out
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    reranked: bool
+    candidates: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    recall_ids: list[str] = field(default_factory=list)  # the full recall order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "reranked": self.reranked,
+            "candidates": self.candidates,
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "hits": [h.to_dict() for h in self.hits],
+        }
+
+
+def positions_by_score(scores: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+    """Positions sorted by (-score, id): deterministic when scores tie."""
+    return np.asarray(
+        sorted(range(len(ids)), key=lambda i: (-float(scores[i]), ids[i])), dtype=np.int64
+    )
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], k: int = RRF_K
+) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(d) = sum 1 / (k + rank). Cormack et al. 2009."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, doc_id in enumerate(ranking, start=1):
+            scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class Searcher:
+    """The two-stage searcher over any `VectorStore`; checks the store's model fingerprint."""
+
+    def __init__(self, runtime: TwinBertRuntime, store: VectorStore, *, check_model: bool = True):
+        if check_model:
+            store.ensure_model(runtime.fingerprint)
+        info = store.info
+        if info.dim is not None and info.dim != runtime.dim:
+            raise ConfigurationError(f"store vectors have {info.dim} dims, the model {runtime.dim}")
+        self.runtime = runtime
+        self.store = store
+
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | Path,
+        model: str | Path | None = None,
+        *,
+        int8: bool = False,
+        threads: int | None = None,
+    ) -> Searcher:
+        """An embedded store and its model (the default model when none is given)."""
+        from twinbert_search.models import resolve_model
+        from twinbert_search.stores.embedded import EmbeddedStore
+
+        store = EmbeddedStore.open(index_dir)
+        runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
+        runtime.int8 = (store.info.model_fingerprint or "").endswith(":int8")
+        return cls(runtime, store)
+
+    def recall(
+        self,
+        query_vector: np.ndarray,
+        query: str,
+        n: int,
+        *,
+        filters: Filters | None = None,
+        hybrid: bool = False,
+    ) -> Candidates:
+        """Stage one: kNN (optionally fused with BM25 by reciprocal rank)."""
+        dense = self.store.recall(query_vector, n, filters=filters)
+        if not hybrid:
+            return dense
+        sparse = self.store.recall_bm25(query, n, filters=filters)
+        fused = reciprocal_rank_fusion([dense.ids, [doc_id for doc_id, _ in sparse]])[:n]
+        position = {doc_id: i for i, doc_id in enumerate(dense.ids)}
+        missing = [doc_id for doc_id, _ in fused if doc_id not in position]
+        extra = self.store.fetch(missing) if missing else None
+        parts: list[Candidates] = []
+        for doc_id, _ in fused:
+            if doc_id in position:
+                parts.append(dense.take([position[doc_id]]))
+            else:
+                parts.append(extra.take([missing.index(doc_id)]))
+        merged = _concat(parts, self.runtime.dim)
+        merged.recall_scores = np.asarray([s for _, s in fused], dtype=np.float32)
+        return merged
+
+    def rerank_scores(self, query_vector: np.ndarray, candidates: Candidates) -> np.ndarray:
+        """Stage two: crossing-layer probabilities for every candidate in one call."""
+        if len(candidates) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.runtime.score(query_vector, candidates.vectors, candidates.precomputed)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        candidates: int = 100,
+        *,
+        filters: Filters | None = None,
+        rerank: bool = True,
+        hybrid: bool = False,
+        query_vector: np.ndarray | None = None,
+        recall_depth: int | None = None,
+    ) -> SearchResult:
+        """Encode the query, recall `candidates`, rerank them all, return the top k.
+
+        `recall_depth` recalls deeper than the rerank (evaluation of Recall@1000): the top
+        `candidates` by recall score are reranked, and `recall_ids` holds the whole list.
+        """
+        if k < 1 or candidates < 1:
+            raise ConfigurationError(
+                f"k and candidates must be positive (k={k}, candidates={candidates})"
+            )
+        candidates = max(candidates, k)
+        depth = max(candidates, recall_depth or 0)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if query_vector is None:
+            query_vector = self.runtime.encode_query(query)
+        t1 = time.perf_counter()
+        recalled = self.recall(query_vector, query, depth, filters=filters, hybrid=hybrid)
+        t2 = time.perf_counter()
+        timings["encode"] = (t1 - t0) * 1e3
+        timings["recall"] = (t2 - t1) * 1e3
+        full_order = positions_by_score(recalled.recall_scores, recalled.ids)
+        recall_ids = [recalled.ids[i] for i in full_order]
+        found = recalled if depth == candidates else recalled.take(full_order[:candidates])
+        recall_order = positions_by_score(found.recall_scores, found.ids)
+        recall_rank = np.empty(len(found), dtype=np.int64)
+        recall_rank[recall_order] = np.arange(1, len(found) + 1)
+        rerank_scores = None
+        if rerank and len(found):
+            rerank_scores = self.rerank_scores(query_vector, found)
+            order = positions_by_score(rerank_scores, found.ids)
+        else:
+            order = recall_order
+        timings["rerank"] = (time.perf_counter() - t2) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        hits = []
+        for rank, i in enumerate(order[:k], start=1):
+            rerank_score = None if rerank_scores is None else float(rerank_scores[i])
+            hits.append(
+                Hit(
+                    id=found.ids[i],
+                    rank=rank,
+                    score=float(found.recall_scores[i]) if rerank_score is None else rerank_score,
+                    recall_rank=int(recall_rank[i]),
+                    recall_score=float(found.recall_scores[i]),
+                    rerank_score=rerank_score,
+                    document=None if found.documents is None else found.documents[i],
+                )
+            )
+        return SearchResult(
+            query=query,
+            hits=hits,
+            reranked=rerank_scores is not None,
+            candidates=len(found),
+            timings_ms=timings,
+            recall_ids=recall_ids,
+        )
+
+    def rerank_ids(self, query: str, ids: Sequence[str]) -> list[tuple[str, float]]:
+        """Score given candidates (callers that did their own recall), best first."""
+        found = self.store.fetch(list(ids))
+        scores = self.rerank_scores(self.runtime.encode_query(query), found)
+        return [(found.ids[i], float(scores[i])) for i in positions_by_score(scores, found.ids)]
+
+
+def _concat(parts: Sequence[Candidates], dim: int) -> Candidates:
+    if not parts:
+        return Candidates.empty(dim)
+    pre = [p.precomputed for p in parts]
+    docs = [p.documents for p in parts]
+    return Candidates(
+        ids=[i for p in parts for i in p.ids],
+        recall_scores=np.concatenate([p.recall_scores for p in parts]),
+        vectors=np.concatenate([p.vectors for p in parts]),
+        precomputed=None if any(x is None for x in pre) else np.concatenate(pre),
+        documents=None if any(d is None for d in docs) else [x for d in docs for x in d],
+    )
