@@ -1,0 +1,302 @@
+"""`twinbert-search opensearch ...`: put the templates, register the encoder, show the status.
+
+`opensearch_options` is the one set of connection flags, reused by index/search/serve:
+--url (or OPENSEARCH_URL), --index, --alias, --username (OPENSEARCH_USERNAME), --password
+(OPENSEARCH_PASSWORD; never echoed, shown in help or printed), --ca-certs
+(OPENSEARCH_CA_CERTS), --no-verify-certs (OPENSEARCH_VERIFY_CERTS=false), --timeout.
+`store_from_options(**kwargs)` takes a command's keyword arguments as they are and builds the
+store from the ones it knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from twinbert_search import opensearch_assets as assets
+from twinbert_search.manifest import ModelManifest
+from twinbert_search.stores.opensearch import (
+    ENV_CA_CERTS,
+    ENV_PASSWORD,
+    ENV_URL,
+    ENV_USERNAME,
+    ENV_VERIFY_CERTS,
+    ConnectionOptions,
+    OpenSearchStore,
+    translate_errors,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OPTION_NAMES = (
+    "url",
+    "index",
+    "alias",
+    "username",
+    "password",
+    "ca_certs",
+    "verify_certs",
+    "timeout",
+)
+STORE_KWARGS = ("manifest", "index_options", "bulk", "ef_search", "hybrid_weights")
+
+
+def opensearch_options(func: F) -> F:
+    """Connection and target flags for every command that talks to OpenSearch."""
+    options = [
+        click.option(
+            "--url",
+            envvar=ENV_URL,
+            show_envvar=True,
+            default=None,
+            help="Cluster URL, e.g. https://localhost:9200.",
+        ),
+        click.option("--index", default=None, help="Concrete index name."),
+        click.option(
+            "--alias",
+            default=None,
+            help="Alias searched and moved by blue/green rebuilds (indices <alias>-000001...).",
+        ),
+        click.option("--username", envvar=ENV_USERNAME, show_envvar=True, default=None),
+        click.option(
+            "--password",
+            envvar=ENV_PASSWORD,
+            show_envvar=True,
+            default=None,
+            show_default=False,
+            help=f"Basic-auth password; prefer {ENV_PASSWORD} (flags show up in `ps`).",
+        ),
+        click.option(
+            "--ca-certs",
+            envvar=ENV_CA_CERTS,
+            show_envvar=True,
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="CA bundle (PEM) to verify the cluster's TLS certificate.",
+        ),
+        click.option(
+            "--verify-certs/--no-verify-certs",
+            envvar=ENV_VERIFY_CERTS,
+            show_envvar=True,
+            default=True,
+            show_default=True,
+            help="Verify TLS certificates (turn off only for local demo clusters).",
+        ),
+        click.option(
+            "--timeout", type=float, default=30.0, show_default=True, help="Request timeout (s)."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def connection_from_options(**kwargs: Any) -> ConnectionOptions:
+    """ConnectionOptions from the flags (environment fallbacks included)."""
+    return ConnectionOptions.from_env(
+        kwargs.get("url"),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        ca_certs=kwargs.get("ca_certs"),
+        verify_certs=kwargs.get("verify_certs", True),
+        timeout=kwargs.get("timeout") or 30.0,
+        client_kwargs=kwargs.get("client_kwargs") or {},
+    )
+
+
+def store_from_options(**kwargs: Any) -> OpenSearchStore:
+    """An OpenSearchStore from a command's kwargs; keys it does not know are ignored.
+
+    Besides the `opensearch_options` flags it takes the store's own keyword arguments
+    (manifest, index_options, bulk, ef_search, hybrid_weights) and `client_kwargs`.
+    Without --index or --alias the target is the alias `twinbert`.
+    """
+    connection = connection_from_options(**kwargs)
+    index, alias = kwargs.get("index"), kwargs.get("alias")
+    if not index and not alias:
+        alias = assets.DEFAULT_BASE
+    extra = {k: kwargs[k] for k in STORE_KWARGS if kwargs.get(k) is not None}
+    return OpenSearchStore(connection, index=index, alias=alias, **extra)
+
+
+def _load_manifest(model: Path | None) -> tuple[Path, ModelManifest]:
+    from twinbert_search.models import resolve_model
+
+    model_dir = resolve_model(model)
+    return model_dir, ModelManifest.load(model_dir)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _index_options(ann: str | None, shards: int | None, replicas: int | None) -> Any:
+    overrides = {k: v for k, v in (("shards", shards), ("replicas", replicas)) if v is not None}
+    return assets.IndexOptions.parse(ann or assets.IndexOptions().describe(), **overrides)
+
+
+def ann_options(func: F) -> F:
+    func = click.option("--replicas", type=int, default=None, help="Replicas per shard.")(func)
+    func = click.option("--shards", type=int, default=None, help="Primary shards.")(func)
+    return click.option(
+        "--ann",
+        default=None,
+        help="Index description, e.g. faiss:hnsw16:efc128:fp16:innerproduct "
+        "(engine faiss|lucene, hnsw<M>, efc<ef_construction>, fp32|fp16|byte, space type).",
+    )(func)
+
+
+@click.group("opensearch")
+def opensearch() -> None:
+    """OpenSearch backend: templates, pipelines, the in-cluster encoder, status."""
+
+
+@opensearch.command("put-templates")
+@opensearch_options
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Model directory.")
+@ann_options
+@click.option("--model-id", default=None, help="ML Commons model id: also put pipeline (b).")
+@click.option(
+    "--render-to",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the rendered JSON files here instead of sending them (no cluster needed).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def put_templates(
+    model: Path | None,
+    ann: str | None,
+    shards: int | None,
+    replicas: int | None,
+    model_id: str | None,
+    render_to: Path | None,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Create the index template, ingest pipelines and hybrid search pipeline for a model."""
+    _, manifest = _load_manifest(model)
+    options = _index_options(ann, shards, replicas)
+    if render_to is not None:
+        base = kwargs.get("alias") or kwargs.get("index") or assets.DEFAULT_BASE
+        rendered = assets.render_defaults(
+            manifest,
+            options,
+            assets.AssetNames(base),
+            model_id=model_id or assets.MODEL_ID_PLACEHOLDER,
+        )
+        written = []
+        for rel, body in rendered.items():
+            path = render_to / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(body, indent=2) + "\n")
+            written.append(str(path))
+        if as_json:
+            _echo_json({"written": written})
+        else:
+            click.echo("\n".join(written))
+        return
+    with store_from_options(**kwargs, manifest=manifest, index_options=options) as store:
+        done = store.put_assets(manifest, model_id=model_id)
+    if as_json:
+        _echo_json(done)
+    else:
+        for name, what in done.items():
+            click.echo(f"{name}: {what}")
+
+
+@opensearch.command("register-model")
+@opensearch_options
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Model directory.")
+@click.option("--int8", is_flag=True, help="Package the int8 document encoder.")
+@click.option("--name", "model_name", default=None, help="ML Commons model name.")
+@click.option("--model-version", default=None, help="ML Commons model version string.")
+@click.option("--model-group-id", default=None, help="Register into this model group.")
+@click.option(
+    "--model-url",
+    default=None,
+    help="Register by URL: the cluster downloads the zip from here (host the file "
+    "written by --zip); default: upload it in chunks.",
+)
+@click.option(
+    "--zip",
+    "zip_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the model zip (default: inside the model directory).",
+)
+@click.option("--package-only", is_flag=True, help="Build the zip and print its metadata.")
+@click.option("--no-deploy", is_flag=True, help="Register without deploying.")
+@click.option("--force", is_flag=True, help="Register again even if this zip is registered.")
+@click.option("--wait-timeout", type=float, default=600.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def register_model(
+    model: Path | None,
+    int8: bool,
+    model_name: str | None,
+    model_version: str | None,
+    model_group_id: str | None,
+    model_url: str | None,
+    zip_path: Path | None,
+    package_only: bool,
+    no_deploy: bool,
+    force: bool,
+    wait_timeout: float,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Package the document encoder for ML Commons, register it and deploy it."""
+    from twinbert_search import opensearch_ml
+
+    model_dir, _ = _load_manifest(model)
+    package = opensearch_ml.build_model_package(
+        model_dir, zip_path, name=model_name, version=model_version, quantized=int8
+    )
+    out: dict[str, Any] = {
+        "name": package.name,
+        "version": package.version,
+        "zip": str(package.path),
+        "sha256": package.sha256,
+        "size_in_bytes": package.size_in_bytes,
+        "embedding_dimension": package.dim,
+        "model_fingerprint": package.vector_fingerprint,
+    }
+    if not package_only:
+        connection = connection_from_options(**kwargs)
+        client = connection.client()
+        try:
+            with translate_errors(connection.safe_url, "register the model"):
+                registered = opensearch_ml.register_and_deploy(
+                    client,
+                    package,
+                    url=model_url,
+                    deploy=not no_deploy,
+                    reuse=not force,
+                    model_group_id=model_group_id,
+                    timeout=wait_timeout,
+                )
+        finally:
+            client.close()
+        out.update(dataclasses.asdict(registered))
+    if as_json:
+        _echo_json(out)
+    else:
+        for key, value in out.items():
+            click.echo(f"{key}: {value}")
+        if "model_id" in out:
+            click.echo(
+                "next: twinbert-search opensearch put-templates --model-id "
+                f"{out['model_id']} (then index with --encode-in-cluster)"
+            )
+
+
+@opensearch.command("status")
+@opensearch_options
+def status(**kwargs: Any) -> None:
+    """Cluster health, the index behind the alias, its model and assets (JSON)."""
+    with store_from_options(**kwargs) as store:
+        _echo_json(store.status())
