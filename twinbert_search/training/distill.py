@@ -1,0 +1,411 @@
+"""Distil a cross-encoder teacher into a TwinBERT student (Lu, Jiao, Zhang 2020).
+
+Each step takes `batch_size` queries (judged train queries, plus optional pseudo-queries from
+the corpus), each with `candidates_per_query` documents: one positive and BM25 hard negatives.
+The student learns the teacher's soft relevance for every pair (`soft_ce`, TwinBERT's
+objective) or the teacher's positive-negative margins (`margin_mse`, Hofstätter et al. 2020).
+
+The whole batch plan is drawn from (seed, step) before training, so the teacher scores just
+the pairs the run will use, once: scores go to an on-disk cache keyed by the teacher's
+fingerprint, the query text and the document, and a rerun (or a resumed run) pays nothing.
+
+An output directory, when done:
+
+    manifest.json, tokenizer.json, query_encoder/, crossing/, onnx/   the model (see manifest)
+    checkpoint/state.pt        latest training state, for resuming
+    cache/teacher_scores.npz   teacher logits (unless `cache_dir` points elsewhere)
+    distill.json               settings, per-step losses, export parity
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from twinbert_search.errors import ConfigurationError, ModelError
+from twinbert_search.models import default_checkpoint
+from twinbert_search.runtime.tokenization import TextTokenizer
+from twinbert_search.training.data import (
+    CHECKPOINT_DIR,
+    TrainingQuery,
+    batch_indices,
+    build_bm25,
+    check_resume_config,
+    linear_schedule,
+    load_checkpoint,
+    load_training_data,
+    mine_queries,
+    sample_group,
+    save_checkpoint,
+    step_rng,
+)
+from twinbert_search.training.data import pseudo_queries as make_pseudo_queries
+from twinbert_search.training.export import export_model
+from twinbert_search.training.losses import in_batch_negatives, margin_mse, soft_cross_entropy
+from twinbert_search.training.modeling import TwinBert, TwinBertConfig
+from twinbert_search.training.teacher import TeacherScorer, load_teacher
+from twinbert_search.training.tokenizer import tokenizer_file, torch_batch
+
+__all__ = ["LOSSES", "TeacherScoreCache", "distill"]
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("soft_ce", "margin_mse")
+REPORT_FILE = "distill.json"
+StepCallback = Callable[[int, float], None]
+# A batch of one step: (query index, [positive, negatives...]) per query.
+Plan = list[list[tuple[int, list[str]]]]
+
+
+class TeacherScoreCache:
+    """Teacher logits by key, persisted as one `.npz` (keys, scores) replaced atomically.
+
+    A key hashes the teacher fingerprint, the query text, the document id and the document's
+    content hash, so a retrained teacher or an edited document never reuses a stale score.
+    """
+
+    FILE = "teacher_scores.npz"
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / self.FILE
+        self._scores: dict[str, float] = {}
+        if self.path.is_file():
+            try:
+                with np.load(self.path) as data:
+                    keys, scores = data["keys"], data["scores"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelError(
+                    f"{self.path}: unreadable teacher score cache ({exc}); delete it",
+                    path=str(self.path),
+                ) from None
+            self._scores = dict(zip(keys.astype(str).tolist(), scores.tolist(), strict=True))
+
+    @staticmethod
+    def key(fingerprint: str, query: str, doc_id: str, doc_hash: str) -> str:
+        payload = json.dumps([fingerprint, query, doc_id, doc_hash], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._scores
+
+    def get_many(self, keys: Iterable[str]) -> np.ndarray:
+        return np.array([self._scores[k] for k in keys], dtype=np.float32)
+
+    def update(self, keys: Sequence[str], scores: Sequence[float]) -> None:
+        self._scores.update(zip(keys, (float(s) for s in scores), strict=True))
+
+    def flush(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(self._scores), dtype="S32")
+        scores = np.array(list(self._scores.values()), dtype=np.float32)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=keys, scores=scores)
+        os.replace(tmp, self.path)
+
+
+def _plan(
+    queries: Sequence[TrainingQuery],
+    corpus_ids: Sequence[str],
+    *,
+    steps: range,
+    batch_size: int,
+    candidates: int,
+    seed: int,
+) -> Plan:
+    plan = []
+    for step in steps:
+        rng = step_rng(seed, step, 1)
+        groups = []
+        for i in batch_indices(len(queries), batch_size, step, seed):
+            positive, negs = sample_group(queries[i], candidates - 1, rng, corpus_ids)
+            groups.append((i, [positive, *negs]))
+        plan.append(groups)
+    return plan
+
+
+def _score_plan(
+    plan: Plan,
+    queries: Sequence[TrainingQuery],
+    corpus: dict,
+    teacher: TeacherScorer,
+    cache: TeacherScoreCache,
+    *,
+    progress: bool,
+    chunk: int = 2048,
+) -> None:
+    """Score every pair of the plan missing from the cache, flushing the cache per chunk."""
+    missing: dict[str, tuple[str, str]] = {}
+    for groups in plan:
+        for i, docs in groups:
+            q = queries[i]
+            for doc_id in docs:
+                doc = corpus[doc_id]
+                key = cache.key(teacher.fingerprint, q.text, doc_id, doc.content_hash)
+                if key not in cache and key not in missing:
+                    missing[key] = (q.text, doc.encoding_text)
+    total = sum(len(docs) for groups in plan for _, docs in groups)
+    log.info("teacher scores: %d pairs planned, %d not cached", total, len(missing))
+    if not missing:
+        return
+    keys = list(missing)
+    bar = tqdm(total=len(keys), disable=not progress, desc="teacher scores", unit="pair")
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        cache.update(part, teacher.score([missing[k] for k in part]).tolist())
+        cache.flush()
+        bar.update(len(part))
+    bar.close()
+
+
+def _optimizer(model: TwinBert, lr: float, crossing_lr: float) -> torch.optim.Optimizer:
+    """AdamW; the crossing layer gets its own rate (a cosine scale at 3e-5 would never move)."""
+    crossing = list(model.crossing.parameters())
+    ids = {id(p) for p in crossing}
+    towers = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": towers, "lr": lr}, {"params": crossing, "lr": crossing_lr}]
+    return torch.optim.AdamW(groups, weight_decay=0.01)
+
+
+def distill(
+    data_dir: str | Path,
+    teacher_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    student_checkpoint: str | Path | None = None,
+    config: TwinBertConfig | None = None,
+    steps: int = 1000,
+    batch_size: int = 16,
+    lr: float = 3e-5,
+    crossing_lr: float = 1e-3,
+    temperature: float = 1.0,
+    loss: str = "soft_ce",
+    pseudo_queries: int = 0,
+    candidates_per_query: int = 8,
+    bm25_depth: int = 50,
+    recall_loss_weight: float = 0.0,
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    warmup_fraction: float = 0.1,
+    teacher_batch_size: int = 32,
+    cache_dir: str | Path | None = None,
+    int8: bool = True,
+    resume: bool = True,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> Path:
+    """Train a TwinBERT student on the teacher's soft labels; save and export it to out_dir.
+
+    `recall_loss_weight` > 0 adds an in-batch-negatives loss on the raw tower vectors (query
+    vs its positive), which a residual-crossing student needs to stay usable for kNN recall.
+    `temperature` applies to `soft_ce` only. With `resume`, rerunning the same call continues
+    from out_dir/checkpoint and ends with the same weights as an uninterrupted run.
+    `on_step(step, loss)` runs after each step's bookkeeping.
+    """
+    for name, value in {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "crossing_lr": crossing_lr,
+        "temperature": temperature,
+        "checkpoint_every": checkpoint_every,
+        "bm25_depth": bm25_depth,
+    }.items():
+        if value <= 0:
+            raise ConfigurationError(f"{name} must be positive, got {value}")
+    if loss not in LOSSES:
+        raise ConfigurationError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if candidates_per_query < 2:
+        raise ConfigurationError(
+            f"candidates_per_query must be at least 2 (a positive and a negative), "
+            f"got {candidates_per_query}"
+        )
+    if pseudo_queries < 0 or recall_loss_weight < 0:
+        raise ConfigurationError("pseudo_queries and recall_loss_weight must not be negative")
+    config = replace(config) if config is not None else TwinBertConfig()
+    student_checkpoint = (
+        Path(student_checkpoint) if student_checkpoint is not None else default_checkpoint()
+    )
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+
+    data = load_training_data(data_dir, "train")
+    index = build_bm25(data.corpus)
+    queries = mine_queries(data, data.labelled_query_ids(), index, depth=bm25_depth)
+    queries += make_pseudo_queries(data.corpus, pseudo_queries, index, depth=bm25_depth, seed=seed)
+    corpus_ids = sorted(data.corpus)
+
+    # The student first: a bad checkpoint fails before any teacher scoring is paid for.
+    torch.manual_seed(seed)
+    model = TwinBert.from_checkpoint(student_checkpoint, config)
+    tok_path = tokenizer_file(student_checkpoint)
+    teacher = load_teacher(teacher_dir, batch_size=teacher_batch_size)
+    run_config: dict[str, Any] = {
+        "data": str(Path(data_dir).resolve()),
+        "teacher": teacher.fingerprint,
+        "student_checkpoint": str(student_checkpoint.resolve()),
+        "model": json.dumps(asdict(config), sort_keys=True),
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "crossing_lr": crossing_lr,
+        "temperature": temperature,
+        "loss": loss,
+        "pseudo_queries": pseudo_queries,
+        "candidates_per_query": candidates_per_query,
+        "bm25_depth": bm25_depth,
+        "recall_loss_weight": recall_loss_weight,
+        "seed": seed,
+        "warmup_fraction": warmup_fraction,
+    }
+    state = load_checkpoint(ckpt_dir) if resume else None
+    if state is not None:
+        check_resume_config(state["config"], run_config, ckpt_dir)
+    start = state["step"] if state is not None else 0
+
+    plan = _plan(
+        queries,
+        corpus_ids,
+        steps=range(start, steps),
+        batch_size=batch_size,
+        candidates=candidates_per_query,
+        seed=seed,
+    )
+    cache = TeacherScoreCache(Path(cache_dir) if cache_dir is not None else out_dir / "cache")
+    _score_plan(plan, queries, data.corpus, teacher, cache, progress=progress)
+    fingerprint = teacher.fingerprint
+    del teacher
+
+    torch.manual_seed(seed)  # the dropout stream; restored from the checkpoint on resume
+    q_tok = TextTokenizer.from_file(tok_path, model.manifest.max_query_length)
+    d_tok = TextTokenizer.from_file(tok_path, model.manifest.max_doc_length)
+    optimizer = _optimizer(model, lr, crossing_lr)
+    scheduler = linear_schedule(optimizer, steps, max(1, round(warmup_fraction * steps)))
+    history: list[dict[str, float]] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history = state["history"]
+        log.info("resuming distillation from step %d of %d", start, steps)
+
+    model.train()
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc="distill", unit="step")
+    for step, groups in enumerate(plan, start=start + 1):
+        terms = _step_loss(
+            model,
+            groups,
+            queries,
+            data.corpus,
+            cache,
+            fingerprint,
+            q_tok,
+            d_tok,
+            loss=loss,
+            temperature=temperature,
+            recall_loss_weight=recall_loss_weight,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        record = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}}
+        history.append(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['total']:.4f}")
+        if step % checkpoint_every == 0 or step == steps:
+            save_checkpoint(
+                ckpt_dir,
+                {
+                    "step": step,
+                    "config": run_config,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                },
+            )
+        if on_step is not None:
+            on_step(step, record["total"])
+    bar.close()
+
+    model.eval()
+    model.manifest.extra["distillation"] = {
+        "teacher_fingerprint": fingerprint,
+        "loss": loss,
+        "temperature": temperature,
+        "steps": steps,
+        "seed": seed,
+        "pseudo_queries": pseudo_queries,
+        "recall_loss_weight": recall_loss_weight,
+    }
+    model.save(out_dir, tok_path)
+    report = export_model(out_dir, int8=int8)
+    (out_dir / REPORT_FILE).write_text(
+        json.dumps({"config": run_config, "export": report.lines(), "history": history}, indent=1)
+        + "\n"
+    )
+    return out_dir
+
+
+def _step_loss(
+    model: TwinBert,
+    groups: list[tuple[int, list[str]]],
+    queries: Sequence[TrainingQuery],
+    corpus: dict,
+    cache: TeacherScoreCache,
+    fingerprint: str,
+    q_tok: TextTokenizer,
+    d_tok: TextTokenizer,
+    *,
+    loss: str,
+    temperature: float,
+    recall_loss_weight: float,
+) -> dict[str, torch.Tensor]:
+    """The step's loss terms; `total` is what gets minimised."""
+    q_texts = [queries[i].text for i, _ in groups]
+    doc_ids = [d for _, docs in groups for d in docs]
+    keys = [
+        cache.key(fingerprint, queries[i].text, d, corpus[d].content_hash)
+        for i, docs in groups
+        for d in docs
+    ]
+    teacher = torch.from_numpy(cache.get_many(keys))
+    counts = torch.tensor([len(docs) for _, docs in groups])
+    q_vec = model.encode_queries(torch_batch(q_tok, q_texts))
+    d_vec = model.encode_documents(torch_batch(d_tok, [corpus[d].encoding_text for d in doc_ids]))
+    student = model.crossing(q_vec.repeat_interleave(counts, dim=0), d_vec)
+    first = torch.cumsum(counts, 0) - counts  # row of each group's positive
+    terms: dict[str, torch.Tensor] = {}
+    if loss == "soft_ce":
+        terms[loss] = soft_cross_entropy(student, teacher, temperature)
+    else:
+        is_pos = torch.zeros(len(doc_ids), dtype=torch.bool)
+        is_pos[first] = True
+        pos = first.repeat_interleave(counts - 1)  # each negative against its group's positive
+        neg = torch.arange(len(doc_ids))[~is_pos]
+        terms[loss] = margin_mse(student[pos], student[neg], teacher[pos], teacher[neg])
+    total = terms[loss]
+    if recall_loss_weight > 0:
+        positives = [doc_ids[r] for r in first.tolist()]
+        same = torch.tensor([[a == b for b in positives] for a in positives])
+        terms["recall"] = in_batch_negatives(q_vec, d_vec[first], same_doc=same)
+        total = total + recall_loss_weight * terms["recall"]
+    terms["total"] = total
+    return terms
