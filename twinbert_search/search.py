@@ -103,7 +103,7 @@ class Searcher:
         from twinbert_search.models import resolve_model
         from twinbert_search.stores.embedded import EmbeddedStore
 
-        store = EmbeddedStore.open(index_dir)
+        store = EmbeddedStore.open(index_dir, with_documents=False)  # text for hits only
         runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
         runtime.int8 = (store.info.model_fingerprint or "").endswith(":int8")
         return cls(runtime, store)
@@ -188,8 +188,13 @@ class Searcher:
             order = recall_order
         timings["rerank"] = (time.perf_counter() - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
+        top = order[:k]
+        if found.documents is not None:
+            documents = [found.documents[i] for i in top]
+        else:
+            documents = self.store.documents([found.ids[i] for i in top]) if len(top) else []
         hits = []
-        for rank, i in enumerate(order[:k], start=1):
+        for rank, (i, document) in enumerate(zip(top, documents, strict=True), start=1):
             rerank_score = None if rerank_scores is None else float(rerank_scores[i])
             hits.append(
                 Hit(
@@ -199,7 +204,7 @@ class Searcher:
                     recall_rank=int(recall_rank[i]),
                     recall_score=float(found.recall_scores[i]),
                     rerank_score=rerank_score,
-                    document=None if found.documents is None else found.documents[i],
+                    document=document,
                 )
             )
         return SearchResult(

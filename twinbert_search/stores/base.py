@@ -98,6 +98,14 @@ class VectorStore(ABC):
     def fetch(self, ids: Sequence[str]) -> Candidates:
         """Stored vectors and fields of the given ids, in order; unknown ids raise StoreError."""
 
+    def documents(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Stored fields (title, text, metadata) of the given ids, in order.
+
+        The searcher asks for these only for the hits it returns, so recall can skip text.
+        """
+        found = self.fetch(ids)
+        return found.documents if found.documents is not None else [{} for _ in ids]
+
     @abstractmethod
     def content_hashes(self, ids: Iterable[str]) -> dict[str, str]:
         """Recorded content hash of each known id among `ids` (for incremental indexing)."""

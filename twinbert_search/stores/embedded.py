@@ -992,6 +992,10 @@ class EmbeddedStore(VectorStore):
             documents.append({"title": title, "text": text, "metadata": json.loads(metadata)})
         return documents
 
+    def documents(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        found = self.fetch(ids, with_documents=True)
+        return found.documents or [{} for _ in ids]
+
     def fetch(self, ids: Sequence[str], *, with_documents: bool | None = None) -> Candidates:
         """Stored vectors of these ids: from the snapshot, or SQLite for ids newer than it."""
         ids = list(ids)
