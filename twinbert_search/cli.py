@@ -1,8 +1,10 @@
 """The `twinbert-search` command line: thin commands over the Python API.
 
 Errors are mapped to exit codes in exactly one place (`CLI.invoke`): a `TwinBertSearchError`
-prints one line `error: ...` on stderr and exits with its `exit_code`. The same flag names
-mean the same thing on every command (--index-dir, --model, --int8, --threads, --json).
+prints one line `error: ...` on stderr and exits with its `exit_code` (a `BulkIndexError` first
+prints one `failed: ...` line per failed document). The same flag names mean the same thing on
+every command (--backend, --index-dir, --model, --int8, --threads, --json, and OpenSearch's
+--url, --index, --alias, --username, ...); `backends.py` turns them into a store or a searcher.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from typing import Any
 import click
 
 from twinbert_search import __version__
-from twinbert_search.errors import InputError, TwinBertSearchError
+from twinbert_search.backends import BACKENDS, EMBEDDED, OPENSEARCH
+from twinbert_search.cli_opensearch import opensearch, opensearch_options
+from twinbert_search.cli_train import distill, export, teacher
+from twinbert_search.errors import (
+    BulkIndexError,
+    ConfigurationError,
+    InputError,
+    TwinBertSearchError,
+)
 
 
 class CLI(click.Group):
@@ -25,11 +35,24 @@ class CLI(click.Group):
         try:
             return super().invoke(ctx)
         except TwinBertSearchError as exc:
+            if isinstance(exc, BulkIndexError):
+                for item in exc.errors:
+                    click.echo(f"failed: {_describe_failure(item)}", err=True)
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: work committed so far is kept; re-run to resume", err=True)
             sys.exit(130)
+
+
+def _describe_failure(item: dict[str, Any]) -> str:
+    """One failed bulk item on one line (items never hold the document's source)."""
+    reason = " ".join(str(item.get("reason") or "").split())
+    attempts = item.get("attempts", 1)
+    return (
+        f"{item.get('id')}: {item.get('status')} {item.get('type')}: {reason} "
+        f"(index {item.get('index')}, {attempts} attempt{'s' if attempts != 1 else ''})"
+    )
 
 
 def index_dir_option(f):
@@ -38,6 +61,24 @@ def index_dir_option(f):
         required=True,
         type=click.Path(file_okay=False, path_type=Path),
         help="Embedded store directory.",
+    )(f)
+
+
+def backend_options(f):
+    """--backend, the embedded store's --index-dir and OpenSearch's connection flags."""
+    f = opensearch_options(f)
+    f = click.option(
+        "--index-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Embedded store directory (needed by --backend embedded).",
+    )(f)
+    return click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default=EMBEDDED,
+        show_default=True,
+        help="Where the vectors live: an embedded store directory, or an OpenSearch cluster.",
     )(f)
 
 
@@ -74,7 +115,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("corpus", type=click.Path(exists=True, path_type=Path))
-@index_dir_option
+@backend_options
 @model_options
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "tsv"]), default="auto")
 @click.option("--id-field", default="_id", show_default=True)
@@ -82,15 +123,15 @@ def main() -> None:
 @click.option(
     "--codec",
     type=click.Choice(["float32", "float16", "int8"]),
-    default="float32",
-    show_default=True,
-    help="Stored vector codec.",
+    default=None,
+    help="Stored vector codec (embedded; default float32, or what the store records).",
 )
 @click.option(
     "--ann",
     default="auto",
     show_default=True,
-    help="ANN index: auto, flat, hnsw32, hnsw32,efc=200 ...",
+    help="ANN index. Embedded: auto, flat, hnsw32, hnsw32,efc=200 ... OpenSearch: "
+    "faiss:hnsw16:efc128:fp16:innerproduct (engine, hnsw<M>, efc<N>, encoding, space type).",
 )
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option(
@@ -104,11 +145,28 @@ def main() -> None:
 @click.option(
     "--skip-errors", is_flag=True, help="Skip bad records (reported) instead of stopping."
 )
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="OpenSearch: build a new index behind --alias and move the alias when done "
+    "(blue/green); re-running after a failure resumes the unfinished build.",
+)
+@click.option(
+    "--delete-old", is_flag=True, help="With --rebuild: delete the old index after the switch."
+)
+@click.option(
+    "--encode-in-cluster",
+    is_flag=True,
+    help="OpenSearch: the cluster encodes documents with the ML Commons model --model-id "
+    "(see `opensearch register-model`); --int8 if the int8 encoder was registered.",
+)
+@click.option("--model-id", default=None, help="ML Commons model id for --encode-in-cluster.")
 @click.option("--no-progress", is_flag=True)
 @json_option
 def index(
     corpus: Path,
-    index_dir: Path,
+    backend: str,
+    index_dir: Path | None,
     model: Path | None,
     int8: bool,
     threads: int | None,
@@ -121,20 +179,51 @@ def index(
     chunk_size: int,
     prune: bool,
     skip_errors: bool,
+    rebuild: bool,
+    delete_old: bool,
+    encode_in_cluster: bool,
+    model_id: str | None,
     no_progress: bool,
     as_json: bool,
+    **opensearch_kwargs: Any,
 ) -> None:
-    """Encode CORPUS (BEIR folder, corpus.jsonl, JSONL or TSV) into an embedded store.
+    """Encode CORPUS (BEIR folder, corpus.jsonl, JSONL or TSV) into a store.
 
     Re-running is incremental: unchanged documents are skipped, changed ones re-encoded.
+    With --backend opensearch the index template and pipelines are created when missing.
     """
+    from dataclasses import replace
+
+    from twinbert_search.backends import check_options, index_in_cluster, open_store
     from twinbert_search.indexing import index_documents
+    from twinbert_search.manifest import ModelManifest
     from twinbert_search.models import resolve_model
+    from twinbert_search.opensearch_ml import vector_fingerprint
     from twinbert_search.readers import read_corpus
     from twinbert_search.runtime import TwinBertRuntime
-    from twinbert_search.stores.embedded import EmbeddedStore
 
-    runtime = TwinBertRuntime.load(resolve_model(model), int8=int8, threads=threads)
+    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
+    if backend != OPENSEARCH:
+        flags = {
+            "--rebuild": rebuild,
+            "--encode-in-cluster": encode_in_cluster,
+            "--model-id": model_id,
+        }
+        used = [flag for flag, value in flags.items() if value]
+        if used:
+            raise ConfigurationError(f"{', '.join(used)} needs --backend opensearch")
+    if delete_old and not rebuild:
+        raise ConfigurationError("--delete-old goes with --rebuild")
+    if encode_in_cluster != bool(model_id):
+        raise ConfigurationError("--encode-in-cluster and --model-id go together")
+    runtime = None
+    if encode_in_cluster:  # no local encoding: the manifest is enough
+        manifest = ModelManifest.load(resolve_model(model))
+        fingerprint = vector_fingerprint(manifest, int8)
+    else:
+        runtime = TwinBertRuntime.load(resolve_model(model), int8=int8, threads=threads)
+        manifest, fingerprint = runtime.manifest, runtime.fingerprint
+    manifest = replace(manifest, fingerprint=fingerprint)  # the graph variant is recorded too
     errors: list[InputError] = []
     docs = read_corpus(
         corpus,
@@ -144,33 +233,67 @@ def index(
         on_error="skip" if skip_errors else "raise",
         errors=errors,
     )
-    with EmbeddedStore.create_or_open(index_dir, dim=runtime.dim, codec=codec, ann=ann) as store:
-        report = index_documents(
-            docs,
-            store,
-            runtime,
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-            prune=prune,
-            progress=not no_progress,
-        )
+    out: dict[str, Any] = {}
+    with open_store(
+        backend,
+        index_dir=index_dir,
+        writable=True,
+        dim=manifest.dim,
+        codec=codec,
+        ann=ann,
+        manifest=manifest,
+        **opensearch_kwargs,
+    ) as store:
+        if backend == OPENSEARCH:
+            if not rebuild:  # refuse another model before touching the template and pipelines
+                store.ensure_model(fingerprint)
+            out["assets"] = store.put_assets(manifest, model_id=model_id)
+            if rebuild:
+                store.begin_rebuild(resume=True, delete_old=delete_old)
+        if runtime is not None:
+            report = index_documents(
+                docs,
+                store,
+                runtime,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                prune=prune,
+                progress=not no_progress,
+            )
+        else:
+            report = index_in_cluster(
+                docs,
+                store,
+                model_fingerprint=fingerprint,
+                model_id=str(model_id),
+                chunk_size=chunk_size,
+                prune=prune,
+                progress=not no_progress,
+            )
+        if backend == OPENSEARCH:
+            info = store.info
+            out.update(target=store.read_target, indices=info.extra.get("indices", []))
     report.errors = errors
     for err in errors:
         click.echo(f"skipped: {err}", err=True)
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
-    else:
-        click.echo(
-            f"indexed {report.seen} documents into {index_dir}: {report.added} added, "
-            f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
-            f"{len(errors)} skipped; {report.docs_per_s:.1f} docs/s encoding, "
-            f"{report.seconds:.1f}s total"
-        )
+        click.echo(json.dumps({**report.to_dict(), "backend": backend, **out}))
+        return
+    where = str(index_dir)
+    if backend == OPENSEARCH:  # the alias and the index behind it, or the index
+        target, indices = out["target"], out["indices"]
+        where = target if indices in ([], [target]) else f"{target} ({', '.join(indices)})"
+    click.echo(
+        f"indexed {report.seen} documents into {where}: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
+        f"{len(errors)} skipped; {report.docs_per_s:.1f} docs/s encoding, "
+        f"{report.seconds:.1f}s total"
+    )
 
 
 @main.command()
 @click.argument("query")
-@index_dir_option
+@backend_options
 @model_options
 @click.option("-k", "k", type=int, default=10, show_default=True)
 @click.option(
@@ -187,7 +310,8 @@ def index(
 @json_option
 def search(
     query: str,
-    index_dir: Path,
+    backend: str,
+    index_dir: Path | None,
     model: Path | None,
     int8: bool,
     threads: int | None,
@@ -198,14 +322,23 @@ def search(
     filters: tuple[str, ...],
     explain: bool,
     as_json: bool,
+    **opensearch_kwargs: Any,
 ) -> None:
     """Two-stage search: kNN recall, then the crossing-layer rerank."""
-    from twinbert_search.search import Searcher
+    from twinbert_search.backends import open_searcher
 
-    searcher = Searcher.open(index_dir, model, int8=int8, threads=threads)
-    result = searcher.search(
-        query, k, candidates, filters=_parse_filters(filters), rerank=not no_rerank, hybrid=hybrid
+    searcher = open_searcher(
+        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **opensearch_kwargs
     )
+    with searcher.store:
+        result = searcher.search(
+            query,
+            k,
+            candidates,
+            filters=_parse_filters(filters),
+            rerank=not no_rerank,
+            hybrid=hybrid,
+        )
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -224,7 +357,7 @@ def search(
 
 
 @main.command("eval")
-@index_dir_option
+@backend_options
 @model_options
 @click.option("--queries", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--qrels", required=True, type=click.Path(exists=True, path_type=Path))
@@ -240,7 +373,8 @@ def search(
 @click.option("--no-progress", is_flag=True)
 @json_option
 def eval_cmd(
-    index_dir: Path,
+    backend: str,
+    index_dir: Path | None,
     model: Path | None,
     int8: bool,
     threads: int | None,
@@ -252,24 +386,29 @@ def eval_cmd(
     run_file: Path | None,
     no_progress: bool,
     as_json: bool,
+    **opensearch_kwargs: Any,
 ) -> None:
     """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked, and latency p50/p99."""
+    from twinbert_search.backends import check_options, open_searcher
     from twinbert_search.readers import read_qrels, read_queries
     from twinbert_search.runfile import write_run
-    from twinbert_search.search import Searcher
     from twinbert_search.search_eval import evaluate_searcher
 
+    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
     judgments = read_qrels(qrels)
-    searcher = Searcher.open(index_dir, model, int8=int8, threads=threads)
-    report = evaluate_searcher(
-        searcher,
-        read_queries(queries),
-        judgments,
-        candidates=candidates,
-        recall_depth=recall_depth,
-        hybrid=hybrid,
-        progress=not no_progress,
+    searcher = open_searcher(
+        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **opensearch_kwargs
     )
+    with searcher.store:
+        report = evaluate_searcher(
+            searcher,
+            read_queries(queries),
+            judgments,
+            candidates=candidates,
+            recall_depth=recall_depth,
+            hybrid=hybrid,
+            progress=not no_progress,
+        )
     if run_file is not None:
         run_file.parent.mkdir(parents=True, exist_ok=True)
         write_run(run_file, report.runs["reranked"], "twinbert-rerank")
@@ -310,6 +449,11 @@ def build_default() -> None:
 
     click.echo(str(resolve_model(None)))
 
+
+main.add_command(opensearch)
+main.add_command(teacher)
+main.add_command(distill)
+main.add_command(export)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

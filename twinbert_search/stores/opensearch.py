@@ -466,6 +466,14 @@ class OpenSearchStore(VectorStore):
             )
         return index
 
+    def ensure_model(self, fingerprint: str) -> None:
+        """During a rebuild the new generation may hold another model: that is its purpose.
+
+        The generation being written is checked when it is (re)opened for writing instead.
+        """
+        if self._rebuild is None:
+            super().ensure_model(fingerprint)
+
     def begin_rebuild(self, *, resume: bool = True, delete_old: bool = False) -> str | None:
         """Send the following writes to a new generation; `finalize()` moves the alias to it.
 

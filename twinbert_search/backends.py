@@ -1,0 +1,179 @@
+"""CLI and service options in, a store or a searcher out: the one place that knows the backends.
+
+`index`, `search`, `eval` and `serve` all come through here, so a flag means the same thing on
+every command: `--backend embedded` needs `--index-dir`; `--backend opensearch` needs `--url`
+(or OPENSEARCH_URL) and takes the other `opensearch_options` flags as keyword arguments, as
+`cli_opensearch.store_from_options` does (keys it does not know are ignored).
+
+`--ann` is read per backend: an embedded ANN spec (`auto`, `flat`, `hnsw32,efc=200`) or an
+OpenSearch index description (`faiss:hnsw16:efc128:fp16:innerproduct`; `auto` is its default).
+Heavy modules (onnxruntime, faiss) are imported by the functions, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twinbert_search.errors import ConfigurationError, InputError
+from twinbert_search.stores.opensearch import ENV_URL
+
+if TYPE_CHECKING:
+    from twinbert_search.documents import Document
+    from twinbert_search.indexing import IndexReport
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.search import Searcher
+    from twinbert_search.stores.base import VectorStore
+    from twinbert_search.stores.opensearch import OpenSearchStore
+
+BACKENDS = ("embedded", "opensearch")
+EMBEDDED, OPENSEARCH = BACKENDS
+
+
+def _embedded_dir(index_dir: str | Path | None) -> Path:
+    if index_dir is None:
+        raise ConfigurationError("--backend embedded needs --index-dir (the store directory)")
+    return Path(index_dir)
+
+
+def check_options(
+    backend: str, *, index_dir: str | Path | None = None, **opensearch_kwargs: Any
+) -> None:
+    """Raise ConfigurationError when the backend lacks what it needs (before any real work)."""
+    if backend not in BACKENDS:
+        raise ConfigurationError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == EMBEDDED:
+        _embedded_dir(index_dir)
+        return
+    if index_dir is not None:
+        raise ConfigurationError("--index-dir is for --backend embedded; OpenSearch takes --url")
+    if not (opensearch_kwargs.get("url") or os.environ.get(ENV_URL)):
+        raise ConfigurationError(f"--backend opensearch needs --url (or {ENV_URL})")
+
+
+def open_store(
+    backend: str,
+    *,
+    index_dir: str | Path | None = None,
+    writable: bool,
+    dim: int | None = None,
+    codec: str | None = None,
+    ann: str | None = None,
+    manifest: ModelManifest | None = None,
+    **opensearch_kwargs: Any,
+) -> VectorStore:
+    """The store the options describe; the caller closes it (stores are context managers).
+
+    Embedded: `writable` creates or opens the writer (`dim`, `codec`, `ann` as in
+    `EmbeddedStore.create_or_open`), otherwise the snapshot is opened read-only. OpenSearch:
+    a connection reads and writes either way; `ann` shapes the indices it creates and
+    `manifest` renders its template and pipelines.
+    """
+    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
+    if backend == EMBEDDED:
+        from twinbert_search.stores.embedded import EmbeddedStore
+
+        path = _embedded_dir(index_dir)
+        if writable:
+            return EmbeddedStore.create_or_open(path, dim=dim, codec=codec, ann=ann)
+        return EmbeddedStore.open(path)
+    from twinbert_search.cli_opensearch import store_from_options
+    from twinbert_search.opensearch_assets import IndexOptions
+
+    if codec not in (None, "float32"):
+        raise ConfigurationError(
+            "--codec is for the embedded store; OpenSearch keeps float32 vectors in _source "
+            "(set the ANN graph's encoding in --ann, e.g. faiss:fp16 or lucene:byte)"
+        )
+    options = None if ann in (None, "auto") else IndexOptions.parse(ann)
+    return store_from_options(**opensearch_kwargs, manifest=manifest, index_options=options)
+
+
+def open_searcher(
+    backend: str,
+    *,
+    model: str | Path | None = None,
+    int8: bool = False,
+    threads: int | None = None,
+    index_dir: str | Path | None = None,
+    **opensearch_kwargs: Any,
+) -> Searcher:
+    """A two-stage Searcher over the configured store and model (the default model if None).
+
+    `int8` picks the int8 query graph; the document side follows what the store records.
+    The caller closes `searcher.store`.
+    """
+    from twinbert_search.search import Searcher
+
+    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
+    if backend == EMBEDDED:
+        return Searcher.open(_embedded_dir(index_dir), model, int8=int8, threads=threads)
+    from twinbert_search.models import resolve_model
+    from twinbert_search.runtime import TwinBertRuntime
+
+    store = open_store(backend, writable=False, **opensearch_kwargs)
+    try:
+        runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
+        runtime.int8 = (store.info.model_fingerprint or "").endswith(":int8")
+        return Searcher(runtime, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def index_in_cluster(
+    documents: Iterable[Document],
+    store: OpenSearchStore,
+    *,
+    model_fingerprint: str,
+    model_id: str,
+    chunk_size: int = 512,
+    prune: bool = False,
+    progress: bool = True,
+) -> IndexReport:
+    """`index_documents` for `--encode-in-cluster`: the cluster's ingest pipeline encodes.
+
+    The same contract: documents stored with the same content hash are skipped, a reader
+    error stops the job after the good chunks before it are written, and `finalize()` runs
+    (moving the alias after a rebuild) unless a bulk failure stops the job first.
+    """
+    from tqdm.auto import tqdm
+
+    from twinbert_search.indexing import IndexReport, _chunks
+
+    store.ensure_model(model_fingerprint)
+    report = IndexReport()
+    start = time.perf_counter()
+    seen_ids: set[str] = set()
+    reader_error: list[InputError] = []
+    bar = tqdm(unit="doc", desc="indexing in the cluster", disable=not progress, smoothing=0.1)
+    try:
+        for chunk in _chunks(documents, chunk_size, reader_error):
+            report.seen += len(chunk)
+            seen_ids.update(d.id for d in chunk)
+            known = store.content_hashes([d.id for d in chunk])
+            todo = [d for d in chunk if known.get(d.id) != d.content_hash]
+            report.unchanged += len(chunk) - len(todo)
+            bar.update(len(chunk) - len(todo))
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            store.index_texts(todo, model_fingerprint=model_fingerprint, model_id=model_id)
+            report.encode_seconds += time.perf_counter() - t0
+            bar.update(len(todo))
+            updated = sum(1 for d in todo if d.id in known)
+            report.updated += updated
+            report.added += len(todo) - updated
+        if prune and not reader_error:
+            stale = [doc_id for doc_id in store.all_ids() if doc_id not in seen_ids]
+            report.deleted = store.delete(stale) if stale else 0
+        store.finalize()
+        if reader_error:
+            raise reader_error[0]
+    finally:
+        bar.close()
+        report.seconds = time.perf_counter() - start
+    return report
