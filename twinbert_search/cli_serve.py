@@ -1,0 +1,180 @@
+"""`twinbert-search serve`: the HTTP sidecar (search with rerank, rerank only, health, metrics).
+
+The main CLI registers it with one `add_command(serve)` and maps the project's errors to exit
+codes; this command only raises them. The model and store are loaded before the port is
+bound, so a bad --index-dir or --model fails at once with the CLI's one-line error, and a
+listening server is a ready one. The API key (--api-key or TWINBERT_API_KEY) is never
+printed, logged or shown as a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from twinbert_search.backends import BACKENDS
+from twinbert_search.cli_opensearch import OPTION_NAMES, opensearch_options
+from twinbert_search.service.config import (
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_REFRESH_S,
+    DEFAULT_RERANK_BUDGET_MS,
+    ServiceConfig,
+    default_workers,
+)
+
+__all__ = ["serve"]
+
+ENV_API_KEY = "TWINBERT_API_KEY"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="embedded",
+    show_default=True,
+    help="Where documents live: an embedded store (--index-dir) or OpenSearch (--url ...).",
+)
+@click.option(
+    "--index-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Embedded store directory (--backend embedded).",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Exported model directory (default: MiniLM-based TwinBERT, built once).",
+)
+@click.option("--int8", is_flag=True, help="Use the int8 ONNX query graph.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Requests encoding and recalling at once (default: one per core, at most 8).",
+)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--api-key",
+    envvar=ENV_API_KEY,
+    show_envvar=True,
+    default=None,
+    show_default=False,
+    help=f"Require this key on /search and /rerank (X-API-Key or Authorization: Bearer); "
+    f"prefer {ENV_API_KEY} (flags show up in `ps`).",
+)
+@click.option(
+    "--rerank-budget-ms",
+    type=float,
+    default=DEFAULT_RERANK_BUDGET_MS,
+    show_default=True,
+    help="Longest wait for the rerank; past it the recall order is returned (reranked=false).",
+)
+@click.option(
+    "--cache-size",
+    type=int,
+    default=DEFAULT_CACHE_SIZE,
+    show_default=True,
+    help="Query embeddings kept in the LRU cache (0: off).",
+)
+@click.option(
+    "--max-body-bytes",
+    type=int,
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    help="Larger request bodies get 413.",
+)
+@click.option(
+    "--refresh-s",
+    type=float,
+    default=DEFAULT_REFRESH_S,
+    show_default=True,
+    help="Embedded store: look for a newer snapshot (from a re-index) this often; 0: never.",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@opensearch_options
+def serve(
+    backend: str,
+    index_dir: Path | None,
+    model: Path | None,
+    int8: bool,
+    threads: int | None,
+    workers: int | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    rerank_budget_ms: float,
+    cache_size: int,
+    max_body_bytes: int,
+    refresh_s: float,
+    log_level: str,
+    access_log: bool,
+    **opensearch: Any,
+) -> None:
+    """Serve POST /search and POST /rerank, GET /healthz, /readyz, /metrics over HTTP."""
+    import uvicorn
+
+    from twinbert_search.service import create_app, load_searcher
+
+    config = ServiceConfig(
+        index_dir=index_dir,
+        model=model,
+        int8=int8,
+        threads=threads,
+        workers=workers or default_workers(),
+        backend=backend,
+        opensearch={k: opensearch[k] for k in OPTION_NAMES if k in opensearch},
+        host=host,
+        port=port,
+        api_key=api_key,
+        rerank_budget_ms=rerank_budget_ms,
+        cache_size=cache_size,
+        max_body_bytes=max_body_bytes,
+        refresh_s=refresh_s,
+    ).validate()
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    if not _is_loopback(host) and not api_key:
+        click.echo(
+            f"warning: serving on {host} without an API key; set {ENV_API_KEY} to require one",
+            err=True,
+        )
+    searcher = load_searcher(config)
+    try:
+        app = create_app(config, searcher)
+        click.echo(
+            f"serving {backend} store on http://{host}:{port} "
+            f"(API key {'required' if api_key else 'not required'}; "
+            f"rerank budget {rerank_budget_ms:g} ms)",
+            err=True,
+        )
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        searcher.store.close()

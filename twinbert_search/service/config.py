@@ -1,0 +1,77 @@
+"""What `twinbert-search serve` is configured with; checked once, before anything loads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twinbert_search.backends import check_options
+from twinbert_search.errors import ConfigurationError
+
+DEFAULT_HOST = "127.0.0.1"  # loopback: exposing the service is an explicit choice
+DEFAULT_PORT = 8080
+DEFAULT_RERANK_BUDGET_MS = 250.0
+DEFAULT_CACHE_SIZE = 4096
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
+DEFAULT_REFRESH_S = 30.0
+
+
+def default_workers() -> int:
+    """Threads for encode + recall: one per core, so queries do not queue behind each other."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of one service process.
+
+    `threads` bounds ONNX Runtime's intra-op threads per session; `workers` is the number of
+    requests that encode and recall at once (a thread pool), and the rerank has a pool of the
+    same size so its time budget measures the rerank, not the queue behind slow encodes.
+    `refresh_s` is how often an embedded store looks for a snapshot that another process
+    (`twinbert-search index`) finalized, so a long-running service picks up re-indexing
+    (0: never). `api_key` and `opensearch` (which may hold a password) are left out of `repr`.
+    """
+
+    index_dir: Path | None = None
+    model: Path | None = None
+    int8: bool = False
+    threads: int | None = None
+    workers: int = field(default_factory=default_workers)
+    backend: str = "embedded"
+    opensearch: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_key: str | None = field(default=None, repr=False)
+    rerank_budget_ms: float = DEFAULT_RERANK_BUDGET_MS
+    cache_size: int = DEFAULT_CACHE_SIZE
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    refresh_s: float = DEFAULT_REFRESH_S
+
+    def validate(self) -> ServiceConfig:
+        """Raise ConfigurationError naming the first bad setting; returns self for chaining."""
+        check_options(self.backend, index_dir=self.index_dir, **self.opensearch)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigurationError(f"--threads must be positive, got {self.threads}")
+        if self.workers < 1:
+            raise ConfigurationError(f"--workers must be positive, got {self.workers}")
+        if not self.rerank_budget_ms > 0:
+            raise ConfigurationError(
+                f"--rerank-budget-ms must be positive, got {self.rerank_budget_ms}"
+            )
+        if self.cache_size < 0:
+            raise ConfigurationError(f"--cache-size must be 0 (off) or more, got {self.cache_size}")
+        if self.max_body_bytes < 1024:
+            raise ConfigurationError(
+                f"--max-body-bytes must be at least 1024, got {self.max_body_bytes}"
+            )
+        if not self.refresh_s >= 0:
+            raise ConfigurationError(f"--refresh-s must be 0 (off) or more, got {self.refresh_s}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"--port must be 0-65535, got {self.port}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigurationError("--api-key (TWINBERT_API_KEY) is set but empty")
+        return self

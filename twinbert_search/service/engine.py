@@ -1,0 +1,313 @@
+"""What the routes call: the Searcher behind thread pools, a query cache and a rerank budget.
+
+Encoding (onnxruntime), recall (faiss, SQLite, or an OpenSearch round trip) and the rerank
+(numpy) are blocking calls, so each runs in a worker thread and the event loop only awaits it.
+
+The rerank has its own pool and a time budget: the request waits for it at most
+`rerank_budget_ms` (queueing included); if it runs out, or the rerank raises or yields scores
+that are not finite, the recall order comes back with `reranked: false` and `degraded` says
+why. A rerank still queued is cancelled; one already running cannot be stopped (numpy has no
+cancellation point) and finishes in the background, its result dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from twinbert_search.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    InputError,
+    StoreError,
+)
+from twinbert_search.search import Searcher, positions_by_score
+from twinbert_search.service.config import ServiceConfig
+from twinbert_search.service.errors import UnknownDocumentError
+from twinbert_search.service.metrics import ServiceMetrics
+from twinbert_search.service.schemas import (
+    Document,
+    Hit,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    SearchRequest,
+    SearchResponse,
+)
+from twinbert_search.stores.base import Candidates
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class QueryCache:
+    """A thread-safe LRU of query text -> read-only query vector; size 0 turns it off."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, query: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._items.get(query)
+            if vector is not None:
+                self._items.move_to_end(query)
+            return vector
+
+    def put(self, query: str, vector: np.ndarray) -> None:
+        if self.size == 0:
+            return
+        vector.setflags(write=False)  # shared by every request that hits it
+        with self._lock:
+            self._items[query] = vector
+            self._items.move_to_end(query)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class RerankUnusable(RuntimeError):
+    """The crossing layer produced scores that cannot be ranked or sent (NaN, infinity)."""
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1e3, 3)
+
+
+class SearchService:
+    """The loaded Searcher with its worker pools, query cache and rerank budget."""
+
+    def __init__(self, searcher: Searcher, config: ServiceConfig, metrics: ServiceMetrics) -> None:
+        self.searcher = searcher
+        self.config = config
+        self.metrics = metrics
+        self.cache = QueryCache(config.cache_size)
+        self.budget_s = config.rerank_budget_ms / 1e3
+        self._work = ThreadPoolExecutor(config.workers, thread_name_prefix="twinbert-work")
+        self._rerank = ThreadPoolExecutor(config.workers, thread_name_prefix="twinbert-rerank")
+
+    def close(self) -> None:
+        """Stop the pools; reranks left running after a timeout are not waited for."""
+        self._work.shutdown(wait=True, cancel_futures=True)
+        self._rerank.shutdown(wait=False, cancel_futures=True)
+
+    async def refresh_forever(self, interval_s: float) -> None:
+        """Pick up snapshots finalized by another process (stores with `refresh()` only)."""
+        refresh = getattr(self.searcher.store, "refresh", None)
+        if refresh is None or interval_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if await self._run(self._work, refresh):
+                    logger.info("the store has a new snapshot; serving it")
+            except Exception:
+                logger.exception("refreshing the store failed; serving the previous snapshot")
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+
+    # -- stages ------------------------------------------------------------------------------
+
+    async def query_vector(self, query: str) -> tuple[np.ndarray, bool, float]:
+        """(vector, cache hit, encode ms); a hit never leaves the event loop."""
+        cached = self.cache.get(query)
+        if cached is not None:
+            self.metrics.cache_hits.inc()
+            return cached, True, 0.0
+        self.metrics.cache_misses.inc()
+        start = time.perf_counter()
+        vector = await self._run(self._work, self.searcher.runtime.encode_query, query)
+        self.cache.put(query, vector)
+        self.metrics.cache_entries.set(len(self.cache))
+        return vector, False, _ms(start, time.perf_counter())
+
+    def _recall(
+        self, vector: np.ndarray, query: str, n: int, filters: Any, hybrid: bool
+    ) -> Candidates:
+        try:
+            return self.searcher.recall(vector, query, n, filters=filters, hybrid=hybrid)
+        except NotImplementedError as exc:  # a store without a text index
+            raise ConfigurationError(f"hybrid recall is not available: {exc}") from None
+
+    def _fetch(self, ids: Sequence[str]) -> Candidates:
+        """Stored vectors of `ids`; which ids are unknown is found only when the fetch fails."""
+        store = self.searcher.store
+        try:
+            return store.fetch(list(ids))
+        except BackendUnavailableError:
+            raise
+        except StoreError:
+            known = store.content_hashes(ids)
+            missing = [doc_id for doc_id in ids if doc_id not in known]
+            if missing:
+                raise UnknownDocumentError(missing) from None
+            raise
+
+    def _documents(self, found: Candidates, top: list[int]) -> list[dict[str, Any]]:
+        """Stored fields of the hits returned: recall carries them, or the store reads them."""
+        if found.documents is not None:
+            return [found.documents[i] for i in top]
+        return self.searcher.store.documents([found.ids[i] for i in top])
+
+    def _scores(self, vector: np.ndarray, candidates: Candidates) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            scores = self.searcher.rerank_scores(vector, candidates)
+        if not np.all(np.isfinite(scores)):
+            raise RerankUnusable("the crossing layer returned non-finite scores")
+        return scores
+
+    async def rerank_within_budget(
+        self, route: str, vector: np.ndarray, candidates: Candidates
+    ) -> tuple[np.ndarray | None, str | None]:
+        """(scores, None), or (None, reason) when the budget ran out or the rerank failed."""
+        future = asyncio.get_running_loop().run_in_executor(
+            self._rerank, self._scores, vector, candidates
+        )
+        try:
+            return await asyncio.wait_for(future, self.budget_s), None
+        except asyncio.TimeoutError:
+            reason = "rerank_timeout"
+            logger.warning(
+                "%s: rerank of %d candidates exceeded %.0f ms; returning the recall order",
+                route,
+                len(candidates),
+                self.budget_s * 1e3,
+            )
+        except Exception:
+            reason = "rerank_error"
+            logger.exception("%s: rerank failed; returning the recall order", route)
+        self.metrics.rerank_degraded.labels(reason).inc()
+        return None, reason
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def search(self, request: SearchRequest) -> SearchResponse:
+        route = "/search"
+        t0 = time.perf_counter()
+        n = max(request.candidates, request.k)
+        vector, cache_hit, encode_ms = await self.query_vector(request.query)
+        t1 = time.perf_counter()
+        found = await self._run(
+            self._work, self._recall, vector, request.query, n, request.filters, request.hybrid
+        )
+        t2 = time.perf_counter()
+        recall_order = positions_by_score(found.recall_scores, found.ids)
+        recall_rank = np.empty(len(found), dtype=np.int64)
+        recall_rank[recall_order] = np.arange(1, len(found) + 1)
+        scores, degraded = None, None
+        if request.rerank and len(found):
+            scores, degraded = await self.rerank_within_budget(route, vector, found)
+        t3 = time.perf_counter()
+        order = recall_order if scores is None else positions_by_score(scores, found.ids)
+        top = [int(i) for i in order[: request.k]]
+        documents = None
+        if request.include_documents and top:
+            documents = await self._run(self._work, self._documents, found, top)
+        t4 = time.perf_counter()
+        hits = []
+        for rank, i in enumerate(top, start=1):
+            rerank_score = None if scores is None else float(scores[i])
+            recall_score = float(found.recall_scores[i])
+            hits.append(
+                Hit(
+                    id=found.ids[i],
+                    rank=rank,
+                    score=recall_score if rerank_score is None else rerank_score,
+                    recall_rank=int(recall_rank[i]),
+                    recall_score=recall_score,
+                    rerank_score=rerank_score,
+                    document=None if documents is None else Document(**documents[rank - 1]),
+                )
+            )
+        timings = {
+            "encode": encode_ms,
+            "recall": _ms(t1, t2),
+            "rerank": _ms(t2, t3),
+            "documents": _ms(t3, t4),
+            "total": _ms(t0, time.perf_counter()),
+        }
+        self._observe(route, timings, cache_hit, len(found))
+        return SearchResponse(
+            query=request.query,
+            reranked=scores is not None,
+            degraded=degraded,
+            candidates=len(found),
+            cache_hit=cache_hit,
+            timings_ms=timings,
+            hits=hits,
+        )
+
+    async def rerank(self, request: RerankRequest) -> RerankResponse:
+        route = "/rerank"
+        t0 = time.perf_counter()
+        ids = request.ids
+        given = self._given_vectors(request) if request.has_vectors else None
+        vector, cache_hit, encode_ms = await self.query_vector(request.query)
+        t1 = time.perf_counter()
+        if given is None:
+            candidates = await self._run(self._work, self._fetch, ids)
+        else:
+            candidates = Candidates(
+                ids=ids, recall_scores=np.zeros(len(ids), np.float32), vectors=given
+            )
+        t2 = time.perf_counter()
+        scores, degraded = await self.rerank_within_budget(route, vector, candidates)
+        t3 = time.perf_counter()
+        order = range(len(ids)) if scores is None else positions_by_score(scores, ids)
+        results = [
+            RerankResult(
+                id=ids[i],
+                rank=rank,
+                score=None if scores is None else float(scores[i]),
+                input_rank=int(i) + 1,
+            )
+            for rank, i in enumerate(order, start=1)
+        ][: request.k]
+        timings = {
+            "encode": encode_ms,
+            "fetch": _ms(t1, t2),
+            "rerank": _ms(t2, t3),
+            "total": _ms(t0, time.perf_counter()),
+        }
+        self._observe(route, timings, cache_hit, len(ids))
+        return RerankResponse(
+            query=request.query,
+            reranked=scores is not None,
+            degraded=degraded,
+            cache_hit=cache_hit,
+            timings_ms=timings,
+            results=results,
+        )
+
+    def _given_vectors(self, request: RerankRequest) -> np.ndarray:
+        """The request's vectors as a matrix; each must have the model's dimension."""
+        dim = self.searcher.runtime.dim
+        for i, candidate in enumerate(request.candidates):
+            assert not isinstance(candidate, str)
+            if len(candidate.vector) != dim:
+                raise InputError(
+                    f"has {len(candidate.vector)} values; the model's vectors have {dim}",
+                    field=f"candidates[{i}].vector",
+                    record_id=candidate.id,
+                )
+        return np.asarray([c.vector for c in request.candidates], dtype=np.float32)  # type: ignore[union-attr]
+
+    def _observe(self, route: str, timings: dict[str, float], cache_hit: bool, n: int) -> None:
+        stages = dict(timings)
+        if cache_hit:
+            stages.pop("encode")  # the encode histogram measures the encoder only
+        self.metrics.observe_stages(route, stages)
+        self.metrics.candidates.labels(route).observe(n)
