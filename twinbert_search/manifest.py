@@ -61,6 +61,9 @@ class ModelManifest:
     max_doc_length: int = 256
     crossing: CrossingConfig = field(default_factory=CrossingConfig)
     fingerprint: str = ""
+    # Set when the document tower is another model's, unchanged (a student distilled with a
+    # frozen document tower): that model's fingerprint, so its stored vectors serve this one.
+    document_fingerprint: str = ""
     onnx: dict[str, str] = field(default_factory=dict)
     base_model: str | None = None
     format_version: int = FORMAT_VERSION

@@ -225,7 +225,8 @@ def _zip_entry(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 def vector_fingerprint(manifest: ModelManifest, quantized: bool = False) -> str:
     """The fingerprint of the vectors a graph computes (as TwinBertRuntime.fingerprint)."""
-    return f"{manifest.fingerprint}{':int8' if quantized else ''}"
+    vectors = manifest.document_fingerprint or manifest.fingerprint
+    return f"{vectors}{':int8' if quantized else ''}"
 
 
 def default_model_name(manifest: ModelManifest, quantized: bool = False) -> str:

@@ -85,7 +85,7 @@ class TwinBertRuntime:
     def fingerprint(self) -> str:
         """Identifies the document vectors this runtime produces."""
         suffix = ":int8" if self.int8 else ""
-        return f"{self.manifest.fingerprint}{suffix}"
+        return f"{self.manifest.document_fingerprint or self.manifest.fingerprint}{suffix}"
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return self.query_encoder.encode(texts, batch_size)

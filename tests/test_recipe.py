@@ -1,0 +1,116 @@
+"""The recipe chain on a tiny BERT and a tiny BEIR folder: every step, resume, the tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import build_tiny_model
+from tests.test_teacher import write_tiny_beir
+from twinbert_search.cli_recipe import recipe
+from twinbert_search.errors import ConfigurationError
+from twinbert_search.manifest import CrossingConfig, ModelManifest
+from twinbert_search.training.recipe import (
+    STATE_FILE,
+    STEP_NAMES,
+    RecipeConfig,
+    StudentSpec,
+    run_recipe,
+)
+
+
+@pytest.fixture(scope="module")
+def base_model(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cosine TwinBERT: the recipe's base model (its towers are the frozen doc tower)."""
+    folder = tmp_path_factory.mktemp("base")
+    return build_tiny_model(tiny_checkpoint, folder, pooling="mean", crossing=CrossingConfig())
+
+
+def _config(tmp_path: Path, base_model: Path, checkpoint: Path) -> RecipeConfig:
+    return RecipeConfig(
+        data=str(write_tiny_beir(tmp_path / "beir")),
+        out=str(tmp_path / "run"),
+        base_model=str(base_model),
+        checkpoint=str(checkpoint),
+        teacher_steps=2,
+        teacher_eval_every=1,
+        teacher_queries_per_step=2,
+        teacher_group=4,
+        pseudo_queries=3,
+        distill_candidates=4,
+        pseudo_candidates=3,
+        student_steps=3,
+        student_batch=2,
+        max_query_length=16,
+        teacher_int8=False,
+        students=[
+            StudentSpec("twinbert-res", "residual", "max", 1, "weighted"),
+            StudentSpec("twinbert-cos", "cosine"),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(
+    base_model: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[RecipeConfig, list[str]]:
+    """One recipe run, interrupted after the teacher and resumed to the end."""
+    cfg = _config(tmp_path_factory.mktemp("recipe"), base_model, tiny_checkpoint)
+    ran: list[str] = []
+    run_recipe(cfg, until="teacher", on_step=lambda name, _: ran.append(name))
+    assert ran == ["index", "candidates", "teacher"]
+    run_recipe(cfg, on_step=lambda name, _: ran.append(name))
+    return cfg, ran
+
+
+def test_recipe_runs_every_step_and_resumes(
+    finished: tuple[RecipeConfig, list[str]], base_model: Path
+) -> None:
+    cfg, ran = finished
+    assert ran == list(STEP_NAMES)
+    state = json.loads((Path(cfg.out) / STATE_FILE).read_text())
+    assert set(state["steps"]) == set(STEP_NAMES)
+    assert all(s["seconds"] >= 0 for s in state["steps"].values())
+
+    out = Path(cfg.out)
+    results = json.loads((out / "results.json").read_text())
+    systems = [r["system"] for r in results["rows"]]
+    assert systems[0] == "BM25" and any(s.startswith("teacher reranking") for s in systems)
+    assert any(s.startswith("twinbert-res reranking top 1000") for s in systems)
+    for row in results["rows"]:
+        assert 0.0 <= row["ndcg@10"] <= 1.0
+    # Students keep the base model's document tower, so the base index serves them.
+    assert all(results["students_served_from_base_index"].values())
+    base = ModelManifest.load(base_model)
+    student = ModelManifest.load(out / "twinbert-res")
+    assert not student.shared_towers and student.num_layers == 1
+    assert student.document_fingerprint == base.fingerprint != student.fingerprint
+
+    # Finished: a rerun does nothing; --redo reruns that step and the ones after it.
+    again: list[str] = []
+    run_recipe(cfg, on_step=lambda name, _: again.append(name))
+    assert again == []
+    run_recipe(cfg, redo=["evaluate"], on_step=lambda name, _: again.append(name))
+    assert again == ["evaluate"]
+    assert json.loads((out / STATE_FILE).read_text())["steps"].keys() == set(STEP_NAMES)
+
+
+def test_unknown_step_is_refused(finished: tuple[RecipeConfig, list[str]]) -> None:
+    with pytest.raises(ConfigurationError, match="unknown step"):
+        run_recipe(finished[0], until="nope")
+
+
+def test_cli_writes_markdown_table(
+    finished: tuple[RecipeConfig, list[str]], base_model: Path, tiny_checkpoint: Path
+) -> None:
+    cfg = finished[0]  # every step is finished: the CLI resumes to the end and renders
+    args = ["scifact", "--data", cfg.data, "--out", cfg.out]
+    args += ["--base-model", str(base_model), "--checkpoint", str(tiny_checkpoint)]
+    result = CliRunner().invoke(recipe, args)
+    assert result.exit_code == 0, result.output
+    table = (Path(cfg.out) / "results.md").read_text()
+    assert "| BM25 |" in table and "Recipe wall time" in table and "Machine:" in table
+    assert "Command: `twinbert-search" in table
