@@ -9,6 +9,8 @@ import pytest
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.stores.ann import (
     AUTO_HNSW_THRESHOLD,
+    DEFAULT_NPROBE,
+    MIN_POINTS_PER_LIST,
     AnnSpec,
     build_index,
     load_index,
@@ -45,6 +47,8 @@ ACCEPTED = [
         "hnsw8,efc=40,sq8",
         AnnSpec("hnsw", m=8, ef_construction=40, sq8=True),
     ),
+    ("ivf1024", "ivf1024", AnnSpec("ivf", nlist=1024)),
+    (" IVF64, SQ8 ", "ivf64,sq8", AnnSpec("ivf", nlist=64, sq8=True)),
 ]
 
 
@@ -61,7 +65,11 @@ def test_accepted_strings(text: str, canonical: str, spec: AnnSpec) -> None:
     [
         "",
         "  ",
-        "ivf1024",
+        "ivf",
+        "ivf0",
+        "ivf64,efc=10",
+        "ivf64,sq8,sq8",
+        "ivf64,nprobe=8",
         "hnsw",
         "hnsw1",
         "hnsw999",
@@ -87,7 +95,8 @@ def test_invalid_strings_name_the_string_and_the_forms(text: str) -> None:
 def test_auto_resolves_by_size() -> None:
     auto = parse_ann_spec("auto")
     assert auto.resolve(AUTO_HNSW_THRESHOLD - 1).canonical == "flat"
-    assert auto.resolve(AUTO_HNSW_THRESHOLD).canonical == "hnsw32"
+    assert auto.resolve(AUTO_HNSW_THRESHOLD).canonical == "ivf1282"  # lists capped at n / 39
+    assert auto.resolve(1_000_000).canonical == "ivf2048"
     assert parse_ann_spec("hnsw16").resolve(10).canonical == "hnsw16"
 
 
@@ -100,6 +109,30 @@ def test_every_accepted_string_builds_and_searches(text: str) -> None:
     scores, rows = search(index, x[:5], 3)
     assert scores.shape == rows.shape == (5, 3)
     assert list(rows[:, 0]) == [0, 1, 2, 3, 4]  # each vector is its own nearest neighbour
+
+
+def test_ivf_caps_its_list_count_by_size() -> None:
+    spec = parse_ann_spec("ivf1024,sq8")
+    assert spec.resolve(1024 * MIN_POINTS_PER_LIST) == spec
+    assert spec.resolve(10 * MIN_POINTS_PER_LIST).canonical == "ivf10,sq8"
+    assert parse_ann_spec("ivf64").resolve(0).canonical == "ivf1"
+
+
+def test_ivf_types_and_default_nprobe() -> None:
+    x = unit_vectors(4000, 8)
+    flat = build_index("ivf64", x)
+    assert isinstance(flat, faiss.IndexIVFFlat)
+    assert flat.nlist == 64 and flat.nprobe == min(DEFAULT_NPROBE, 64)
+    assert isinstance(build_index("ivf64,sq8", x), faiss.IndexIVFScalarQuantizer)
+
+
+def test_ivf_recall_at_10_and_nprobe_override() -> None:
+    x, q = unit_vectors(5000, 16), unit_vectors(100, 16, seed=1)
+    index = build_index("ivf64", x)
+    truth = exact_top(x, q, 10)
+    assert recall_at(search(index, q, 10)[1], truth) >= 0.95
+    assert recall_at(search(index, q, 10, nprobe=64)[1], truth) == 1.0  # every list: exact
+    assert recall_at(search(index, q, 10, nprobe=1)[1], truth) < 0.95
 
 
 def test_auto_builds_flat_for_small_corpora() -> None:
@@ -137,14 +170,14 @@ def test_k_beyond_the_index_pads_with_minus_one() -> None:
     assert list(rows[0, 3:]) == [-1, -1]
 
 
-@pytest.mark.parametrize("text", ["flat", "hnsw32", "hnsw32,sq8"])
+@pytest.mark.parametrize("text", ["flat", "hnsw32", "hnsw32,sq8", "ivf64", "ivf64,sq8"])
 def test_empty_index_returns_no_rows(text: str) -> None:
     index = build_index(text, np.zeros((0, 8), np.float32))
     _, rows = search(index, unit_vectors(2, 8), 4)
     assert rows.shape == (2, 4) and (rows == -1).all()
 
 
-@pytest.mark.parametrize("text", ["flat", "hnsw32", "hnsw32,sq8"])
+@pytest.mark.parametrize("text", ["flat", "hnsw32", "hnsw32,sq8", "ivf8", "ivf8,sq8"])
 def test_save_and_load_give_the_same_results(text: str, tmp_path) -> None:
     x, q = unit_vectors(500, 16), unit_vectors(5, 16, seed=1)
     index = build_index(text, x)
@@ -152,6 +185,10 @@ def test_save_and_load_give_the_same_results(text: str, tmp_path) -> None:
     loaded = load_index(tmp_path / "ann.faiss")
     for ef in (None, 16, 256):
         np.testing.assert_array_equal(search(index, q, 10, ef)[1], search(loaded, q, 10, ef)[1])
+    for nprobe in (None, 1, 8):
+        np.testing.assert_array_equal(
+            search(index, q, 10, nprobe=nprobe)[1], search(loaded, q, 10, nprobe=nprobe)[1]
+        )
 
 
 def test_threads_argument_restores_the_global_setting() -> None:

@@ -18,6 +18,7 @@ import click
 
 from twinbert_search import __version__
 from twinbert_search.backends import BACKENDS, EMBEDDED, OPENSEARCH
+from twinbert_search.cli_bench import bench
 from twinbert_search.cli_opensearch import opensearch, opensearch_options
 from twinbert_search.cli_recipe import recipe
 from twinbert_search.cli_serve import serve
@@ -455,6 +456,7 @@ def build_default() -> None:
 main.add_command(opensearch)
 main.add_command(serve)
 main.add_command(recipe)
+main.add_command(bench)
 main.add_command(teacher)
 main.add_command(distill)
 main.add_command(export)

@@ -61,10 +61,16 @@ class SearchResult:
 
 
 def positions_by_score(scores: np.ndarray, ids: Sequence[str]) -> np.ndarray:
-    """Positions sorted by (-score, id): deterministic when scores tie."""
-    return np.asarray(
-        sorted(range(len(ids)), key=lambda i: (-float(scores[i]), ids[i])), dtype=np.int64
-    )
+    """Positions sorted by (-score, id): deterministic when scores tie.
+
+    A numpy sort by score; only when two scores tie is the id needed as a second key.
+    """
+    neg = -np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(neg, kind="stable")
+    ranked = neg[order]
+    if len(ranked) > 1 and bool(np.any(ranked[1:] == ranked[:-1])):
+        order = np.lexsort((np.asarray(list(ids), dtype=str), neg))
+    return order.astype(np.int64, copy=False)
 
 
 def reciprocal_rank_fusion(

@@ -1,0 +1,1 @@
+"""The twinbert-search benchmark suite (outside the package): `python benchmarks/run.py`."""

@@ -1,0 +1,136 @@
+"""Smoke test of the benchmark suite at tiny sizes: structure and report, never timings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import report, run
+from benchmarks.synthetic import ClusteredSphere
+
+SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "examples" / "sample" / "corpus.jsonl"
+
+
+def test_synthetic_vectors_are_unit_clustered_and_reproducible() -> None:
+    sphere = ClusteredSphere(dim=16, centers=8, topics=2)
+    docs = sphere.document_matrix(500)
+    np_docs = ClusteredSphere(dim=16, centers=8, topics=2).document_matrix(500)
+    assert docs.shape == (500, 16) and (docs == np_docs).all()
+    assert abs(float((docs**2).sum(axis=1).mean()) - 1.0) < 1e-5
+    queries = sphere.queries(20)
+    assert queries.shape == (20, 16)
+    # Clustered: a query's best document is far closer than an average one.
+    sims = queries @ docs.T
+    assert float(sims.max(axis=1).mean()) > float(sims.mean()) + 0.3
+
+
+def test_report_section_replaces_only_its_markers(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    other = "<!-- other:start -->\nkeep me\n<!-- other:end -->\n"
+    out.write_text("# Benchmarks\n\n" + other)
+    report.write_section(out, "first")
+    report.write_section(out, "second")
+    text = out.read_text()
+    assert other in text
+    assert text.count(report.START) == 1 and "second" in text and "first" not in text
+
+
+def test_suite_runs_end_to_end_at_tiny_sizes(tiny_model: Path, tmp_path: Path) -> None:
+    out, results_path = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    argv = [
+        "--quick",
+        "--reps",
+        "3",
+        "--model",
+        str(tiny_model),
+        "--sizes",
+        "300,800",
+        "--ann",
+        "ivf8",
+        "--hidden",
+        "16",
+        "--index-docs",
+        "12",
+        "--corpus",
+        str(SAMPLE_CORPUS),
+        "--out",
+        str(out),
+        "--json",
+        str(results_path),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--only",
+        "encoding,rerank,search,indexing,memory,ann",
+        "--ann-compare",
+        "hnsw8,efc=20;ivf8",
+        "--ann-compare-size",
+        "400",
+    ]
+    assert run.main(argv) == 0
+    results = json.loads(results_path.read_text())
+    assert results["command"].startswith("python benchmarks/run.py --quick --reps 3")
+    assert {"cpu", "cpu_count", "load_before", "load_after"} <= set(results["machine"])
+
+    rows = results["encoding"]["rows"]
+    assert {(r["graph"], r["threads"]) for r in rows} == {
+        ("fp32", 1),
+        ("fp32", 2),
+        ("int8", 1),
+        ("int8", 2),
+    }
+    assert all(r["p50"] > 0 and r["p99"] >= r["p50"] for r in rows)
+    assert -1.0 <= results["encoding"]["int8_fp32_cosine"]["min"] <= 1.0 + 1e-6
+
+    rerank = results["rerank"]
+    assert {(r["combine"], r["candidates"]) for r in rerank["crossing"]} == {
+        (c, n) for c in ("max", "concat") for n in (100, 1000)
+    }
+    assert [r["candidates"] for r in rerank["teacher"]["rows"]] == [100, 1000]
+    assert all(r["teacher_over_crossing"] > 0 for r in rerank["ratios"])
+
+    search = results["search"]
+    assert [r["size"] for r in search] == [300, 800]
+    for row in search:
+        assert row["ann"].startswith("ivf")
+        assert 0.0 <= row["recall_at_100"] <= 1.0
+        assert 0.0 <= row["exact_top100_in_candidates"] <= 1.0
+        assert set(row["latency_ms"]) == {"encode", "recall", "rerank", "total"}
+        assert row["build_s"] > 0 and row["snapshot_bytes"] > 0
+    assert search[-1]["recall_at_100"] > 0.5  # a broken recall would be near 0
+
+    assert [w["knob"] for w in search[-1]["nprobe_sweep"]] == [
+        f"nprobe={n}" for n in (8, 16, 32, 64)
+    ]
+    assert {r["spec"] for r in results["ann_choice"]["rows"]} == {"hnsw8,efc=20", "ivf8"}
+
+    assert results["memory"]["store_size"] == 800
+    assert results["memory"]["peak_rss_mib"] >= results["memory"]["after_imports_mib"] > 0
+
+    indexing = results["indexing"]
+    assert [r["name"] for r in indexing["rows"]] == [
+        "naive",
+        "optimized-float32",
+        "optimized-float16",
+        "optimized-int8",
+    ]
+    by_codec = {r["codec"]: r for r in indexing["rows"][1:]}
+    assert (
+        by_codec["float16"]["codec_bytes_per_vector"] * 2
+        == by_codec["float32"]["codec_bytes_per_vector"]
+    )
+    assert indexing["optimized_naive_cosine"]["min"] > 0.9  # same model, two graphs
+
+    text = out.read_text()
+    assert text.count(report.START) == 1 and text.count(report.END) == 1
+    headings = ("### Targets", "### Query encoding", "### Rerank", "### End-to-end", "### Choosing")
+    for heading in headings:
+        assert heading in text
+    assert results["command"] in text
+    targets = {t.name: t for t in report.check_targets(results)}
+    assert targets["ANN recall@100 at 1M"].met is None  # not run at this size
+
+
+def test_cli_bench_finds_the_suite_of_this_checkout() -> None:
+    from twinbert_search.cli_bench import suite_script
+
+    assert suite_script() == Path(run.__file__).resolve()
