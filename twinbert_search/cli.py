@@ -133,7 +133,8 @@ def main() -> None:
     "--ann",
     default="auto",
     show_default=True,
-    help="ANN index. Embedded: auto, flat, hnsw32, hnsw32,efc=200 ... OpenSearch: "
+    help="ANN index. Embedded: auto (exact below 50k docs, else ivf2048), flat, ivf2048, "
+    "ivf2048,sq8, hnsw32, hnsw32,efc=100 ... OpenSearch: "
     "faiss:hnsw16:efc128:fp16:innerproduct (engine, hnsw<M>, efc<N>, encoding, space type).",
 )
 @click.option("--batch-size", type=int, default=32, show_default=True)

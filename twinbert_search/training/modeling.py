@@ -66,6 +66,22 @@ def load_backbone(path: str | Path, num_layers: int | None = None) -> nn.Module:
         raise ModelError(f"{path}: cannot load weights ({exc})", path=str(path)) from None
 
 
+def bert_inputs(
+    config: object,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """Keyword inputs for a BERT-family model; token types only where it has more than one.
+
+    RoBERTa-style models have a single token type, and passing segment ids would be wrong.
+    """
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None and getattr(config, "type_vocab_size", 0) > 1:
+        inputs["token_type_ids"] = token_type_ids
+    return inputs
+
+
 class Pooling(nn.Module):
     """[CLS], mean, or learned weighted average over non-padding tokens."""
 
@@ -104,7 +120,6 @@ class Tower(nn.Module):
         self.pooling = Pooling(hidden, pooling)
         self.projection = nn.Linear(hidden, projection_dim) if projection_dim else None
         self.normalize = normalize
-        self.uses_token_types = getattr(backbone.config, "type_vocab_size", 0) > 1
 
     @property
     def dim(self) -> int:
@@ -116,10 +131,8 @@ class Tower(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs = {"token_type_ids": token_type_ids} if self.uses_token_types else {}
-        tokens = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, **kwargs
-        ).last_hidden_state
+        inputs = bert_inputs(self.backbone.config, input_ids, attention_mask, token_type_ids)
+        tokens = self.backbone(**inputs).last_hidden_state
         vec = self.pooling(tokens, attention_mask)
         if self.projection is not None:
             vec = torch.tanh(self.projection(vec))

@@ -56,7 +56,7 @@ from twinbert_search.training.data import (
     split_validation,
     step_rng,
 )
-from twinbert_search.training.modeling import BERT_LIKE, Pooling, load_backbone
+from twinbert_search.training.modeling import BERT_LIKE, Pooling, bert_inputs, load_backbone
 from twinbert_search.training.tokenizer import to_torch, tokenizer_file
 
 __all__ = [
@@ -105,7 +105,6 @@ class CrossEncoder(nn.Module):
         self.head = nn.Linear(config.hidden_size, 1)
         nn.init.normal_(self.head.weight, std=getattr(config, "initializer_range", 0.02))
         nn.init.zeros_(self.head.bias)
-        self.uses_token_types = getattr(config, "type_vocab_size", 0) > 1
 
     @property
     def pooling_mode(self) -> str:
@@ -123,10 +122,8 @@ class CrossEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pair batch -> logits (batch,)."""
-        kwargs = {"token_type_ids": token_type_ids} if self.uses_token_types else {}
-        tokens = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, **kwargs
-        ).last_hidden_state
+        inputs = bert_inputs(self.backbone.config, input_ids, attention_mask, token_type_ids)
+        tokens = self.backbone(**inputs).last_hidden_state
         pooled = self.pooling(tokens, attention_mask)
         return self.head(self.dropout(pooled)).squeeze(-1)
 
@@ -207,7 +204,6 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.model = model
         self.num_labels = int(model.config.num_labels)
-        self.uses_token_types = getattr(model.config, "type_vocab_size", 0) > 1
 
     def forward(
         self,
@@ -215,8 +211,8 @@ class SequenceClassifier(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs = {"token_type_ids": token_type_ids} if self.uses_token_types else {}
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        inputs = bert_inputs(self.model.config, input_ids, attention_mask, token_type_ids)
+        logits = self.model(**inputs).logits
         return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
 
 
