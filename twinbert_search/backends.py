@@ -13,12 +13,11 @@ Heavy modules (onnxruntime, faiss) are imported by the functions, so the CLI sta
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twinbert_search.errors import ConfigurationError, InputError
+from twinbert_search.errors import ConfigurationError
 from twinbert_search.stores.opensearch import ENV_URL
 
 if TYPE_CHECKING:
@@ -136,44 +135,21 @@ def index_in_cluster(
 ) -> IndexReport:
     """`index_documents` for `--encode-in-cluster`: the cluster's ingest pipeline encodes.
 
-    The same contract: documents stored with the same content hash are skipped, a reader
-    error stops the job after the good chunks before it are written, and `finalize()` runs
-    (moving the alias after a rebuild) unless a bulk failure stops the job first.
+    The same loop and contract (`indexing.run_indexing`); only the chunk writer differs.
     """
-    from tqdm.auto import tqdm
+    from twinbert_search.indexing import run_indexing
 
-    from twinbert_search.indexing import IndexReport, _chunks
+    def write_chunk(todo: list[Document], advance: Callable[[int], object]) -> None:
+        store.index_texts(todo, model_fingerprint=model_fingerprint, model_id=model_id)
+        advance(len(todo))
 
-    store.ensure_model(model_fingerprint)
-    report = IndexReport()
-    start = time.perf_counter()
-    seen_ids: set[str] = set()
-    reader_error: list[InputError] = []
-    bar = tqdm(unit="doc", desc="indexing in the cluster", disable=not progress, smoothing=0.1)
-    try:
-        for chunk in _chunks(documents, chunk_size, reader_error):
-            report.seen += len(chunk)
-            seen_ids.update(d.id for d in chunk)
-            known = store.content_hashes([d.id for d in chunk])
-            todo = [d for d in chunk if known.get(d.id) != d.content_hash]
-            report.unchanged += len(chunk) - len(todo)
-            bar.update(len(chunk) - len(todo))
-            if not todo:
-                continue
-            t0 = time.perf_counter()
-            store.index_texts(todo, model_fingerprint=model_fingerprint, model_id=model_id)
-            report.encode_seconds += time.perf_counter() - t0
-            bar.update(len(todo))
-            updated = sum(1 for d in todo if d.id in known)
-            report.updated += updated
-            report.added += len(todo) - updated
-        if prune and not reader_error:
-            stale = [doc_id for doc_id in store.all_ids() if doc_id not in seen_ids]
-            report.deleted = store.delete(stale) if stale else 0
-        store.finalize()
-        if reader_error:
-            raise reader_error[0]
-    finally:
-        bar.close()
-        report.seconds = time.perf_counter() - start
-    return report
+    return run_indexing(
+        documents,
+        store,
+        write_chunk,
+        model_fingerprint=model_fingerprint,
+        chunk_size=chunk_size,
+        prune=prune,
+        progress=progress,
+        desc="indexing in the cluster",
+    )

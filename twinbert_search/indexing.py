@@ -10,7 +10,7 @@ the job only after the good records before it are written (or is skipped and rep
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -77,29 +77,34 @@ def _chunks(
         yield chunk
 
 
-def index_documents(
+ChunkWriter = Callable[[list[Document], Callable[[int], object]], None]
+
+
+def run_indexing(
     documents: Iterable[Document],
     store: VectorStore,
-    runtime: TwinBertRuntime,
+    write_chunk: ChunkWriter,
     *,
-    batch_size: int = 32,
+    model_fingerprint: str,
     chunk_size: int = 512,
     prune: bool = False,
-    sort_by_length: bool = True,
     progress: bool = True,
     total: int | None = None,
+    desc: str = "indexing",
 ) -> IndexReport:
-    """Encode and store documents; `prune` deletes stored ids absent from this corpus.
+    """The indexing loop shared by every way of encoding: chunk, skip unchanged, write, prune.
 
-    Raises the first reader `InputError` after writing every good chunk before it, and
-    `ModelMismatchError` before writing anything if the store holds another model's vectors.
+    `write_chunk(documents, advance)` stores one chunk of new or changed documents (calling
+    `advance(n)` as it goes); its time is what docs/s counts. Raises the first reader
+    `InputError` after writing every good chunk before it, and `ModelMismatchError` before
+    writing anything if the store holds another model's vectors.
     """
-    store.ensure_model(runtime.fingerprint)
+    store.ensure_model(model_fingerprint)
     report = IndexReport()
     start = time.perf_counter()
     seen_ids: set[str] = set()
     reader_error: list[InputError] = []
-    bar = tqdm(total=total, unit="doc", desc="indexing", disable=not progress, smoothing=0.1)
+    bar = tqdm(total=total, unit="doc", desc=desc, disable=not progress, smoothing=0.1)
     try:
         for chunk in _chunks(documents, chunk_size, reader_error):
             report.seen += len(chunk)
@@ -111,17 +116,8 @@ def index_documents(
             if not todo:
                 continue
             t0 = time.perf_counter()
-            vectors = runtime.encode_documents(
-                [d.encoding_text for d in todo],
-                batch_size,
-                sort_by_length=sort_by_length,
-                progress=bar.update,
-            )
-            precomputed = runtime.precompute_documents(vectors)
+            write_chunk(todo, bar.update)
             report.encode_seconds += time.perf_counter() - t0
-            store.upsert(
-                todo, vectors, model_fingerprint=runtime.fingerprint, precomputed=precomputed
-            )
             updated = sum(1 for d in todo if d.id in known)
             report.updated += updated
             report.added += len(todo) - updated
@@ -136,3 +132,46 @@ def index_documents(
         bar.close()
         report.seconds = time.perf_counter() - start
     return report
+
+
+def index_documents(
+    documents: Iterable[Document],
+    store: VectorStore,
+    runtime: TwinBertRuntime,
+    *,
+    batch_size: int = 32,
+    chunk_size: int = 512,
+    prune: bool = False,
+    sort_by_length: bool = True,
+    progress: bool = True,
+    total: int | None = None,
+) -> IndexReport:
+    """Encode documents with the TwinBERT document encoder and store them.
+
+    `prune` deletes stored ids absent from this corpus; see `run_indexing` for the contract.
+    """
+
+    def write_chunk(todo: list[Document], advance: Callable[[int], object]) -> None:
+        vectors = runtime.encode_documents(
+            [d.encoding_text for d in todo],
+            batch_size,
+            sort_by_length=sort_by_length,
+            progress=advance,
+        )
+        store.upsert(
+            todo,
+            vectors,
+            model_fingerprint=runtime.fingerprint,
+            precomputed=runtime.precompute_documents(vectors),
+        )
+
+    return run_indexing(
+        documents,
+        store,
+        write_chunk,
+        model_fingerprint=runtime.fingerprint,
+        chunk_size=chunk_size,
+        prune=prune,
+        progress=progress,
+        total=total,
+    )
