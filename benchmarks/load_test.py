@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from twinbert_search.provenance import cpu_model, git_state
+
 BEGIN = "<!-- BEGIN search-api-load -->"
 END = "<!-- END search-api-load -->"
 READY_TIMEOUT_S = 600.0  # the default model is built on first use (minutes)
@@ -66,28 +68,13 @@ def free_port() -> int:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True)
-        commit += "+uncommitted" if dirty.stdout.strip() else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit, dirty = git_state()
     return {
         "nproc": os.cpu_count(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "commit": commit,
+        "commit": commit + ("+uncommitted" if dirty else ""),
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from twinbert_search.provenance import cpu_model, git_state
 
 
 def summary_ms(samples_ms: list[float] | np.ndarray) -> dict[str, float]:
@@ -39,31 +40,12 @@ def sample_ms(call: Callable[[int], Any], n: int, warmup: int = 3) -> list[float
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _memory_gib() -> float | None:
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
     return round(pages * size / 2**30, 1)
-
-
-def _git(repo: Path) -> dict[str, Any]:
-    def run(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    return {"commit": run("rev-parse", "--short", "HEAD"), "dirty": bool(run("status", "-s"))}
 
 
 def machine(repo: Path) -> dict[str, Any]:
@@ -74,7 +56,7 @@ def machine(repo: Path) -> dict[str, Any]:
     return {
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "os": f"{platform.system()} {platform.release()}",
@@ -83,5 +65,5 @@ def machine(repo: Path) -> dict[str, Any]:
         "onnxruntime": onnxruntime.__version__,
         "faiss": faiss.__version__,
         "load_before": [round(x, 2) for x in os.getloadavg()],
-        "git": _git(repo),
+        "git": dict(zip(("commit", "dirty"), git_state(repo), strict=True)),
     }

@@ -40,6 +40,7 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.evaluation import evaluate
+from twinbert_search.provenance import cpu_model
 
 __all__ = ["RecipeConfig", "StudentSpec", "run_recipe"]
 
@@ -154,15 +155,7 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
 
 def machine() -> dict[str, Any]:
     """nproc and CPU model, for every figure's provenance."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform()}
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform()}
 
 
 class Context:
