@@ -140,3 +140,25 @@ def test_manifest_rejects_newer_format_and_bad_values(tmp_path: Path) -> None:
         ModelManifest.from_dict({"dim": 4, "crossing": {"type": "residual", "combine": "sum"}})
     with pytest.raises(ModelError, match="not a twinbert-search model"):
         ModelManifest.load(tmp_path)
+
+
+def test_residual_without_output_relu_is_linear_after_the_hidden_relu() -> None:
+    """The paper's block: out(x + dense2(relu(dense1(x)))); the legacy form clips z at 0."""
+    torch.manual_seed(0)
+    plain = ResidualCrossing(dim=16, hidden=8, combine="max")
+    legacy = ResidualCrossing(dim=16, hidden=8, combine="max", output_relu=True)
+    legacy.load_state_dict(plain.state_dict())
+    q, d = torch.randn(6, 16), torch.randn(6, 16)
+    x = torch.maximum(q, d)
+    z = plain.dense2(torch.relu(plain.dense1(x))) + x
+    assert torch.allclose(plain(q, d), plain.out(z).squeeze(-1), atol=1e-6)
+    assert torch.allclose(legacy(q, d), plain.out(torch.relu(z)).squeeze(-1), atol=1e-6)
+    assert not torch.allclose(plain(q, d), legacy(q, d))
+
+
+def test_manifests_without_output_relu_keep_the_legacy_crossing() -> None:
+    old = ModelManifest.from_dict({"dim": 8, "crossing": {"type": "residual", "hidden": 4}})
+    assert old.crossing.output_relu is True
+    new = ModelManifest(dim=8, crossing=CrossingConfig("residual", "max", 4))
+    assert new.crossing.output_relu is False
+    assert ModelManifest.from_dict(new.to_dict()).crossing.output_relu is False

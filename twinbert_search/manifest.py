@@ -34,6 +34,10 @@ class CrossingConfig:
     type: str = "cosine"
     combine: str = "max"  # residual only
     hidden: int = 256  # residual only
+    # The paper's residual block ends at the add-back: logit = out(x + dense2(relu(dense1(x)))),
+    # which is linear after the hidden ReLU, so serving folds dense2 into the output vector.
+    # True only for models trained before 0.1.0 settled this (their manifests lack the key).
+    output_relu: bool = False  # residual only
 
     def validate(self) -> None:
         if self.type not in CROSSINGS:
@@ -92,7 +96,9 @@ class ModelManifest:
                 f"({__version__}) understands ({FORMAT_VERSION}); upgrade twinbert-search"
             )
         try:
-            crossing = CrossingConfig(**data.pop("crossing", {}))
+            crossing_data = dict(data.pop("crossing", {}))
+            crossing_data.setdefault("output_relu", True)  # manifests written before the key
+            crossing = CrossingConfig(**crossing_data)
             manifest = cls(crossing=crossing, **data)
         except TypeError as exc:
             raise ModelError(f"{source}: unexpected or missing key ({exc})") from None

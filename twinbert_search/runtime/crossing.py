@@ -42,25 +42,36 @@ class CosineCrossing:
 
 
 class ResidualCrossing:
-    """x = combine(q, d); z = relu(W2 relu(W1 x + b1) + b2 + x); logit = w . z + b.
+    """x = combine(q, d); z = W2 relu(W1 x + b1) + b2 + x; logit = w . z + b.
 
+    Everything after the hidden ReLU is linear, so w . W2 folds into one vector at load and
+    a rerank costs one matrix product (W1) instead of two. Models trained before 0.1.0 put a
+    ReLU on z (`output_relu`); they are scored with both products, as trained.
     With concat, W1 x = W1_q q + (W1_d d + b1): the bracket does not depend on the query, so
     `precompute` computes it once per document at ingest and query time skips that half.
     """
 
-    def __init__(self, weights: dict[str, np.ndarray], combine: str) -> None:
+    def __init__(
+        self, weights: dict[str, np.ndarray], combine: str, output_relu: bool = False
+    ) -> None:
         self.combine = combine
+        self.output_relu = output_relu
         w1 = weights["dense1.weight"].astype(np.float32)  # (h, width)
         self.b1 = weights["dense1.bias"].astype(np.float32)
         self.w2t = np.ascontiguousarray(weights["dense2.weight"].astype(np.float32).T)  # (h, width)
         self.b2 = weights["dense2.bias"].astype(np.float32)
         self.wo = weights["out.weight"].astype(np.float32).reshape(-1)
         self.bo = np.float32(weights["out.bias"].reshape(-1)[0])
+        # Folded tail: w . (W2 h + b2 + x) + b = (W2^T w) . h + w . x + (w . b2 + b).
+        self.v = (self.w2t.astype(np.float64) @ self.wo).astype(np.float32)  # (h,)
+        self.c = np.float32(float(self.b2.astype(np.float64) @ self.wo) + float(self.bo))
         self.hidden, width = w1.shape
         if combine == "concat":
             dim = width // 2
             self.w1q_t = np.ascontiguousarray(w1[:, :dim].T)  # (dim, h)
             self.w1d_t = np.ascontiguousarray(w1[:, dim:].T)
+            self.wo_q = np.ascontiguousarray(self.wo[:dim])
+            self.wo_d = np.ascontiguousarray(self.wo[dim:])
         else:
             self.w1t = np.ascontiguousarray(w1.T)  # (width, h)
 
@@ -79,6 +90,9 @@ class ResidualCrossing:
             pre = precomputed if precomputed is not None else self.precompute(docs)
             h = pre + query @ self.w1q_t
             np.maximum(h, 0.0, out=h)
+            if not self.output_relu:
+                skip = docs @ self.wo_d + (float(query @ self.wo_q) + self.c)
+                return (h @ self.v + skip).astype(np.float32, copy=False)
             y = h @ self.w2t
             dim = docs.shape[1]
             y[:, :dim] += query
@@ -88,6 +102,8 @@ class ResidualCrossing:
             h = x @ self.w1t
             h += self.b1
             np.maximum(h, 0.0, out=h)
+            if not self.output_relu:
+                return (h @ self.v + x @ self.wo + self.c).astype(np.float32, copy=False)
             y = h @ self.w2t
             y += x
         y += self.b2
@@ -110,4 +126,4 @@ def load_crossing(model_dir: str | Path, config: CrossingConfig, normalized: boo
             float(weights["bias"].reshape(-1)[0]),
             normalized,
         )
-    return ResidualCrossing(weights, config.combine)
+    return ResidualCrossing(weights, config.combine, config.output_relu)

@@ -31,13 +31,20 @@ class CosineCrossing(nn.Module):
 
 
 class ResidualCrossing(nn.Module):
-    """x = max(q, d) or [q; d]; z = relu(dense2(relu(dense1(x))) + x); logit = out(z)."""
+    """x = max(q, d) or [q; d]; z = dense2(relu(dense1(x))) + x; logit = out(z).
 
-    def __init__(self, dim: int, hidden: int = 256, combine: str = "max") -> None:
+    That is the paper's block (dense, ReLU, dense, add back, logistic). `output_relu` puts a
+    ReLU on z, as models trained before 0.1.0 had; without it serving folds dense2 into `out`.
+    """
+
+    def __init__(
+        self, dim: int, hidden: int = 256, combine: str = "max", output_relu: bool = False
+    ) -> None:
         super().__init__()
         if combine not in ("max", "concat"):
             raise ValueError(f"combine must be 'max' or 'concat', got {combine!r}")
         self.combine = combine
+        self.output_relu = output_relu
         width = dim if combine == "max" else 2 * dim
         self.dense1 = nn.Linear(width, hidden)
         self.dense2 = nn.Linear(hidden, width)
@@ -47,7 +54,9 @@ class ResidualCrossing(nn.Module):
         if query.shape != docs.shape:
             raise ValueError(f"query {tuple(query.shape)} and docs {tuple(docs.shape)} differ")
         x = torch.maximum(query, docs) if self.combine == "max" else torch.cat([query, docs], -1)
-        z = F.relu(self.dense2(F.relu(self.dense1(x))) + x)
+        z = self.dense2(F.relu(self.dense1(x))) + x
+        if self.output_relu:
+            z = F.relu(z)
         return self.out(z).squeeze(-1)
 
 
@@ -55,7 +64,7 @@ def build_crossing(config: CrossingConfig, dim: int) -> nn.Module:
     config.validate()
     if config.type == "cosine":
         return CosineCrossing()
-    return ResidualCrossing(dim, config.hidden, config.combine)
+    return ResidualCrossing(dim, config.hidden, config.combine, config.output_relu)
 
 
 def save_crossing(module: nn.Module, folder: Path) -> None:
