@@ -111,3 +111,30 @@ def test_missing_graph_is_a_clear_error(tiny_checkpoint: Path, tmp_path: Path) -
         TwinBertRuntime.load(folder, int8=True)
     with pytest.raises(ModelError, match="not found"):
         TwinBertRuntime.load(tmp_path / "missing")
+
+
+def test_export_traces_eager_attention_and_restores_the_setting(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SDPA traces into extra shape arithmetic per layer; the graphs carry eager attention."""
+    from contextlib import nullcontext
+
+    import onnx
+
+    from twinbert_search.training import export
+
+    model = TwinBert.load(tiny_model)
+    backbone = model.query_tower.backbone
+    before = backbone.config._attn_implementation
+    assert before != "eager"
+    with export.eager_attention(model):
+        assert backbone.config._attn_implementation == "eager"
+    assert backbone.config._attn_implementation == before
+
+    def shape_ops(path: Path) -> int:
+        return [node.op_type for node in onnx.load(str(path)).graph.node].count("Shape")
+
+    tok = TextTokenizer.from_file(tiny_model / "tokenizer.json", 16)
+    monkeypatch.setattr(export, "eager_attention", lambda module: nullcontext())
+    export._export_tower(model.query_tower, tmp_path / "sdpa.onnx", to_torch(tok(MIXED[:2])), 17)
+    assert shape_ops(tiny_model / "onnx" / "query_encoder.onnx") < shape_ops(tmp_path / "sdpa.onnx")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,11 +57,34 @@ class _TowerGraph(nn.Module):
         return self.tower(input_ids, attention_mask, token_type_ids)
 
 
+@contextmanager
+def eager_attention(module: nn.Module) -> Iterator[None]:
+    """Export attention as plain MatMul/Softmax rather than SDPA, then restore the setting.
+
+    Traced SDPA adds shape-computation ops to every layer; with eager attention ONNX Runtime
+    runs the same model faster on CPU, most of all the int8 graph at document lengths (see
+    BENCHMARKS.md, indexing), and the outputs are equal within float error.
+    """
+    changed = []
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        setter = getattr(sub, "set_attn_implementation", None)
+        current = getattr(config, "_attn_implementation", None)
+        if setter is not None and current not in (None, "eager"):
+            setter("eager")
+            changed.append((setter, current))
+    try:
+        yield
+    finally:
+        for setter, previous in reversed(changed):
+            setter(previous)
+
+
 def _export_tower(tower: Tower, path: Path, sample: dict[str, torch.Tensor], opset: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     axes["embedding"] = {0: "batch"}
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), eager_attention(tower):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             _TowerGraph(tower).eval(),

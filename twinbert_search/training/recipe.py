@@ -459,6 +459,7 @@ def export_teacher(folder: Path) -> dict[str, float]:
 
     import torch
 
+    from twinbert_search.training.export import eager_attention
     from twinbert_search.training.teacher import load_teacher
     from twinbert_search.training.tokenizer import to_torch
 
@@ -469,7 +470,7 @@ def export_teacher(folder: Path) -> dict[str, float]:
     batch = to_torch(scorer.tokenizer.pad(scorer.tokenizer.encode_pairs(pairs)))
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), eager_attention(model):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
