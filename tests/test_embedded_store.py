@@ -531,3 +531,26 @@ def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tmp_path) -> None:
         store.finalize()
         probe = store.fetch(["b00003-007"])
         assert store.recall(probe.vectors[0], 1).ids == ["b00003-007"]
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(4, 3),
+        np.arange(5, dtype=np.int8),
+        np.zeros((0, 3), np.float32),
+        np.asfortranarray(np.arange(6, dtype=np.float16).reshape(2, 3)),
+    ],
+    ids=["float32-2d", "int8-1d", "empty", "fortran"],
+)
+def test_snapshot_arrays_load_mapped_read_only_and_equal(tmp_path: Path, array) -> None:
+    from twinbert_search.stores.embedded import _load_npy
+
+    path = tmp_path / "a.npy"
+    np.save(path, array)
+    loaded = _load_npy(path)
+    assert loaded.dtype == array.dtype and loaded.shape == array.shape
+    np.testing.assert_array_equal(loaded, array)
+    if loaded.size:
+        with pytest.raises(ValueError):
+            loaded[0] = 1  # the snapshot is immutable

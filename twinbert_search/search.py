@@ -63,13 +63,21 @@ class SearchResult:
 def positions_by_score(scores: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     """Positions sorted by (-score, id): deterministic when scores tie.
 
-    A numpy sort by score; only when two scores tie is the id needed as a second key.
+    A numpy sort by score; only runs of equal scores are then re-ordered by id.
     """
     neg = -np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(neg, kind="stable")
     ranked = neg[order]
-    if len(ranked) > 1 and bool(np.any(ranked[1:] == ranked[:-1])):
-        order = np.lexsort((np.asarray(list(ids), dtype=str), neg))
+    if len(ranked) < 2:
+        return order.astype(np.int64, copy=False)
+    tied = np.flatnonzero(ranked[1:] == ranked[:-1])
+    if len(tied):
+        # Runs of equal scores: [start, end) in sorted order, each sorted by id.
+        starts = tied[np.r_[True, np.diff(tied) > 1]]
+        ends = tied[np.r_[np.diff(tied) > 1, True]] + 2
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            run = order[start:end].tolist()
+            order[start:end] = sorted(run, key=ids.__getitem__)
     return order.astype(np.int64, copy=False)
 
 
@@ -181,9 +189,12 @@ class Searcher:
         timings["encode"] = (t1 - t0) * 1e3
         timings["recall"] = (t2 - t1) * 1e3
         full_order = positions_by_score(recalled.recall_scores, recalled.ids)
-        recall_ids = [recalled.ids[i] for i in full_order]
-        found = recalled if depth == candidates else recalled.take(full_order[:candidates])
-        recall_order = positions_by_score(found.recall_scores, found.ids)
+        recall_ids = [recalled.ids[i] for i in full_order.tolist()]
+        if depth == candidates:
+            found, recall_order = recalled, full_order
+        else:
+            found = recalled.take(full_order[:candidates])
+            recall_order = positions_by_score(found.recall_scores, found.ids)
         recall_rank = np.empty(len(found), dtype=np.int64)
         recall_rank[recall_order] = np.arange(1, len(found) + 1)
         rerank_scores = None

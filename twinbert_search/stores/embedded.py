@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
+import operator
 import os
 import shutil
 import sqlite3
@@ -43,7 +45,7 @@ from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError, StoreError
 from twinbert_search.stores import ann as ann_lib
 from twinbert_search.stores.base import Candidates, Filters, StoreInfo, VectorStore
-from twinbert_search.stores.codecs import SCALES, VECTORS, Codec, get_codec
+from twinbert_search.stores.codecs import SCALES, VECTORS, Codec, gather_rows, get_codec
 from twinbert_search.stores.filters import FilterBuilder, FilterIndex
 
 logger = logging.getLogger(__name__)
@@ -122,11 +124,49 @@ def _top_n(scores: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np
     return rows[order], scores[order]
 
 
+def _pick(items: Sequence[str], rows: np.ndarray) -> list[str]:
+    """items[row] for each row, as a list (itemgetter: half the time of a comprehension)."""
+    if len(rows) == 0:
+        return []
+    if len(rows) == 1:
+        return [items[int(rows[0])]]
+    return list(operator.itemgetter(*rows.tolist())(items))
+
+
 # --- the search snapshot ------------------------------------------------------------------
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    """Memory-mapped, so opening a large store costs no RAM until rows are gathered."""
+    """Memory-mapped, so the arrays live in the page cache rather than the heap.
+
+    On Linux the mapping is populated up front (MAP_POPULATE): otherwise each of a query's
+    1,000 candidate rows first-touches its page, and the first queries after opening a 1M
+    store spend milliseconds in page faults. Elsewhere a plain read-only memory map.
+    """
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if populate is None:
+        return _plain_npy(path)
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        offset = handle.tell()
+        count = int(np.prod(shape, dtype=np.int64))
+        if fortran or dtype.hasobject or count == 0:
+            return _plain_npy(path)
+        mapped = mmap.mmap(
+            handle.fileno(),
+            offset + count * dtype.itemsize,
+            flags=mmap.MAP_SHARED | populate,
+            prot=mmap.PROT_READ,
+        )
+    array = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape)
+
+
+def _plain_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r")
     except ValueError:  # an empty array cannot be mapped
@@ -856,10 +896,10 @@ class EmbeddedStore(VectorStore):
         scores: np.ndarray,
         with_documents: bool | None,
     ) -> Candidates:
-        ids = [snap.ids[row] for row in rows.tolist()]
+        ids = _pick(snap.ids, rows)
         precomputed = None
         if snap.precomputed is not None:
-            precomputed = np.asarray(snap.precomputed[rows], dtype=np.float32)
+            precomputed = np.asarray(gather_rows(snap.precomputed, rows), dtype=np.float32)
         want_docs = self.with_documents if with_documents is None else with_documents
         return Candidates(
             ids=ids,
