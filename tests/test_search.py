@@ -50,6 +50,17 @@ def test_two_stage_reranks_all_candidates(searcher: Searcher) -> None:
     assert set(result.timings_ms) == {"encode", "recall", "rerank", "total"}
 
 
+def test_hits_without_documents_rank_the_same(searcher: Searcher) -> None:
+    full = searcher.search("why does the moon show one face", k=5, candidates=40)
+    bare = searcher.search(
+        "why does the moon show one face", k=5, candidates=40, fetch_documents=False
+    )
+    assert [h.id for h in bare.hits] == [h.id for h in full.hits]
+    assert all(h.document is None for h in bare.hits)
+    assert all(h.document and h.document["text"] for h in full.hits)
+    assert "document" not in bare.hits[0].to_dict()
+
+
 def test_recall_only_keeps_recall_order(searcher: Searcher) -> None:
     result = searcher.search("volcano", k=10, candidates=10, rerank=False)
     assert not result.reranked

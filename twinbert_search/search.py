@@ -167,11 +167,14 @@ class Searcher:
         hybrid: bool = False,
         query_vector: np.ndarray | None = None,
         recall_depth: int | None = None,
+        fetch_documents: bool = True,
     ) -> SearchResult:
         """Encode the query, recall `candidates`, rerank them all, return the top k.
 
         `recall_depth` recalls deeper than the rerank (evaluation of Recall@1000): the top
         `candidates` by recall score are reranked, and `recall_ids` holds the whole list.
+        `fetch_documents=False` leaves the hits' stored fields out (callers that need ids
+        only, such as evaluation, skip a database read per query).
         """
         if k < 1 or candidates < 1:
             raise ConfigurationError(
@@ -206,7 +209,10 @@ class Searcher:
         timings["rerank"] = (time.perf_counter() - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         top = order[:k]
-        if found.documents is not None:
+        documents: list[dict[str, Any] | None]
+        if not fetch_documents:
+            documents = [None] * len(top)
+        elif found.documents is not None:
             documents = [found.documents[i] for i in top]
         else:
             documents = self.store.documents([found.ids[i] for i in top]) if len(top) else []
