@@ -17,6 +17,7 @@ from twinbert_search.stores.ann import (
     parse_ann_spec,
     save_index,
     search,
+    tune_nprobe,
 )
 
 
@@ -122,7 +123,8 @@ def test_ivf_types_and_default_nprobe() -> None:
     x = unit_vectors(4000, 8)
     flat = build_index("ivf64", x)
     assert isinstance(flat, faiss.IndexIVFFlat)
-    assert flat.nlist == 64 and flat.nprobe == min(DEFAULT_NPROBE, 64)
+    assert flat.nlist == 64
+    assert build_index("ivf64", x, tune=False).nprobe == min(DEFAULT_NPROBE, 64)
     assert isinstance(build_index("ivf64,sq8", x), faiss.IndexIVFScalarQuantizer)
 
 
@@ -133,6 +135,27 @@ def test_ivf_recall_at_10_and_nprobe_override() -> None:
     assert recall_at(search(index, q, 10)[1], truth) >= 0.95
     assert recall_at(search(index, q, 10, nprobe=64)[1], truth) == 1.0  # every list: exact
     assert recall_at(search(index, q, 10, nprobe=1)[1], truth) < 0.95
+
+
+def test_tuned_nprobe_is_the_fewest_lists_reaching_the_target() -> None:
+    # Clustered points: a point's neighbours share its list, so few lists suffice.
+    rng = np.random.default_rng(0)
+    centres = unit_vectors(64, 16, seed=3)
+    x = centres[rng.integers(0, 64, 8000)] + 0.15 * rng.standard_normal((8000, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    index = build_index("ivf64", x, tune=False)
+    nprobe, recall = tune_nprobe(index, x, target=0.9)
+    assert index.nprobe == nprobe and recall >= 0.9
+    assert nprobe in (8, 16, 32)
+    if recall < 1.0:  # asking for a little more recall takes more lists
+        more, _ = tune_nprobe(build_index("ivf64", x, tune=False), x, target=recall + 1e-9)
+        assert more > nprobe
+    # Unreachable target: every list is scanned (exact).
+    nprobe, recall = tune_nprobe(index, x, target=1.01)
+    assert nprobe == 64 and recall == pytest.approx(1.0, abs=1e-3)
+    # Too few vectors to measure: nprobe is left alone.
+    small = build_index("ivf4", x[:150], tune=False)
+    assert tune_nprobe(small, x[:150]) == (small.nprobe, 1.0)
 
 
 def test_auto_builds_flat_for_small_corpora() -> None:
