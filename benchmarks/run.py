@@ -65,7 +65,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default="float32", choices=suite.CODECS)
     p.add_argument("--hidden", type=int, default=256, help="residual crossing hidden size")
     p.add_argument("--combine", default="max", choices=("max", "concat"))
-    p.add_argument("--serve-threads", type=int, default=1, help="query-encoder threads (search)")
+    p.add_argument(
+        "--serve-threads",
+        type=int,
+        default=1,
+        help="query-encoder ORT threads in the serving path (search, memory)",
+    )
     p.add_argument("--index-docs", type=int, default=None)
     p.add_argument("--reps", type=int, default=None, help="cap every repetition count at N")
     p.add_argument("--corpus", type=Path, default=None, help="BEIR corpus.jsonl for indexing")

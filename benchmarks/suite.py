@@ -99,7 +99,9 @@ def load_runtime(cfg: BenchConfig, *, int8: bool, threads: int) -> TwinBertRunti
     return TwinBertRuntime.load(cfg.model_dir, query_int8=int8, document_int8=int8, threads=threads)
 
 
-def residual_crossing(dim: int, hidden: int, combine: str, seed: int = 0) -> ResidualCrossing:
+def residual_crossing(
+    dim: int, hidden: int, combine: str, seed: int = 0, output_relu: bool = False
+) -> ResidualCrossing:
     """A residual crossing layer with random weights of the trained layer's shapes."""
     rng = np.random.default_rng(seed)
     width = 2 * dim if combine == "concat" else dim
@@ -115,11 +117,15 @@ def residual_crossing(dim: int, hidden: int, combine: str, seed: int = 0) -> Res
         "out.weight": dense(1, width),
         "out.bias": np.zeros(1, np.float32),
     }
-    return ResidualCrossing(weights, combine)
+    return ResidualCrossing(weights, combine, output_relu)
 
 
 def with_residual(
-    runtime: TwinBertRuntime, cfg: BenchConfig, combine: str, hidden: int | None = None
+    runtime: TwinBertRuntime,
+    cfg: BenchConfig,
+    combine: str,
+    hidden: int | None = None,
+    output_relu: bool = False,
 ) -> TwinBertRuntime:
     """The same towers with a residual crossing layer (TwinBERT-res) for timing."""
     return TwinBertRuntime(
@@ -127,7 +133,7 @@ def with_residual(
         runtime.manifest,
         runtime.query_encoder,
         runtime.document_encoder,
-        residual_crossing(runtime.dim, hidden or cfg.hidden, combine, cfg.seed),
+        residual_crossing(runtime.dim, hidden or cfg.hidden, combine, cfg.seed, output_relu),
         int8=runtime.int8,
     )
 
@@ -194,14 +200,13 @@ def _teacher(cfg: BenchConfig, runtime: TwinBertRuntime) -> Any:
 def _gemm_floor(
     cfg: BenchConfig, dim: int, hidden_sizes: list[int], rng: np.random.Generator
 ) -> list[dict[str, Any]]:
-    """The two matrix products of the max-combine layer alone, for 1,000 candidates: the BLAS
-    floor that the whole numpy layer is compared with."""
+    """The max-combine layer's one matrix product (dense1; dense2 is folded into the output
+    vector) alone, for 1,000 candidates: the BLAS floor the whole layer is compared with."""
     x = rng.standard_normal((1000, dim)).astype(np.float32)
     rows = []
     for hidden in hidden_sizes:
         w1 = rng.standard_normal((dim, hidden)).astype(np.float32)
-        w2 = rng.standard_normal((hidden, dim)).astype(np.float32)
-        samples = sample_ms(lambda i, a=w1, b=w2: (x @ a) @ b, cfg.rerank_reps, warmup=5)
+        samples = sample_ms(lambda i, a=w1: x @ a, cfg.rerank_reps, warmup=5)
         rows.append({"hidden": hidden, "candidates": 1000, **summary_ms(samples)})
     return rows
 
@@ -214,8 +219,10 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
     query = runtime.encode_query(texts[0])
     crossing_rows = []
     hidden_sizes = sorted({cfg.hidden, *cfg.rerank_hidden})
-    for combine, hidden in ((c, h) for c in ("max", "concat") for h in hidden_sizes):
-        res = with_residual(runtime, cfg, combine, hidden)
+    variants = [(c, h, False) for c in ("max", "concat") for h in hidden_sizes]
+    variants.append(("max", cfg.hidden, True))  # the pre-0.1.0 form, for comparison
+    for combine, hidden, output_relu in variants:
+        res = with_residual(runtime, cfg, combine, hidden, output_relu)
         for n in (100, 1000):
             vectors = rng.standard_normal((n, runtime.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -226,7 +233,13 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
                 warmup=5,
             )
             crossing_rows.append(
-                {"combine": combine, "hidden": hidden, "candidates": n, **summary_ms(samples)}
+                {
+                    "combine": combine,
+                    "hidden": hidden,
+                    "output_relu": output_relu,
+                    "candidates": n,
+                    **summary_ms(samples),
+                }
             )
     encode = summary_ms(
         sample_ms(lambda i: runtime.encode_query(texts[i % len(texts)]), 50, warmup=5)
@@ -252,7 +265,11 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
     ratios = []
     for t in teacher_rows:
         for c in crossing_rows:
-            if c["candidates"] == t["candidates"] and c["hidden"] == cfg.hidden:
+            if (
+                c["candidates"] == t["candidates"]
+                and c["hidden"] == cfg.hidden
+                and not c.get("output_relu")
+            ):
                 ratios.append(
                     {
                         "combine": c["combine"],
@@ -351,7 +368,13 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
     open_s = time.perf_counter() - start
     texts = query_texts(cfg)
     recall_hits, coverage_hits = 0, 0
-    parts: dict[str, list[float]] = {"encode": [], "recall": [], "rerank": [], "total": []}
+    parts: dict[str, list[float]] = {
+        "encode": [],
+        "recall": [],
+        "rerank": [],
+        "total": [],
+        "fetch": [],
+    }
     try:
         for i, vector in enumerate(queries):
             found = store.recall(vector, k)
@@ -362,23 +385,32 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
             runtime.encode_query(texts[i % len(texts)])
             t1 = time.perf_counter()
             result = searcher.search(
-                texts[i % len(texts)], k=10, candidates=cfg.candidates, query_vector=vector
+                texts[i % len(texts)],
+                k=10,
+                candidates=cfg.candidates,
+                query_vector=vector,
+                fetch_documents=False,  # the target's pipeline: encode + kNN + rerank
             )
             t2 = time.perf_counter()
+            store.documents([hit.id for hit in result.hits])  # the hits' stored fields
+            t3 = time.perf_counter()
             parts["encode"].append((t1 - t0) * 1e3)
             parts["recall"].append(result.timings_ms["recall"])
             parts["rerank"].append(result.timings_ms["rerank"])
             parts["total"].append((t2 - t0) * 1e3)
+            parts["fetch"].append((t3 - t2) * 1e3)
             ids = {int(d[1:]) for d in result.recall_ids}
             coverage_hits += len(ids & set(truth[i].tolist()))
     finally:
         store.close()
     snapshot = next(p for p in (path / "snapshots").iterdir() if not p.name.startswith("."))
     sweep = []
+    tuned_nprobe = None
     if built["ann"].startswith("ivf"):  # the recall/latency trade-off of this very index
         from twinbert_search.stores import ann as ann_lib
 
         index = ann_lib.load_index(snapshot / "ann.faiss")
+        tuned_nprobe = int(index.nprobe)  # chosen at build by ann.tune_nprobe
         depth = min(cfg.candidates, size)
         sweep = [_knn_quality(index, queries, truth, depth, nprobe) for nprobe in (8, 16, 32, 64)]
         del index
@@ -386,6 +418,7 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
         "size": size,
         **built,
         "nprobe_sweep": sweep,
+        "nprobe": tuned_nprobe,
         "generate_s": generate,
         "open_and_first_query_s": open_s,
         "queries": len(queries),

@@ -85,6 +85,9 @@ def test_suite_runs_end_to_end_at_tiny_sizes(tiny_model: Path, tmp_path: Path) -
     assert {(r["combine"], r["candidates"]) for r in rerank["crossing"]} == {
         (c, n) for c in ("max", "concat") for n in (100, 1000)
     }
+    legacy = [r for r in rerank["crossing"] if r["output_relu"]]
+    assert {(r["combine"], r["candidates"]) for r in legacy} == {("max", 100), ("max", 1000)}
+    assert len(rerank["ratios"]) == 4  # the shipped form only, never the legacy rows
     assert [r["candidates"] for r in rerank["teacher"]["rows"]] == [100, 1000]
     assert all(r["teacher_over_crossing"] > 0 for r in rerank["ratios"])
 
@@ -94,7 +97,7 @@ def test_suite_runs_end_to_end_at_tiny_sizes(tiny_model: Path, tmp_path: Path) -
         assert row["ann"].startswith("ivf")
         assert 0.0 <= row["recall_at_100"] <= 1.0
         assert 0.0 <= row["exact_top100_in_candidates"] <= 1.0
-        assert set(row["latency_ms"]) == {"encode", "recall", "rerank", "total"}
+        assert set(row["latency_ms"]) == {"encode", "recall", "rerank", "total", "fetch"}
         assert row["build_s"] > 0 and row["snapshot_bytes"] > 0
     assert search[-1]["recall_at_100"] > 0.5  # a broken recall would be near 0
 
