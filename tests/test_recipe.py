@@ -47,7 +47,7 @@ def _config(tmp_path: Path, base_model: Path, checkpoint: Path) -> RecipeConfig:
         max_query_length=16,
         teacher_int8=False,
         students=[
-            StudentSpec("twinbert-res", "residual", "max", 1, "weighted"),
+            StudentSpec("twinbert-res", "residual", "max", 1, "weighted", hidden=8),
             StudentSpec("twinbert-cos", "cosine"),
         ],
     )
@@ -88,6 +88,16 @@ def test_recipe_runs_every_step_and_resumes(
     student = ModelManifest.load(out / "twinbert-res")
     assert not student.shared_towers and student.num_layers == 1
     assert student.document_fingerprint == base.fingerprint != student.fingerprint
+    assert student.crossing.hidden == 8 and not student.crossing.output_relu
+
+    # Teacher vs students on the same queries: warm-up excluded, means and medians, and the
+    # students' int8 query graphs (exported by the recipe) timed too.
+    paired = results["paired_timing"]
+    assert paired["warmup_queries"] == min(3, paired["queries"])
+    names = {"twinbert-res", "twinbert-cos"}
+    names |= {f"{n} (int8 query graph)" for n in names}
+    assert set(paired["speedup"]) == set(paired["speedup_p50"]) == names
+    assert all(paired["p50_ms_per_query"][n] > 0 for n in names)
 
     # Finished: a rerun does nothing; --redo reruns that step and the ones after it.
     again: list[str] = []

@@ -40,6 +40,7 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.evaluation import evaluate
+from twinbert_search.manifest import CrossingConfig
 from twinbert_search.provenance import cpu_model
 
 __all__ = ["RecipeConfig", "StudentSpec", "run_recipe"]
@@ -65,12 +66,24 @@ class StudentSpec:
     temperature: float = 1.0
     pseudo: bool = True
     steps: int | None = None
+    hidden: int | None = None  # residual hidden size; None: CrossingConfig's default
 
 
 def default_students() -> list[StudentSpec]:
     return [
         # The validation winners of `exploration_grid`: weighted pooling, train queries only.
         StudentSpec("twinbert-res", "residual", "max", None, "weighted", pseudo=False, steps=200),
+        # The same at half the crossing's hidden size: half the rerank cost, if quality holds.
+        StudentSpec(
+            "twinbert-res-h128",
+            "residual",
+            "max",
+            None,
+            "weighted",
+            pseudo=False,
+            steps=200,
+            hidden=128,
+        ),
         StudentSpec("twinbert-cos", "cosine", "max", None, "mean"),
     ]
 
@@ -102,7 +115,7 @@ class RecipeConfig:
     teacher_val_depth: int = 10
     val_depth: int = 30
     teacher_int8: bool = True
-    timing_queries: int = 10  # test queries timed back to back, teacher vs students
+    timing_queries: int = 30  # test queries timed back to back, teacher vs students
     teacher_threads: int | None = None
     # distillation
     distill_candidates: int = 8
@@ -664,7 +677,7 @@ def train_student(
     import torch
     from torch.nn import functional as F
 
-    from twinbert_search.manifest import CrossingConfig, ModelManifest
+    from twinbert_search.manifest import ModelManifest
     from twinbert_search.runtime.tokenization import TextTokenizer
     from twinbert_search.training.crossing import build_crossing
     from twinbert_search.training.data import batch_indices, linear_schedule
@@ -683,6 +696,8 @@ def train_student(
     for p in doc.parameters():
         p.requires_grad_(False)
     crossing_cfg = CrossingConfig(spec.crossing, spec.combine)
+    if spec.hidden is not None:
+        crossing_cfg.hidden = spec.hidden
     crossing = build_crossing(crossing_cfg, query.dim)
     manifest = ModelManifest(
         dim=query.dim,
@@ -922,7 +937,7 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
                     + ("" if codec_name == "float32" else " (int8 stored vectors)"),
                     runs,
                     ms,
-                    f"{spec.crossing}/{spec.combine}, {spec.num_layers or 'all'} query layers, "
+                    f"{_crossing_label(spec)}, {spec.num_layers or 'all'} query layers, "
                     f"{spec.pooling} pooling; time = its query tower + crossing",
                 )
     paired = _paired_timing(ctx, test[: cfg.timing_queries])
@@ -938,34 +953,57 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     return result
 
 
+def _crossing_label(spec: StudentSpec) -> str:
+    if spec.crossing == "cosine":
+        return "cosine"
+    return f"residual/{spec.combine}, hidden {spec.hidden or CrossingConfig.hidden}"
+
+
 def _paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    """Teacher and students on the same queries and candidates, back to back, per query."""
+    """Teacher and students on the same queries and candidates, back to back, per query.
+
+    A student's rerank stage is its query tower plus the crossing over the stored vectors of
+    the same candidates; it is timed with its fp32 query graph (the one the quality rows use)
+    and its int8 one (the serving option). Three warm-up queries run first, because ONNX
+    Runtime's first calls at new input shapes are slow; means and medians are both reported.
+    """
     from twinbert_search.runtime.model import TwinBertRuntime
 
     cfg = ctx.cfg
     cand = ctx.load_candidates()
     ce = OnnxCrossEncoder(ctx.out / "teacher", int8=cfg.teacher_int8)
-    students = {s.name: TwinBertRuntime.load(ctx.out / s.name) for s in cfg.students}
-    for runtime in students.values():
-        runtime.encode_query("warm up")
-    ce.score([("warm up", ctx.doc_text(0))])
-    seconds = {"teacher": 0.0, **{name: 0.0 for name in students}}
-    for _, q in queries:
+    students: dict[str, TwinBertRuntime] = {}
+    for spec in cfg.students:
+        folder = ctx.out / spec.name
+        students[spec.name] = TwinBertRuntime.load(folder)
+        if (folder / "onnx" / "query_encoder.int8.onnx").is_file():
+            students[f"{spec.name} (int8 query graph)"] = TwinBertRuntime.load(
+                folder, query_int8=True
+            )
+    samples: dict[str, list[float]] = {"teacher": [], **{name: [] for name in students}}
+    warmup = [q for _, q in queries[:3]]
+    for i, q in enumerate([*warmup, *(q for _, q in queries)]):
         rows = q["recall"][: cfg.rerank_depth]
         t0 = time.perf_counter()
         ce.score([(q["text"], ctx.doc_text(r)) for r in rows])
-        seconds["teacher"] += time.perf_counter() - t0
+        elapsed = {"teacher": time.perf_counter() - t0}
         for name, runtime in students.items():
             t0 = time.perf_counter()
             runtime.score(runtime.encode_query(q["text"]), cand["dvec"][rows])
-            seconds[name] += time.perf_counter() - t0
-    n = max(1, len(queries))
-    ms = {k: 1e3 * v / n for k, v in seconds.items()}
+            elapsed[name] = time.perf_counter() - t0
+        if i >= len(warmup):
+            for name, seconds in elapsed.items():
+                samples[name].append(1e3 * seconds)
+    mean = {k: float(np.mean(v)) if v else 0.0 for k, v in samples.items()}
+    p50 = {k: float(np.median(v)) if v else 0.0 for k, v in samples.items()}
     return {
         "queries": len(queries),
+        "warmup_queries": len(warmup),
         "candidates": cfg.rerank_depth,
-        "ms_per_query": ms,
-        "speedup": {k: ms["teacher"] / max(v, 1e-9) for k, v in ms.items() if k != "teacher"},
+        "ms_per_query": mean,
+        "p50_ms_per_query": p50,
+        "speedup": {k: mean["teacher"] / max(v, 1e-9) for k, v in mean.items() if k != "teacher"},
+        "speedup_p50": {k: p50["teacher"] / max(v, 1e-9) for k, v in p50.items() if k != "teacher"},
     }
 
 
@@ -984,12 +1022,19 @@ def render_markdown(state: Mapping[str, Any], command: str) -> str:
             f"{r['recall@100']:.4f} | {ms} | {r['note']} |"
         )
     paired = res.get("paired_timing", {})
+    p50 = paired.get("p50_ms_per_query", {})
     for name, x in paired.get("speedup", {}).items():
+        median = ""
+        if name in p50:
+            median = (
+                f"; medians {p50[name]:.2f} vs {p50['teacher']:.0f} ms, "
+                f"{paired['speedup_p50'][name]:.0f}x"
+            )
         lines.append(
             f"\n{name}: rerank stage {x:.0f}x cheaper than the teacher's "
-            f"({paired['ms_per_query'][name]:.2f} vs {paired['ms_per_query']['teacher']:.0f} "
-            f"ms/query, {paired['queries']} test queries x {paired['candidates']} candidates, "
-            "timed back to back)."
+            f"(means {paired['ms_per_query'][name]:.2f} vs {paired['ms_per_query']['teacher']:.0f} "
+            f"ms/query{median}; {paired['queries']} test queries x {paired['candidates']} "
+            "candidates, timed back to back; the student's time is its query tower + crossing)."
         )
     # A student kept from an earlier pass still cost its training time: count every student.
     seconds = {k: v["seconds"] for k, v in state["steps"].items()}
