@@ -138,3 +138,15 @@ def test_export_traces_eager_attention_and_restores_the_setting(
     monkeypatch.setattr(export, "eager_attention", lambda module: nullcontext())
     export._export_tower(model.query_tower, tmp_path / "sdpa.onnx", to_torch(tok(MIXED[:2])), 17)
     assert shape_ops(tiny_model / "onnx" / "query_encoder.onnx") < shape_ops(tmp_path / "sdpa.onnx")
+
+
+def test_sessions_can_stop_spin_waiting(tiny_model: Path) -> None:
+    """Timed back to back, a spinning session would hold the cores the next one needs."""
+    from twinbert_search.runtime.encoder import make_session
+
+    graph = tiny_model / "onnx" / "query_encoder.onnx"
+    quiet = make_session(graph, 2, spinning=False).get_session_options()
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    default = make_session(graph, 2).get_session_options()
+    with pytest.raises(Exception, match="allow_spinning"):  # unset: ORT's default, spinning
+        default.get_session_config_entry("session.intra_op.allow_spinning")

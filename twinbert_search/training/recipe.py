@@ -52,6 +52,7 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 RRF_K = 60
+STUDENT_THREADS = 1  # a student's one short query runs fastest on one ONNX Runtime thread here
 
 
 @dataclass
@@ -443,6 +444,7 @@ class OnnxCrossEncoder:
         batch_size: int = 32,
         *,
         int8: bool = False,
+        spinning: bool = True,
     ) -> None:
         from twinbert_search.runtime.encoder import make_session
         from twinbert_search.runtime.tokenization import TextTokenizer
@@ -450,7 +452,7 @@ class OnnxCrossEncoder:
         meta = _read_json(folder / "teacher.json")
         self.tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", meta["max_length"])
         graph = "teacher.int8.onnx" if int8 else "teacher.onnx"
-        self.session = make_session(folder / graph, threads)
+        self.session = make_session(folder / graph, threads, spinning=spinning)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
 
@@ -906,40 +908,45 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     served: dict[str, bool] = {}
     for spec in cfg.students:
         folder = ctx.out / spec.name
-        runtime = TwinBertRuntime.load(folder)
+        runtime = TwinBertRuntime.load(folder, threads=STUDENT_THREADS)
         # The frozen document tower: the base model's index serves the student as it is.
         searcher = Searcher.open(ctx.index_dir, model=folder)
         served[spec.name] = bool(searcher.search(test[0][1]["text"], k=3).hits)
         searcher.store.close()
-        runtime.query_encoder.encode(["warm up"], 1)
+        variants = []  # (row suffix, depth, stored vectors, runtime)
         for label, k in ((f"top {depth}", depth), (f"top {deep}", deep)):
             if spec.crossing == "cosine" and k != depth:
                 continue
-            for codec_name, vectors in (("float32", dvec), ("int8", dvec8)):
-                runs, enc_s, cross_s = {}, 0.0, 0.0
-                for _, q in test:
-                    rows = q["recall"][:k]
-                    t0 = time.perf_counter()
-                    qv = runtime.encode_query(q["text"])
-                    t1 = time.perf_counter()
-                    scores = runtime.score(qv, vectors[rows])
-                    t2 = time.perf_counter()
-                    enc_s, cross_s = enc_s + t1 - t0, cross_s + t2 - t1
-                    runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), q["recall"])
-                ms = 1e3 * (enc_s + cross_s) / len(test)
-                key = f"{spec.name} {label} {codec_name}"
-                timings[key] = {
-                    "query_encode_ms": 1e3 * enc_s / len(test),
-                    "crossing_ms": 1e3 * cross_s / len(test),
-                }
-                add(
-                    f"{spec.name} reranking {label}"
-                    + ("" if codec_name == "float32" else " (int8 stored vectors)"),
-                    runs,
-                    ms,
-                    f"{_crossing_label(spec)}, {spec.num_layers or 'all'} query layers, "
-                    f"{spec.pooling} pooling; time = its query tower + crossing",
-                )
+            variants.append((label, k, dvec, runtime))
+            variants.append((f"{label} (int8 stored vectors)", k, dvec8, runtime))
+        if (folder / "onnx" / "query_encoder.int8.onnx").is_file():
+            runtime8 = TwinBertRuntime.load(folder, query_int8=True, threads=STUDENT_THREADS)
+            variants.append((f"top {depth} (int8 query graph)", depth, dvec, runtime8))
+        for label, k, vectors, rt in variants:
+            rt.query_encoder.encode(["warm up"], 1)
+            runs, enc_s, cross_s = {}, 0.0, 0.0
+            for _, q in test:
+                rows = q["recall"][:k]
+                t0 = time.perf_counter()
+                qv = rt.encode_query(q["text"])
+                t1 = time.perf_counter()
+                scores = rt.score(qv, vectors[rows])
+                t2 = time.perf_counter()
+                enc_s, cross_s = enc_s + t1 - t0, cross_s + t2 - t1
+                runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), q["recall"])
+            ms = 1e3 * (enc_s + cross_s) / len(test)
+            timings[f"{spec.name} {label}"] = {
+                "query_encode_ms": 1e3 * enc_s / len(test),
+                "crossing_ms": 1e3 * cross_s / len(test),
+            }
+            add(
+                f"{spec.name} reranking {label}",
+                runs,
+                ms,
+                f"{_crossing_label(spec)}, {spec.num_layers or 'all'} query layers, "
+                f"{spec.pooling} pooling; time = its query tower ({STUDENT_THREADS} thread) "
+                "+ crossing",
+            )
     paired = _paired_timing(ctx, test[: cfg.timing_queries])
     result = {
         "rows": rows_out,
@@ -963,22 +970,27 @@ def _paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) 
     """Teacher and students on the same queries and candidates, back to back, per query.
 
     A student's rerank stage is its query tower plus the crossing over the stored vectors of
-    the same candidates; it is timed with its fp32 query graph (the one the quality rows use)
-    and its int8 one (the serving option). Three warm-up queries run first, because ONNX
-    Runtime's first calls at new input shapes are slow; means and medians are both reported.
+    the same candidates; it is timed with its fp32 query graph and its int8 one. Each side
+    runs as it runs fastest here: the teacher's batches of 32 pairs on 2 ONNX Runtime threads,
+    a student's one short query on 1 (`STUDENT_THREADS`). The teacher's threads do not
+    spin-wait after a run, so they leave the cores to the student timed next. Three warm-up
+    queries run first (ONNX Runtime's first calls at new shapes are slow); means and medians
+    are both reported.
     """
     from twinbert_search.runtime.model import TwinBertRuntime
 
     cfg = ctx.cfg
     cand = ctx.load_candidates()
-    ce = OnnxCrossEncoder(ctx.out / "teacher", int8=cfg.teacher_int8)
+    ce = OnnxCrossEncoder(
+        ctx.out / "teacher", cfg.teacher_threads or 2, int8=cfg.teacher_int8, spinning=False
+    )
     students: dict[str, TwinBertRuntime] = {}
     for spec in cfg.students:
         folder = ctx.out / spec.name
-        students[spec.name] = TwinBertRuntime.load(folder)
+        students[spec.name] = TwinBertRuntime.load(folder, threads=STUDENT_THREADS)
         if (folder / "onnx" / "query_encoder.int8.onnx").is_file():
             students[f"{spec.name} (int8 query graph)"] = TwinBertRuntime.load(
-                folder, query_int8=True
+                folder, query_int8=True, threads=STUDENT_THREADS
             )
     samples: dict[str, list[float]] = {"teacher": [], **{name: [] for name in students}}
     warmup = [q for _, q in queries[:3]]
