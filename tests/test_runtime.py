@@ -150,3 +150,13 @@ def test_sessions_can_stop_spin_waiting(tiny_model: Path) -> None:
     default = make_session(graph, 2).get_session_options()
     with pytest.raises(Exception, match="allow_spinning"):  # unset: ORT's default, spinning
         default.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_probabilities_keep_the_order_of_large_logits() -> None:
+    from twinbert_search.runtime.crossing import sigmoid
+
+    logits = np.array([-800.0, -40.0, -20.0, 0.0, 18.0, 25.0, 30.0], np.float32)
+    with np.errstate(all="raise"):  # no overflow on the way
+        probs = sigmoid(logits)
+    assert ((probs >= 0.0) & (probs <= 1.0)).all()
+    assert (np.diff(probs[1:]) > 0).all()  # float32 would make 18, 25 and 30 all 1.0

@@ -17,7 +17,10 @@ from twinbert_search.manifest import CrossingConfig
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    """The logistic in float64: float32 rounds every logit above ~17 to 1.0 (and below ~-88
+    to 0.0), and candidates ranked by probability would tie. Clipped, so exp never overflows.
+    """
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -700.0, 700.0)))
 
 
 class CosineCrossing:
