@@ -51,11 +51,15 @@ def check_targets(results: dict[str, Any]) -> list[TargetResult]:
     at_1m = _search_at(results, TARGET_SIZE)
     if at_1m:
         p50 = at_1m["latency_ms"]["total"]["p50"]
+        alt = at_1m.get("alt_hidden")
+        alt_text = ""
+        if alt:
+            alt_text = f"; hidden {alt['hidden']}: p50 {alt['total']['p50']:.2f} ms"
         out.append(
             TargetResult(
-                "end-to-end search, 1M docs, rerank 1,000",
+                f"end-to-end search, 1M docs, rerank 1,000 (hidden {results['config']['hidden']})",
                 "p50 <= 5 ms",
-                f"p50 {p50:.2f} ms (p99 {at_1m['latency_ms']['total']['p99']:.2f})",
+                f"p50 {p50:.2f} ms (p99 {at_1m['latency_ms']['total']['p99']:.2f}){alt_text}",
                 p50 <= 5.0,
             )
         )
@@ -295,6 +299,7 @@ def render(results: dict[str, Any]) -> str:
                 "recall@100",
                 "top-100 in candidates",
                 "total p50 / p99",
+                f"total p50 / p99, hidden {cfg.get('alt_hidden')}",
                 "encode p50",
                 "kNN p50",
                 "rerank p50",
@@ -311,6 +316,7 @@ def render(results: dict[str, Any]) -> str:
                     f"{r['recall_at_100']:.4f}",
                     f"{r['exact_top100_in_candidates']:.4f}",
                     _ms(r["latency_ms"]["total"]),
+                    _ms(r["alt_hidden"]["total"]) if r.get("alt_hidden") else "-",
                     f"{r['latency_ms']['encode']['p50']:.2f}",
                     f"{r['latency_ms']['recall']['p50']:.2f}",
                     f"{r['latency_ms']['rerank']['p50']:.2f}",

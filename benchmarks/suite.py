@@ -47,6 +47,7 @@ class BenchConfig:
     ann: str = "ivf2048"
     codec: str = "float32"
     hidden: int = 256
+    alt_hidden: int | None = 128  # end-to-end also timed with this crossing size
     rerank_hidden: list[int] = field(default_factory=lambda: [64, 128, 256])  # also timed
     combine: str = "max"  # crossing combine for the end-to-end search
     candidates: int = 1000
@@ -401,6 +402,7 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
             parts["fetch"].append((t3 - t2) * 1e3)
             ids = {int(d[1:]) for d in result.recall_ids}
             coverage_hits += len(ids & set(truth[i].tolist()))
+        alt = _alt_hidden_latency(cfg, runtime, store, queries, texts)
     finally:
         store.close()
     snapshot = next(p for p in (path / "snapshots").iterdir() if not p.name.startswith("."))
@@ -428,11 +430,37 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
         "exact_similarity_at_rank": similarity,
         "exact_top100_in_candidates": coverage_hits / (k * len(queries)),
         "latency_ms": {name: summary_ms(values) for name, values in parts.items()},
+        "alt_hidden": alt,
         "exact_knn_ms": exact,
         "snapshot_bytes": _dir_bytes(snapshot),
         "ann_bytes": (snapshot / "ann.faiss").stat().st_size,
         "store_path": str(path),
     }
+
+
+def _alt_hidden_latency(
+    cfg: BenchConfig, runtime: TwinBertRuntime, store: Any, queries: np.ndarray, texts: list[str]
+) -> dict[str, Any] | None:
+    """The same pipeline with the crossing at `cfg.alt_hidden` (RESULTS.md has its quality)."""
+    from twinbert_search.search import Searcher
+
+    if not cfg.alt_hidden or cfg.alt_hidden == cfg.hidden:
+        return None
+    alt = Searcher(with_residual(runtime, cfg, cfg.combine, cfg.alt_hidden), store)
+    alt.search("warm up", k=10, candidates=cfg.candidates, query_vector=queries[0])
+    samples = []
+    for i, vector in enumerate(queries):
+        t0 = time.perf_counter()
+        alt.runtime.encode_query(texts[i % len(texts)])
+        alt.search(
+            texts[i % len(texts)],
+            k=10,
+            candidates=cfg.candidates,
+            query_vector=vector,
+            fetch_documents=False,
+        )
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return {"hidden": cfg.alt_hidden, "total": summary_ms(samples)}
 
 
 def bench_ann_choice(cfg: BenchConfig, size: int, specs: list[str]) -> dict[str, Any]:
