@@ -37,6 +37,9 @@ CODECS = ("float32", "float16", "int8")
 RECALL_K = 100
 
 
+LEGACY_HIDDEN = 256  # the crossing's default size before 0.1.0, timed in its old form
+
+
 @dataclass
 class BenchConfig:
     """Everything a run depends on; `run.py` fills it from the command line."""
@@ -46,8 +49,8 @@ class BenchConfig:
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
     ann: str = "ivf2048"
     codec: str = "float32"
-    hidden: int = 256
-    alt_hidden: int | None = 128  # end-to-end also timed with this crossing size
+    hidden: int = 128  # the default crossing size (CrossingConfig)
+    alt_hidden: int | None = 256  # end-to-end also timed with this crossing size
     rerank_hidden: list[int] = field(default_factory=lambda: [64, 128, 256])  # also timed
     combine: str = "max"  # crossing combine for the end-to-end search
     candidates: int = 1000
@@ -221,7 +224,7 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
     crossing_rows = []
     hidden_sizes = sorted({cfg.hidden, *cfg.rerank_hidden})
     variants = [(c, h, False) for c in ("max", "concat") for h in hidden_sizes]
-    variants.append(("max", cfg.hidden, True))  # the pre-0.1.0 form, for comparison
+    variants.append(("max", LEGACY_HIDDEN, True))  # the pre-0.1.0 form, for comparison
     for combine, hidden, output_relu in variants:
         res = with_residual(runtime, cfg, combine, hidden, output_relu)
         for n in (100, 1000):

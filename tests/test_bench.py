@@ -98,7 +98,7 @@ def test_suite_runs_end_to_end_at_tiny_sizes(tiny_model: Path, tmp_path: Path) -
         assert 0.0 <= row["recall_at_100"] <= 1.0
         assert 0.0 <= row["exact_top100_in_candidates"] <= 1.0
         assert set(row["latency_ms"]) == {"encode", "recall", "rerank", "total", "fetch"}
-        assert row["alt_hidden"]["hidden"] == 128 and row["alt_hidden"]["total"]["p50"] > 0
+        assert row["alt_hidden"]["hidden"] == 256 and row["alt_hidden"]["total"]["p50"] > 0
         assert row["build_s"] > 0 and row["snapshot_bytes"] > 0
     assert search[-1]["recall_at_100"] > 0.5  # a broken recall would be near 0
 

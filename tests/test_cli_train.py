@@ -76,6 +76,16 @@ def test_export_builds_a_model_from_a_checkpoint(tiny_checkpoint: Path, tmp_path
     assert "query_encoder int8 min cosine" in result.output
     assert ModelManifest.load(out).onnx["query_encoder_int8"] == "onnx/query_encoder.int8.onnx"
 
+    residual = tmp_path / "residual"
+    result = _invoke(
+        export,
+        f"--checkpoint {tiny_checkpoint} --out {residual} --crossing residual --hidden 24 "
+        "--max-query-length 16 --max-doc-length 32",
+    )
+    assert result.exit_code == 0, result.output
+    crossing = ModelManifest.load(residual).crossing
+    assert (crossing.type, crossing.hidden, crossing.output_relu) == ("residual", 24, False)
+
 
 def test_commands_raise_the_project_errors(tiny_checkpoint: Path, tmp_path: Path) -> None:
     beir = write_tiny_beir(tmp_path / "beir")

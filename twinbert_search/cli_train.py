@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.manifest import CrossingConfig
 
 __all__ = ["distill", "export", "teacher"]
 
@@ -37,6 +38,13 @@ _combine = click.option(
     show_default=True,
     help="How the residual crossing joins query and document vectors.",
 )
+_hidden = click.option(
+    "--hidden",
+    type=int,
+    default=CrossingConfig.hidden,
+    show_default=True,
+    help="Hidden size of the residual crossing (its rerank cost grows with it).",
+)
 _num_layers = click.option(
     "--num-layers", type=int, default=None, help="Keep only the first N transformer layers."
 )
@@ -48,11 +56,11 @@ def _student_config(
     pooling: str,
     crossing: str,
     combine: str,
+    hidden: int,
     num_layers: int | None,
     max_query_length: int,
     max_doc_length: int,
 ):
-    from twinbert_search.manifest import CrossingConfig
     from twinbert_search.training.modeling import TwinBertConfig
 
     return TwinBertConfig(
@@ -60,7 +68,7 @@ def _student_config(
         num_layers=num_layers,
         max_query_length=max_query_length,
         max_doc_length=max_doc_length,
-        crossing=CrossingConfig(type=crossing, combine=combine),
+        crossing=CrossingConfig(type=crossing, combine=combine, hidden=hidden),
     )
 
 
@@ -161,6 +169,7 @@ def teacher_train(
 )
 @_crossing
 @_combine
+@_hidden
 @_num_layers
 @_max_query
 @_max_doc
@@ -186,6 +195,7 @@ def distill(
     pooling: str,
     crossing: str,
     combine: str,
+    hidden: int,
     num_layers: int | None,
     max_query_length: int,
     max_doc_length: int,
@@ -201,7 +211,7 @@ def distill(
     from twinbert_search.training.distill import distill as run_distill
 
     config = _student_config(
-        pooling, crossing, combine, num_layers, max_query_length, max_doc_length
+        pooling, crossing, combine, hidden, num_layers, max_query_length, max_doc_length
     )
     out_dir = run_distill(
         data,
@@ -242,6 +252,7 @@ def distill(
 )
 @_crossing
 @_combine
+@_hidden
 @_num_layers
 @_max_query
 @_max_doc
@@ -254,6 +265,7 @@ def export(
     pooling: str,
     crossing: str,
     combine: str,
+    hidden: int,
     num_layers: int | None,
     max_query_length: int,
     max_doc_length: int,
@@ -278,7 +290,7 @@ def export(
 
         source = checkpoint if checkpoint is not None else default_checkpoint()
         config = _student_config(
-            pooling, crossing, combine, num_layers, max_query_length, max_doc_length
+            pooling, crossing, combine, hidden, num_layers, max_query_length, max_doc_length
         )
         torch.manual_seed(seed)  # a residual crossing layer starts from random weights
         TwinBert.from_checkpoint(source, config).save(out, tokenizer_file(source))
