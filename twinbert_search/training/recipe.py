@@ -71,29 +71,12 @@ class StudentSpec:
 
 
 def default_students() -> list[StudentSpec]:
+    # The validation winners of `exploration_grid`: weighted pooling, train queries only; the
+    # second residual student doubles the crossing's hidden size (and rerank cost) to compare.
+    residual = {"pooling": "weighted", "pseudo": False, "steps": 200}
     return [
-        # The validation winners of `exploration_grid`: weighted pooling, train queries only.
-        StudentSpec(
-            "twinbert-res",
-            "residual",
-            "max",
-            None,
-            "weighted",
-            pseudo=False,
-            steps=200,
-            hidden=128,
-        ),
-        # The same at twice the crossing's hidden size (twice the rerank cost), for comparison.
-        StudentSpec(
-            "twinbert-res-h256",
-            "residual",
-            "max",
-            None,
-            "weighted",
-            pseudo=False,
-            steps=200,
-            hidden=256,
-        ),
+        StudentSpec("twinbert-res", hidden=128, **residual),
+        StudentSpec("twinbert-res-h256", hidden=256, **residual),
         StudentSpec("twinbert-cos", "cosine", "max", None, "mean"),
     ]
 
