@@ -357,7 +357,9 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
     sphere = ClusteredSphere(dim=runtime.dim, seed=cfg.seed)
     start = time.perf_counter()
     docs = sphere.document_matrix(size)
-    queries = sphere.queries(cfg.search_queries)
+    # Queries of the same distribution: the first half warms the process up (as a serving
+    # process is warm), the second half is measured; none of the measured ones ran before.
+    warmup, queries = np.split(sphere.queries(2 * cfg.search_queries), 2)
     generate = time.perf_counter() - start
     path = cfg.work_dir / f"store-{size}"
     built = build_store(path, docs, runtime, cfg)
@@ -371,6 +373,27 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
     searcher.search("warm up", k=10, candidates=cfg.candidates, query_vector=queries[0])
     open_s = time.perf_counter() - start
     texts = query_texts(cfg)
+    alt = None  # the same pipeline with the crossing at cfg.alt_hidden, timed alternately
+    if cfg.alt_hidden and cfg.alt_hidden != cfg.hidden:
+        alt = Searcher(with_residual(runtime, cfg, cfg.combine, cfg.alt_hidden), store)
+    alt_total: list[float] = []
+
+    def timed(engine: Searcher, text: str, vector: np.ndarray) -> tuple[Any, float, float]:
+        t0 = time.perf_counter()
+        engine.runtime.encode_query(text)  # for real; recall uses the synthetic vector
+        t1 = time.perf_counter()
+        result = engine.search(
+            text,
+            k=10,
+            candidates=cfg.candidates,
+            query_vector=vector,
+            fetch_documents=False,  # the target's pipeline: encode + kNN + rerank
+        )
+        return result, t1 - t0, time.perf_counter() - t0
+
+    for i, vector in enumerate(warmup):
+        for engine in (searcher, alt) if alt else (searcher,):
+            timed(engine, texts[i % len(texts)], vector)
     recall_hits, coverage_hits = 0, 0
     parts: dict[str, list[float]] = {
         "encode": [],
@@ -383,29 +406,21 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
         for i, vector in enumerate(queries):
             found = store.recall(vector, k)
             recall_hits += len({int(d[1:]) for d in found.ids} & set(truth[i].tolist()))
+            text = texts[i % len(texts)]
+            if alt and i % 2:  # alternate which crossing runs first
+                alt_total.append(timed(alt, text, vector)[2] * 1e3)
+            result, encode_s, total_s = timed(searcher, text, vector)
+            if alt and not i % 2:
+                alt_total.append(timed(alt, text, vector)[2] * 1e3)
             t0 = time.perf_counter()
-            # The text is encoded for real (timed); recall then uses a synthetic query from
-            # the documents' distribution, so the index is exercised as a real query would.
-            runtime.encode_query(texts[i % len(texts)])
-            t1 = time.perf_counter()
-            result = searcher.search(
-                texts[i % len(texts)],
-                k=10,
-                candidates=cfg.candidates,
-                query_vector=vector,
-                fetch_documents=False,  # the target's pipeline: encode + kNN + rerank
-            )
-            t2 = time.perf_counter()
             store.documents([hit.id for hit in result.hits])  # the hits' stored fields
-            t3 = time.perf_counter()
-            parts["encode"].append((t1 - t0) * 1e3)
+            parts["fetch"].append((time.perf_counter() - t0) * 1e3)
+            parts["encode"].append(encode_s * 1e3)
             parts["recall"].append(result.timings_ms["recall"])
             parts["rerank"].append(result.timings_ms["rerank"])
-            parts["total"].append((t2 - t0) * 1e3)
-            parts["fetch"].append((t3 - t2) * 1e3)
+            parts["total"].append(total_s * 1e3)
             ids = {int(d[1:]) for d in result.recall_ids}
             coverage_hits += len(ids & set(truth[i].tolist()))
-        alt = _alt_hidden_latency(cfg, runtime, store, queries, texts)
     finally:
         store.close()
     snapshot = next(p for p in (path / "snapshots").iterdir() if not p.name.startswith("."))
@@ -433,37 +448,14 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
         "exact_similarity_at_rank": similarity,
         "exact_top100_in_candidates": coverage_hits / (k * len(queries)),
         "latency_ms": {name: summary_ms(values) for name, values in parts.items()},
-        "alt_hidden": alt,
+        "alt_hidden": {"hidden": cfg.alt_hidden, "total": summary_ms(alt_total)}
+        if alt_total
+        else None,
         "exact_knn_ms": exact,
         "snapshot_bytes": _dir_bytes(snapshot),
         "ann_bytes": (snapshot / "ann.faiss").stat().st_size,
         "store_path": str(path),
     }
-
-
-def _alt_hidden_latency(
-    cfg: BenchConfig, runtime: TwinBertRuntime, store: Any, queries: np.ndarray, texts: list[str]
-) -> dict[str, Any] | None:
-    """The same pipeline with the crossing at `cfg.alt_hidden` (RESULTS.md has its quality)."""
-    from twinbert_search.search import Searcher
-
-    if not cfg.alt_hidden or cfg.alt_hidden == cfg.hidden:
-        return None
-    alt = Searcher(with_residual(runtime, cfg, cfg.combine, cfg.alt_hidden), store)
-    alt.search("warm up", k=10, candidates=cfg.candidates, query_vector=queries[0])
-    samples = []
-    for i, vector in enumerate(queries):
-        t0 = time.perf_counter()
-        alt.runtime.encode_query(texts[i % len(texts)])
-        alt.search(
-            texts[i % len(texts)],
-            k=10,
-            candidates=cfg.candidates,
-            query_vector=vector,
-            fetch_documents=False,
-        )
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return {"hidden": cfg.alt_hidden, "total": summary_ms(samples)}
 
 
 def bench_ann_choice(cfg: BenchConfig, size: int, specs: list[str]) -> dict[str, Any]:
