@@ -52,6 +52,13 @@ _max_query = click.option("--max-query-length", type=int, default=64, show_defau
 _max_doc = click.option("--max-doc-length", type=int, default=256, show_default=True)
 
 
+def _student_options(command):
+    """The model-shape options shared by `distill` and `export --out` (in this order)."""
+    for option in reversed((_crossing, _combine, _hidden, _num_layers, _max_query, _max_doc)):
+        command = option(command)
+    return command
+
+
 def _student_config(
     pooling: str,
     crossing: str,
@@ -167,12 +174,7 @@ def teacher_train(
     default="weighted",
     show_default=True,
 )
-@_crossing
-@_combine
-@_hidden
-@_num_layers
-@_max_query
-@_max_doc
+@_student_options
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)
 @click.option("--cache", type=_DIR, default=None, help="Teacher score cache [OUT/cache].")
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export int8.")
@@ -250,12 +252,7 @@ def distill(
     default="mean",
     show_default=True,
 )
-@_crossing
-@_combine
-@_hidden
-@_num_layers
-@_max_query
-@_max_doc
+@_student_options
 @click.option("--int8", is_flag=True, help="Also write int8 graphs.")
 @_seed
 def export(
