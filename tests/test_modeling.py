@@ -162,3 +162,22 @@ def test_manifests_without_output_relu_keep_the_legacy_crossing() -> None:
     new = ModelManifest(dim=8, crossing=CrossingConfig("residual", "max", 4))
     assert new.crossing.output_relu is False
     assert ModelManifest.from_dict(new.to_dict()).crossing.output_relu is False
+
+
+def test_cosine_fingerprint_ignores_residual_settings(tiny_checkpoint) -> None:
+    """The residual defaults changed once (hidden 256 -> 128) and silently orphaned indexes
+    built by the cosine default model: settings a cosine layer never uses stay out."""
+    from twinbert_search.manifest import CrossingConfig
+    from twinbert_search.training.modeling import TwinBert, TwinBertConfig
+
+    def fingerprint(crossing: CrossingConfig) -> str:
+        return TwinBert.from_checkpoint(
+            tiny_checkpoint, TwinBertConfig(crossing=crossing)
+        ).fingerprint()
+
+    assert fingerprint(CrossingConfig("cosine", "max", 128)) == fingerprint(
+        CrossingConfig("cosine", "concat", 256)
+    )
+    assert fingerprint(CrossingConfig("residual", "max", 128)) != fingerprint(
+        CrossingConfig("residual", "max", 256)
+    )

@@ -245,8 +245,14 @@ class TwinBert(nn.Module):
             "projection_dim": m.projection_dim,
             "max_query_length": m.max_query_length,
             "max_doc_length": m.max_doc_length,
-            "crossing": [m.crossing.type, m.crossing.combine, m.crossing.hidden],
+            "crossing": self._crossing_identity(),
         }
+
+    def _crossing_identity(self) -> list:
+        # A cosine crossing has no combine or hidden size: leaving them out keeps a cosine
+        # model's fingerprint (and its indexes) valid when the residual defaults change.
+        c = self.manifest.crossing
+        return [c.type] if c.type == "cosine" else [c.type, c.combine, c.hidden]
 
     def save(self, model_dir: str | Path, tokenizer_file: str | Path) -> ModelManifest:
         """Write the torch side of a model directory (weights, tokenizer, manifest)."""
