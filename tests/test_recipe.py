@@ -90,14 +90,28 @@ def test_recipe_runs_every_step_and_resumes(
     assert student.document_fingerprint == base.fingerprint != student.fingerprint
     assert student.crossing.hidden == 8 and not student.crossing.output_relu
 
-    # Teacher vs students on the same queries: warm-up excluded, means and medians, and the
+    # Teacher vs students on the same queries: means, medians and cold calls, and the
     # students' int8 query graphs (exported by the recipe) timed too.
     paired = results["paired_timing"]
-    assert paired["warmup_queries"] == min(3, paired["queries"])
     names = {"twinbert-res", "twinbert-cos"}
     names |= {f"{n} (int8 query graph)" for n in names}
     assert set(paired["speedup"]) == set(paired["speedup_p50"]) == names
     assert all(paired["p50_ms_per_query"][n] > 0 for n in names)
+    assert set(paired["cold_ms_per_call"]) == names | {"teacher"}
+
+    # Served: each student's own query vector recalls (hybrid) and reranks; the teacher
+    # reranks the same list, from scores that cover every pair it needs.
+    for name in ("twinbert-res", "twinbert-cos"):
+        assert f"recall: hybrid with {name}'s query vector (RRF of BM25 and its kNN)" in systems
+        assert f"teacher reranking top {cfg.rerank_depth} of {name}'s recall" in systems
+        assert f"{name} reranking top {cfg.rerank_depth} of its own recall" in systems
+        timing = results["served_timing"][name]
+        assert set(timing["speedup"]) == {"crossing", "query tower + crossing"}
+    lists = json.loads((out / "work" / "served_recall.json").read_text())
+    scored = json.loads((out / "work" / "ce_served_scores.json").read_text())
+    for qid, rows in lists["twinbert-res"].items():
+        assert len(set(rows)) == len(rows)
+        assert set(rows[: cfg.rerank_depth]) <= set(scored[f"test:{qid}"]["rows"])
 
     # Finished: a rerun does nothing; --redo reruns that step and the ones after it.
     again: list[str] = []
@@ -124,3 +138,17 @@ def test_cli_writes_markdown_table(
     table = (Path(cfg.out) / "results.md").read_text()
     assert "| BM25 |" in table and "Recipe wall time" in table and "Machine:" in table
     assert "Command: `twinbert-search" in table
+
+
+def test_block_timing_warms_each_system_and_alternates_the_order() -> None:
+    from twinbert_search.training.recipe import block_timing
+
+    calls: list[tuple[str, str]] = []
+    systems = {name: (lambda q, name=name: calls.append((name, q))) for name in ("a", "b")}
+    timing = block_timing(systems, ["q1", "q2", "q3"], "warm", block=2)
+    assert calls == [
+        ("a", "warm"), ("a", "q1"), ("a", "q2"), ("b", "warm"), ("b", "q1"), ("b", "q2"),
+        ("b", "warm"), ("b", "q3"), ("a", "warm"), ("a", "q3"),
+    ]  # fmt: skip
+    assert timing["queries"] == 3 and timing["block"] == 2
+    assert set(timing["ms_per_query"]) == set(timing["cold_ms_per_call"]) == {"a", "b"}

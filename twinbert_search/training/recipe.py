@@ -18,7 +18,10 @@ stopped. Steps:
                  model's), so the index's stored vectors are the students' document vectors:
                  only query towers and crossing layers learn, from the teacher's scores
 7. `teacher_rerank` the cross-encoder on the test queries' top candidates, timed per query
-8. `evaluate`    every row on the same test candidates; results.json (results.md: the CLI)
+8. `served`      each student as a search serves it: its own query vector recalls (hybrid with
+                 BM25) and reranks; the teacher scores those candidates too
+9. `evaluate`    every row on the same test candidates, then the served rows (each student's
+                 own recall, with the teacher on the same list); results.json (results.md: CLI)
 
 Scores are z-normalised per query over its recall candidates (BM25, cosine) or globally (the
 cross-encoder logit), so the fusion weights are comparable across queries.
@@ -940,9 +943,11 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
                 "+ crossing",
             )
     paired = _paired_timing(ctx, test[: cfg.timing_queries])
+    served_timing = _served_rows(ctx, add, ce_ms)
     result = {
         "rows": rows_out,
         "paired_timing": paired,
+        "served_timing": served_timing,
         "student_timings": timings,
         "students_served_from_base_index": served,
         "teacher_ms_per_query": ce_ms,
@@ -958,16 +963,62 @@ def _crossing_label(spec: StudentSpec) -> str:
     return f"residual/{spec.combine}, hidden {spec.hidden or CrossingConfig.hidden}"
 
 
-def _paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    """Teacher and students on the same queries and candidates, back to back, per query.
+TIMING_BLOCK = 5  # queries per turn when systems are timed in alternating blocks
 
-    A student's rerank stage is its query tower plus the crossing over the stored vectors of
-    the same candidates; it is timed with its fp32 query graph and its int8 one. Each side
-    runs as it runs fastest here: the teacher's batches of 32 pairs on 2 ONNX Runtime threads,
-    a student's one short query on 1 (`STUDENT_THREADS`). The teacher's threads do not
-    spin-wait after a run, so they leave the cores to the student timed next. Three warm-up
-    queries run first (ONNX Runtime's first calls at new shapes are slow); means and medians
-    are both reported.
+
+def block_timing(
+    systems: Mapping[str, Callable[[Any], object]],
+    queries: Sequence[Any],
+    warm: Any,
+    block: int = TIMING_BLOCK,
+) -> dict[str, Any]:
+    """Time every system on the same queries, each in its steady state, in alternating blocks.
+
+    The systems take turns block by block, the order reversed every other block, so drift in
+    the machine's load falls on all of them alike. Before its block a system runs once,
+    untimed, on `warm` (a query outside the timed set): a serving process answers query after
+    query, so its weights are in cache, while here the other systems ran in between. That first
+    call is reported apart, as the cold cost ('cold_ms_per_call').
+    """
+    names = list(systems)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    cold: dict[str, list[float]] = {n: [] for n in names}
+    for b, start in enumerate(range(0, len(queries), block)):
+        part = queries[start : start + block]
+        for name in names if b % 2 == 0 else names[::-1]:
+            run = systems[name]
+            t0 = time.perf_counter()
+            run(warm)
+            cold[name].append(1e3 * (time.perf_counter() - t0))
+            for q in part:
+                t0 = time.perf_counter()
+                run(q)
+                samples[name].append(1e3 * (time.perf_counter() - t0))
+    return {
+        "queries": len(queries),
+        "block": block,
+        "ms_per_query": {k: float(np.mean(v)) if v else 0.0 for k, v in samples.items()},
+        "p50_ms_per_query": {k: float(np.median(v)) if v else 0.0 for k, v in samples.items()},
+        "cold_ms_per_call": {k: float(np.mean(v)) if v else 0.0 for k, v in cold.items()},
+    }
+
+
+def _speedups(timing: dict[str, Any], teacher: str = "teacher") -> dict[str, Any]:
+    mean, p50 = timing["ms_per_query"], timing["p50_ms_per_query"]
+    timing["speedup"] = {k: mean[teacher] / max(v, 1e-9) for k, v in mean.items() if k != teacher}
+    timing["speedup_p50"] = {k: p50[teacher] / max(v, 1e-9) for k, v in p50.items() if k != teacher}
+    return timing
+
+
+def _paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Teacher and students on the same queries and candidates (`block_timing`).
+
+    A student's rerank stage here is its query tower plus the crossing over the stored vectors
+    of the same candidates (these candidates were recalled with the default model's query
+    vector); it is timed with its fp32 query graph and its int8 one. Each side runs as it runs
+    fastest here: the teacher's batches of 32 pairs on 2 ONNX Runtime threads, a student's one
+    short query on 1 (`STUDENT_THREADS`). No session spin-waits after a run, so none holds the
+    cores the next one needs.
     """
     from twinbert_search.runtime.model import TwinBertRuntime
 
@@ -976,39 +1027,188 @@ def _paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) 
     ce = OnnxCrossEncoder(
         ctx.out / "teacher", cfg.teacher_threads or 2, int8=cfg.teacher_int8, spinning=False
     )
-    students: dict[str, TwinBertRuntime] = {}
+    depth = cfg.rerank_depth
+
+    def teacher(q: dict[str, Any]) -> None:
+        ce.score([(q["text"], ctx.doc_text(r)) for r in q["recall"][:depth]])
+
+    def student(runtime: TwinBertRuntime) -> Callable[[dict[str, Any]], None]:
+        def run(q: dict[str, Any]) -> None:
+            runtime.score(runtime.encode_query(q["text"]), cand["dvec"][q["recall"][:depth]])
+
+        return run
+
+    systems: dict[str, Callable[[dict[str, Any]], None]] = {"teacher": teacher}
     for spec in cfg.students:
         folder = ctx.out / spec.name
-        students[spec.name] = TwinBertRuntime.load(folder, threads=STUDENT_THREADS)
+        systems[spec.name] = student(_student_runtime(folder, False))
         if (folder / "onnx" / "query_encoder.int8.onnx").is_file():
-            students[f"{spec.name} (int8 query graph)"] = TwinBertRuntime.load(
-                folder, query_int8=True, threads=STUDENT_THREADS
-            )
-    samples: dict[str, list[float]] = {"teacher": [], **{name: [] for name in students}}
-    warmup = [q for _, q in queries[:3]]
-    for i, q in enumerate([*warmup, *(q for _, q in queries)]):
-        rows = q["recall"][: cfg.rerank_depth]
-        t0 = time.perf_counter()
-        ce.score([(q["text"], ctx.doc_text(r)) for r in rows])
-        elapsed = {"teacher": time.perf_counter() - t0}
-        for name, runtime in students.items():
-            t0 = time.perf_counter()
-            runtime.score(runtime.encode_query(q["text"]), cand["dvec"][rows])
-            elapsed[name] = time.perf_counter() - t0
-        if i >= len(warmup):
-            for name, seconds in elapsed.items():
-                samples[name].append(1e3 * seconds)
-    mean = {k: float(np.mean(v)) if v else 0.0 for k, v in samples.items()}
-    p50 = {k: float(np.median(v)) if v else 0.0 for k, v in samples.items()}
-    return {
-        "queries": len(queries),
-        "warmup_queries": len(warmup),
-        "candidates": cfg.rerank_depth,
-        "ms_per_query": mean,
-        "p50_ms_per_query": p50,
-        "speedup": {k: mean["teacher"] / max(v, 1e-9) for k, v in mean.items() if k != "teacher"},
-        "speedup_p50": {k: p50["teacher"] / max(v, 1e-9) for k, v in p50.items() if k != "teacher"},
+            systems[f"{spec.name} (int8 query graph)"] = student(_student_runtime(folder, True))
+    test = [q for q in cand["queries"] if q["split"] == "test"]
+    timed = [q for _, q in queries]
+    warm = next((q for q in reversed(test) if q not in timed), timed[0])
+    return {"candidates": depth, **_speedups(block_timing(systems, timed, warm))}
+
+
+def _student_runtime(folder: Path, int8: bool):
+    from twinbert_search.runtime.encoder import make_session
+    from twinbert_search.runtime.model import TwinBertRuntime
+
+    runtime = TwinBertRuntime.load(folder, query_int8=int8, threads=STUDENT_THREADS)
+    graph = (
+        runtime.model_dir / runtime.manifest.onnx["query_encoder_int8" if int8 else "query_encoder"]
+    )
+    runtime.query_encoder.session = make_session(graph, STUDENT_THREADS, spinning=False)
+    return runtime
+
+
+# --- step 8: served --------------------------------------------------------------------------
+
+
+SERVED_RECALL = "served_recall.json"
+SERVED_SCORES = "ce_served_scores.json"
+
+
+def _served_runtime(ctx: Context, spec: StudentSpec):
+    """The student as served: its int8 query graph when exported (the fast one), else fp32."""
+    folder = ctx.out / spec.name
+    return _student_runtime(folder, (folder / "onnx" / "query_encoder.int8.onnx").is_file())
+
+
+def _served_lists(ctx: Context, runtime, test: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """Hybrid recall with the student's own query vector: its exact kNN fused with BM25 (RRF),
+    built as `candidates` builds the default model's, which `Searcher.search(hybrid=True)`
+    does over an index."""
+    cfg, cand = ctx.cfg, ctx.load_candidates()
+    qvec = runtime.encode_queries([q["text"] for q in test])
+    out = {}
+    for j, q in enumerate(test):
+        dense = _top(cand["dvec"] @ qvec[j], cfg.deep_depth).tolist()
+        out[q["id"]] = rrf([dense, q["bm25"]])[: cfg.deep_depth]
+    return out
+
+
+def step_served(ctx: Context) -> dict[str, Any]:
+    """TwinBERT as served: one query encoding recalls and reranks; the teacher on its list.
+
+    In `evaluate`'s main table every student reranks the default model's recall, so its own
+    query tower is an extra cost of its rerank stage. A search over the student's index
+    encodes the query once, with the student's tower, and that vector both recalls and feeds
+    the crossing layer. This step builds each student's own hybrid recall for the test queries
+    and has the teacher score the top candidates of those lists too (pairs already scored in
+    `teacher_rerank` are reused), so the teacher and the student are compared on the same
+    candidates there as well.
+    """
+    cfg = ctx.cfg
+    cand = ctx.load_candidates()
+    test = [q for q in cand["queries"] if q["split"] == "test"]
+    lists = {
+        spec.name: _served_lists(ctx, _served_runtime(ctx, spec), test) for spec in cfg.students
     }
+    _write_json(ctx.work / SERVED_RECALL, lists)
+    known = _read_json(ctx.work / "ce_test_scores.json")["rows"]
+    path = ctx.work / SERVED_SCORES
+    saved: dict[str, Any] = _read_json(path) if path.is_file() else {}
+    ce = None
+    new_pairs, seconds, last = 0, 0.0, time.perf_counter()
+    for q in test:
+        key = f"test:{q['id']}"
+        have = dict(zip(known[key]["rows"], known[key]["ce"], strict=True))
+        if key in saved:
+            have.update(zip(saved[key]["rows"], saved[key]["ce"], strict=True))
+        wanted = {r for rows in lists.values() for r in rows[q["id"]][: cfg.rerank_depth]}
+        need = sorted(wanted - have.keys())
+        if need:
+            if ce is None:
+                ce = OnnxCrossEncoder(
+                    ctx.out / "teacher", cfg.teacher_threads, int8=cfg.teacher_int8
+                )
+            t0 = time.perf_counter()
+            scores = ce.score([(q["text"], ctx.doc_text(r)) for r in need])
+            seconds += time.perf_counter() - t0
+            have.update(zip(need, scores.tolist(), strict=True))
+            new_pairs += len(need)
+        saved[key] = {"rows": list(have), "ce": list(have.values())}
+        if time.perf_counter() - last > 60:
+            _write_json(path, saved)
+            last = time.perf_counter()
+    _write_json(path, saved)
+    return {"new_pairs": new_pairs, "scoring_seconds": seconds}
+
+
+def _served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[str, Any]:
+    """Rows and timings of the served setting (`step_served`), for `step_evaluate`."""
+    cfg = ctx.cfg
+    cand = ctx.load_candidates()
+    test = [q for q in cand["queries"] if q["split"] == "test"]
+    lists = _read_json(ctx.work / SERVED_RECALL)
+    scored = _read_json(ctx.work / SERVED_SCORES)
+    teacher = _read_json(ctx.work / "teacher_ensemble.json")
+    stats, weights = tuple(teacher["ce_stats"]), teacher["weights"]
+    depth, dvec = cfg.rerank_depth, cand["dvec"]
+    ce = OnnxCrossEncoder(
+        ctx.out / "teacher", cfg.teacher_threads or 2, int8=cfg.teacher_int8, spinning=False
+    )
+    timings: dict[str, Any] = {}
+    for spec in cfg.students:
+        runtime = _served_runtime(ctx, spec)
+        own = {qid: [int(r) for r in rows] for qid, rows in lists[spec.name].items()}
+        vectors = runtime.encode_queries([q["text"] for q in test])
+        qvec = {q["id"]: v for q, v in zip(test, vectors, strict=True)}
+        add(
+            f"recall: hybrid with {spec.name}'s query vector (RRF of BM25 and its kNN)",
+            own,
+            None,
+            "served: the student's query vector recalls",
+        )
+        teacher_runs, student_runs, cross_s = {}, {}, 0.0
+        for q in test:
+            key, rows = f"test:{q['id']}", own[q["id"]][:depth]
+            have = dict(zip(scored[key]["rows"], scored[key]["ce"], strict=True))
+            f = teacher_features(ctx, key, {"rows": rows, "ce": [have[r] for r in rows]}, stats)
+            teacher_runs[q["id"]] = _with_tail(
+                _order(rows, combine(f, weights), ctx.doc_ids), own[q["id"]]
+            )
+            t0 = time.perf_counter()
+            scores = runtime.score(qvec[q["id"]], dvec[rows])
+            cross_s += time.perf_counter() - t0
+            student_runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), own[q["id"]])
+        add(
+            f"teacher reranking top {depth} of {spec.name}'s recall",
+            teacher_runs,
+            ce_ms,
+            "served: the teacher on the student's own candidates",
+        )
+        add(
+            f"{spec.name} reranking top {depth} of its own recall",
+            student_runs,
+            1e3 * cross_s / len(test),
+            "served: the recall's query vector reranks; time = crossing only",
+        )
+
+        def teacher_run(q: dict[str, Any], rows_of: Mapping[str, list[int]] = own) -> None:
+            ce.score([(q["text"], ctx.doc_text(r)) for r in rows_of[q["id"]][:depth]])
+
+        def crossing(q: dict[str, Any], rt=runtime, qv=qvec, rows_of=own) -> None:
+            rt.score(qv[q["id"]], dvec[rows_of[q["id"]][:depth]])
+
+        def whole(q: dict[str, Any], rt=runtime, rows_of=own) -> None:
+            rt.score(rt.encode_query(q["text"]), dvec[rows_of[q["id"]][:depth]])
+
+        timed = test[: cfg.timing_queries]
+        warm = test[-1] if len(test) > len(timed) else timed[0]
+        systems = {"teacher": teacher_run, "crossing": crossing, "query tower + crossing": whole}
+        timings[spec.name] = {"candidates": depth, **_speedups(block_timing(systems, timed, warm))}
+    return timings
+
+
+def _ratio_text(timing: Mapping[str, Any], name: str) -> str:
+    mean, p50 = timing["ms_per_query"], timing["p50_ms_per_query"]
+    return (
+        f"{timing['speedup'][name]:.0f}x cheaper than the teacher (means {mean[name]:.2f} vs "
+        f"{mean['teacher']:.0f} ms/query; medians {p50[name]:.2f} vs {p50['teacher']:.0f} ms, "
+        f"{timing['speedup_p50'][name]:.0f}x; timed in alternating blocks of {timing['block']})"
+    )
 
 
 def render_markdown(state: Mapping[str, Any], command: str) -> str:
@@ -1026,19 +1226,18 @@ def render_markdown(state: Mapping[str, Any], command: str) -> str:
             f"{r['recall@100']:.4f} | {ms} | {r['note']} |"
         )
     paired = res.get("paired_timing", {})
-    p50 = paired.get("p50_ms_per_query", {})
-    for name, x in paired.get("speedup", {}).items():
-        median = ""
-        if name in p50:
-            median = (
-                f"; medians {p50[name]:.2f} vs {p50['teacher']:.0f} ms, "
-                f"{paired['speedup_p50'][name]:.0f}x"
-            )
+    for name in paired.get("speedup", {}):
         lines.append(
-            f"\n{name}: rerank stage {x:.0f}x cheaper than the teacher's "
-            f"(means {paired['ms_per_query'][name]:.2f} vs {paired['ms_per_query']['teacher']:.0f} "
-            f"ms/query{median}; {paired['queries']} test queries x {paired['candidates']} "
-            "candidates, timed back to back; the student's time is its query tower + crossing)."
+            f"\n{name}: rerank stage {_ratio_text(paired, name)} "
+            f"({paired['queries']} test queries x {paired['candidates']} candidates of the "
+            "default model's recall; the student's time is its query tower + crossing)."
+        )
+    for student, timing in res.get("served_timing", {}).items():
+        parts = [f"{name}: {_ratio_text(timing, name)}" for name in timing["speedup"]]
+        lines.append(
+            f"\nServed {student} (its own recall, {timing['candidates']} candidates): "
+            + "; ".join(parts)
+            + "."
         )
     # A student kept from an earlier pass still cost its training time: count every student.
     seconds = {k: v["seconds"] for k, v in state["steps"].items()}
@@ -1071,6 +1270,7 @@ def _steps() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
         ("ensemble", step_ensemble),
         ("students", step_students),
         ("teacher_rerank", step_teacher_rerank),
+        ("served", step_served),
         ("evaluate", step_evaluate),
     ]
 
@@ -1083,6 +1283,7 @@ STEP_NAMES = (
     "ensemble",
     "students",
     "teacher_rerank",
+    "served",
     "evaluate",
 )
 
@@ -1096,7 +1297,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "ensemble": ("scores",),
     "students": ("ensemble",),
     "teacher_rerank": ("teacher",),
-    "evaluate": ("students", "teacher_rerank", "ensemble"),
+    "served": ("students", "teacher_rerank"),
+    "evaluate": ("students", "teacher_rerank", "ensemble", "served"),
 }
 
 
