@@ -107,6 +107,14 @@ def test_recipe_runs_every_step_and_resumes(
         assert f"{name} reranking top {cfg.rerank_depth} of its own recall" in systems
         timing = results["served_timing"][name]
         assert set(timing["speedup"]) == {"crossing", "query tower + crossing"}
+    # Each student's BM25 weight is tuned on validation and kept in its manifest; a tuned
+    # weight adds the fused rows.
+    for name in ("twinbert-res", "twinbert-cos"):
+        tuned = ModelManifest.load(out / name).extra["lexical_fusion"]
+        assert tuned["bm25_weight"] in (0.0, 0.25, 0.5, 1.0, 2.0)
+        assert tuned["val_ndcg@10"] == max(tuned["grid"].values())
+        fused = f"{name} + BM25 reranking top {cfg.rerank_depth}"
+        assert (fused in systems) == (tuned["bm25_weight"] > 0)
     lists = json.loads((out / "work" / "served_recall.json").read_text())
     scored = json.loads((out / "work" / "ce_served_scores.json").read_text())
     for qid, rows in lists["twinbert-res"].items():
@@ -152,3 +160,17 @@ def test_block_timing_warms_each_system_and_alternates_the_order() -> None:
     ]  # fmt: skip
     assert timing["queries"] == 3 and timing["block"] == 2
     assert set(timing["ms_per_query"]) == set(timing["cold_ms_per_call"]) == {"a", "b"}
+
+
+def test_lexical_fusion_moves_from_the_student_to_bm25_with_the_weight() -> None:
+    import numpy as np
+
+    from twinbert_search.training.recipe import lexical_fusion
+
+    logits = np.array([3.0, 2.0, 1.0, 0.0])
+    bm25 = np.array([0.0, 1.0, 2.0, 30.0])
+    assert np.argsort(-lexical_fusion(logits, bm25, 0.0)).tolist() == [0, 1, 2, 3]
+    assert np.argsort(-lexical_fusion(logits, bm25, 100.0))[0] == 3
+    # z-scored: scaling either input does not change the fused order
+    a = lexical_fusion(logits, bm25, 1.0)
+    np.testing.assert_allclose(a, lexical_fusion(10 * logits, 0.5 * bm25, 1.0))

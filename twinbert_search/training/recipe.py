@@ -804,6 +804,48 @@ def train_student(
     return {"val_ndcg@10": best_val, "history": history, "export": report.lines()}
 
 
+def lexical_fusion(logits: np.ndarray, bm25: np.ndarray, weight: float) -> np.ndarray:
+    """A student's crossing logits plus `weight` x BM25, each z-scored over the candidates.
+
+    The teacher the students learn from is itself a fusion with BM25, and a student's stored
+    document vectors cannot carry exact term matches; adding back the BM25 score, which hybrid
+    recall has already computed, is a rerank that costs one more vector operation.
+    """
+    logits = np.asarray(logits, np.float64)
+    bm25 = np.asarray(bm25, np.float64)
+    return _zscore(logits, logits) + weight * _zscore(bm25, bm25)
+
+
+def tune_lexical_fusion(ctx: Context, runtime) -> dict[str, Any]:
+    """The BM25 weight for `lexical_fusion` with the best nDCG@10 on the validation queries,
+    reranking the same depth of their recall lists as the test queries."""
+    cand = ctx.load_candidates()
+    depth = ctx.cfg.rerank_depth
+    val = [q for q in cand["queries"] if q["split"] == "val"]
+    if not val:
+        return {"bm25_weight": 0.0, "val_ndcg@10": None, "grid": {}}
+    qvec = runtime.encode_queries([q["text"] for q in val])
+    parts = []
+    for j, q in enumerate(val):
+        rows = q["recall"][:depth]
+        logits = runtime.crossing.logits(qvec[j], cand["dvec"][rows])
+        parts.append((q, rows, logits, ctx.bm25.scores(q["text"])[rows]))
+    qrels = {q["id"]: {d: 1 for d in q["positives"]} for q in val}
+    grid = {}
+    for weight in WEIGHT_GRID:
+        run = {}
+        for q, rows, logits, bm25 in parts:
+            fused = lexical_fusion(logits, bm25, weight)
+            run[q["id"]] = {ctx.doc_ids[r]: float(x) for r, x in zip(rows, fused, strict=True)}
+        grid[weight] = evaluate(qrels, run, ("ndcg@10",))["ndcg@10"]
+    best = max(WEIGHT_GRID, key=lambda w: (grid[w], -w))
+    return {
+        "bm25_weight": best,
+        "val_ndcg@10": grid[best],
+        "grid": {str(w): v for w, v in grid.items()},
+    }
+
+
 def step_students(ctx: Context) -> dict[str, Any]:
     targets = _teacher_targets(ctx)
     done_path = ctx.work / "students.json"
@@ -816,9 +858,23 @@ def step_students(ctx: Context) -> dict[str, Any]:
                 continue  # a changed spec retrains that student only
         t0 = time.perf_counter()
         done[spec.name] = train_student(ctx, spec, targets)
+        done[spec.name]["lexical_fusion"] = _store_lexical_fusion(ctx, ctx.out / spec.name)
         done[spec.name]["seconds"] = time.perf_counter() - t0
         _write_json(done_path, done)
-    return {k: {"val_ndcg@10": v["val_ndcg@10"], "seconds": v["seconds"]} for k, v in done.items()}
+    keys = ("val_ndcg@10", "seconds", "lexical_fusion")
+    return {name: {k: v.get(k) for k in keys} for name, v in done.items()}
+
+
+def _store_lexical_fusion(ctx: Context, folder: Path) -> dict[str, Any]:
+    """Tune the student's BM25 weight and record it in its manifest (`extra.lexical_fusion`)."""
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.runtime.model import TwinBertRuntime
+
+    tuned = tune_lexical_fusion(ctx, TwinBertRuntime.load(folder))
+    manifest = ModelManifest.load(folder)
+    manifest.extra["lexical_fusion"] = tuned
+    manifest.save(folder)
+    return tuned
 
 
 # --- step 7: evaluate ------------------------------------------------------------------------
@@ -942,6 +998,24 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
                 f"{spec.pooling} pooling; time = its query tower ({STUDENT_THREADS} thread) "
                 "+ crossing",
             )
+        weight = _fusion_weight(folder)
+        if weight is not None:
+            runs, seconds = {}, 0.0
+            for _, q in test:
+                rows = q["recall"][:depth]
+                bm25 = ctx.bm25.scores(q["text"])[rows]  # hybrid recall has these already
+                t0 = time.perf_counter()
+                qv = runtime.encode_query(q["text"])
+                scores = lexical_fusion(runtime.crossing.logits(qv, dvec[rows]), bm25, weight)
+                seconds += time.perf_counter() - t0
+                runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), q["recall"])
+            add(
+                f"{spec.name} + BM25 reranking top {depth}",
+                runs,
+                1e3 * seconds / len(test),
+                f"z(student logit) + {weight} z(BM25), weight tuned on validation; "
+                "time = query tower + crossing + fusion",
+            )
     paired = _paired_timing(ctx, test[: cfg.timing_queries])
     served_timing = _served_rows(ctx, add, ce_ms)
     result = {
@@ -955,6 +1029,15 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     }
     _write_json(ctx.out / RESULTS_JSON, result)
     return result
+
+
+def _fusion_weight(folder: Path) -> float | None:
+    """The BM25 weight tuned for this student (None: not tuned, or tuned to zero)."""
+    from twinbert_search.manifest import ModelManifest
+
+    tuned = ModelManifest.load(folder).extra.get("lexical_fusion") or {}
+    weight = tuned.get("bm25_weight")
+    return float(weight) if weight else None
 
 
 def _crossing_label(spec: StudentSpec) -> str:
@@ -1185,6 +1268,24 @@ def _served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[s
             1e3 * cross_s / len(test),
             "served: the recall's query vector reranks; time = crossing only",
         )
+        weight = _fusion_weight(ctx.out / spec.name)
+        if weight is not None:
+            fused_runs, fused_s = {}, 0.0
+            for q in test:
+                rows = own[q["id"]][:depth]
+                bm25 = ctx.bm25.scores(q["text"])[rows]  # hybrid recall has these already
+                t0 = time.perf_counter()
+                logits = runtime.crossing.logits(qvec[q["id"]], dvec[rows])
+                scores = lexical_fusion(logits, bm25, weight)
+                fused_s += time.perf_counter() - t0
+                fused_runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), own[q["id"]])
+            add(
+                f"{spec.name} + BM25 reranking top {depth} of its own recall",
+                fused_runs,
+                1e3 * fused_s / len(test),
+                f"served: z(student logit) + {weight} z(BM25), weight tuned on validation; "
+                "time = crossing + fusion",
+            )
 
         def teacher_run(q: dict[str, Any], rows_of: Mapping[str, list[int]] = own) -> None:
             ce.score([(q["text"], ctx.doc_text(r)) for r in rows_of[q["id"]][:depth]])
