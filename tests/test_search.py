@@ -138,3 +138,73 @@ def test_search_on_a_missing_index(tiny_model: Path, tmp_path: Path) -> None:
         main, ["search", "x", "--index-dir", str(tmp_path / "none"), "--model", str(tiny_model)]
     )
     assert out.exit_code != 0 and out.stderr.startswith("error:")
+
+
+QUERY = "why does the moon show one face"
+
+
+def test_lexical_weight_fuses_bm25_into_the_rerank(searcher: Searcher) -> None:
+    from twinbert_search.runtime.crossing import lexical_fusion
+
+    plain = searcher.search(QUERY, k=40, candidates=40, lexical_weight=0)
+    fused = searcher.search(QUERY, k=40, candidates=40, lexical_weight=1.0)
+    assert fused.recall_ids == plain.recall_ids
+    found = searcher.store.fetch([h.id for h in fused.hits])
+    q = searcher.runtime.encode_query(QUERY)
+    expected = lexical_fusion(
+        searcher.runtime.crossing.logits(q, found.vectors, found.precomputed),
+        searcher.store.bm25_scores(QUERY, found.ids),
+        1.0,
+    )
+    # z-scores over the same 40 candidates: the hits carry exactly the fused scores, in order
+    np.testing.assert_allclose([h.rerank_score for h in fused.hits], expected, rtol=1e-6)
+    assert expected.tolist() == sorted(expected.tolist(), reverse=True)
+    # a heavy weight hands the top to BM25's best candidate
+    heavy = searcher.search(QUERY, k=1, candidates=40, lexical_weight=1e6)
+    bm25 = searcher.store.bm25_scores(QUERY, plain.recall_ids)
+    assert heavy.hits[0].id == plain.recall_ids[int(np.argmax(bm25))]
+
+
+def test_model_tuned_lexical_weight_is_the_default(
+    sample_index: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from twinbert_search.manifest import ModelManifest
+
+    tuned_model = tmp_path / "tuned"
+    shutil.copytree(tiny_model, tuned_model)
+    manifest = ModelManifest.load(tuned_model)
+    manifest.extra["lexical_fusion"] = {"bm25_weight": 2.0}
+    manifest.save(tuned_model)
+    tuned = Searcher.open(sample_index, tuned_model)
+    default = tuned.search(QUERY, k=10, candidates=40)
+    explicit = tuned.search(QUERY, k=10, candidates=40, lexical_weight=2.0)
+    assert [h.rerank_score for h in default.hits] == [h.rerank_score for h in explicit.hits]
+    off = tuned.search(QUERY, k=10, candidates=40, lexical_weight=0)
+    assert all(0.0 < h.rerank_score < 1.0 for h in off.hits)  # probabilities again
+    with pytest.raises(ConfigurationError, match=">= 0"):
+        tuned.search(QUERY, lexical_weight=-1)
+
+    # A store that cannot score BM25: the tuned weight quietly steps aside, a request fails.
+    def no_bm25(query: str, ids: list[str]) -> np.ndarray:
+        raise NotImplementedError("no text index")
+
+    bare = Searcher.open(sample_index, tuned_model)
+    monkeypatch.setattr(bare.store, "bm25_scores", no_bm25)
+    assert [h.id for h in bare.search(QUERY, k=10, candidates=40).hits] == [h.id for h in off.hits]
+    with pytest.raises(ConfigurationError, match="BM25"):
+        bare.search(QUERY, k=10, candidates=40, lexical_weight=1.0)
+
+
+def test_eval_cli_takes_a_lexical_weight(sample_index: Path, tiny_model: Path) -> None:
+    args = ["eval", "--index-dir", str(sample_index), "--model", str(tiny_model)]
+    args += ["--queries", str(SAMPLE / "queries.jsonl"), "--qrels", str(SAMPLE / "qrels" / "test.tsv")]
+    args += ["--candidates", "20", "--recall-depth", "40", "--no-progress", "--json"]
+    plain = CliRunner().invoke(main, [*args, "--lexical-weight", "0"])
+    fused = CliRunner().invoke(main, [*args, "--lexical-weight", "1e6"])
+    assert plain.exit_code == 0 and fused.exit_code == 0, plain.output + fused.output
+    a, b = json.loads(plain.output), json.loads(fused.output)
+    assert a["recall"] == b["recall"] and a["reranked"] != b["reranked"]
+    bad = CliRunner().invoke(main, [*args, "--lexical-weight", "-1"])
+    assert bad.exit_code != 0 and "lexical-weight" in bad.output

@@ -44,6 +44,7 @@ class BM25Index:
         self.ids = ids
         self.stopwords = stopwords
         self._retriever = retriever  # None for an empty corpus
+        self._row_of: dict[str, int] | None = None  # built on first use of scores_for
         self._tokenizer = Tokenizer(stopwords=stopwords)
         if retriever is not None:
             # Queries map onto the corpus vocabulary; unknown words are dropped.
@@ -88,6 +89,17 @@ class BM25Index:
         if not query_ids:
             return np.zeros(len(self.ids), np.float32)
         return self._retriever.get_scores_from_ids(query_ids)
+
+    def scores_for(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """BM25 scores of the given ids, in order (0 for an id the index does not hold)."""
+        if self._row_of is None:
+            self._row_of = {doc_id: row for row, doc_id in enumerate(self.ids)}
+        out = np.zeros(len(ids), np.float32)
+        rows = np.fromiter((self._row_of.get(d, -1) for d in ids), np.int64, len(ids))
+        known = rows >= 0
+        if known.any():
+            out[known] = self.scores(query)[rows[known]]
+        return out
 
     def search(
         self, query: str, k: int, *, mask: np.ndarray | None = None

@@ -309,6 +309,13 @@ def index(
 )
 @click.option("--hybrid", is_flag=True, help="Fuse BM25 and kNN recall by reciprocal rank.")
 @click.option("--no-rerank", is_flag=True, help="Recall only.")
+@click.option(
+    "--lexical-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Fuse BM25 into the rerank with this weight (default: the model's tuned weight, "
+    "if any; 0: off).",
+)
 @click.option("--filter", "filters", multiple=True, help="FIELD=VALUE on metadata; repeatable.")
 @click.option("--explain", is_flag=True, help="Show both stages' scores and ranks, and timings.")
 @json_option
@@ -323,6 +330,7 @@ def search(
     candidates: int,
     hybrid: bool,
     no_rerank: bool,
+    lexical_weight: float | None,
     filters: tuple[str, ...],
     explain: bool,
     as_json: bool,
@@ -342,6 +350,7 @@ def search(
             filters=_parse_filters(filters),
             rerank=not no_rerank,
             hybrid=hybrid,
+            lexical_weight=lexical_weight,
         )
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -369,6 +378,13 @@ def search(
 @click.option("--recall-depth", type=int, default=1000, show_default=True)
 @click.option("--hybrid", is_flag=True)
 @click.option(
+    "--lexical-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Fuse BM25 into the rerank with this weight (default: the model's tuned weight, "
+    "if any; 0: off).",
+)
+@click.option(
     "--run-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -387,6 +403,7 @@ def eval_cmd(
     candidates: int,
     recall_depth: int,
     hybrid: bool,
+    lexical_weight: float | None,
     run_file: Path | None,
     no_progress: bool,
     as_json: bool,
@@ -411,6 +428,7 @@ def eval_cmd(
             candidates=candidates,
             recall_depth=recall_depth,
             hybrid=hybrid,
+            lexical_weight=lexical_weight,
             progress=not no_progress,
         )
     if run_file is not None:

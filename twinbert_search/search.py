@@ -2,7 +2,8 @@
 
 The query is encoded once; recall returns the candidates with their stored vectors (and the
 crossing layer's per-document precomputation), and one batched numpy call scores them all.
-Optional hybrid recall fuses BM25 and kNN by reciprocal rank before the rerank.
+Optional hybrid recall fuses BM25 and kNN by reciprocal rank before the rerank, and a model
+distilled by the recipe can fuse BM25 into the rerank itself (`lexical_weight`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from twinbert_search.errors import ConfigurationError
+from twinbert_search.errors import ConfigurationError, StoreError
+from twinbert_search.runtime.crossing import lexical_fusion, sigmoid
 from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.stores.base import Candidates, Filters, VectorStore
 
@@ -103,6 +105,7 @@ class Searcher:
             raise ConfigurationError(f"store vectors have {info.dim} dims, the model {runtime.dim}")
         self.runtime = runtime
         self.store = store
+        self._bm25_ok: bool | None = None  # whether the store can score BM25 (probed once)
 
     @classmethod
     def open(
@@ -150,11 +153,53 @@ class Searcher:
         merged.recall_scores = np.asarray([s for _, s in fused], dtype=np.float32)
         return merged
 
-    def rerank_scores(self, query_vector: np.ndarray, candidates: Candidates) -> np.ndarray:
-        """Stage two: crossing-layer probabilities for every candidate in one call."""
+    def rerank_scores(
+        self,
+        query_vector: np.ndarray,
+        candidates: Candidates,
+        *,
+        query: str | None = None,
+        lexical_weight: float = 0.0,
+    ) -> np.ndarray:
+        """Stage two: crossing-layer probabilities for every candidate in one call.
+
+        With `lexical_weight` > 0 (and the query text) the scores are the crossing logits fused
+        with the candidates' BM25 scores (`lexical_fusion`): z-score sums, not probabilities.
+        """
         if len(candidates) == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.runtime.score(query_vector, candidates.vectors, candidates.precomputed)
+        logits = self.runtime.crossing.logits(
+            query_vector, candidates.vectors, candidates.precomputed
+        )
+        if lexical_weight > 0 and query is not None:
+            bm25 = self.store.bm25_scores(query, candidates.ids)
+            return lexical_fusion(logits, bm25, lexical_weight)
+        return sigmoid(logits)
+
+    def lexical_weight(self, requested: float | None = None) -> float:
+        """The BM25 weight a rerank uses: `requested`, else the model's tuned one, if the store
+        can score BM25 (an explicit request it cannot serve is an error)."""
+        if requested is not None and requested < 0:
+            raise ConfigurationError(f"lexical_weight must be >= 0, got {requested}")
+        tuned = (self.runtime.manifest.extra.get("lexical_fusion") or {}).get("bm25_weight")
+        weight = float(requested if requested is not None else tuned or 0.0)
+        if weight > 0 and not self._can_score_bm25():
+            if requested is not None:
+                raise ConfigurationError(
+                    f"lexical_weight needs BM25 scores, which {type(self.store).__name__} "
+                    "cannot give for this index"
+                )
+            return 0.0
+        return weight
+
+    def _can_score_bm25(self) -> bool:
+        if self._bm25_ok is None:
+            try:
+                self.store.bm25_scores("probe", [])
+                self._bm25_ok = True
+            except (NotImplementedError, StoreError):
+                self._bm25_ok = False
+        return self._bm25_ok
 
     def search(
         self,
@@ -168,13 +213,15 @@ class Searcher:
         query_vector: np.ndarray | None = None,
         recall_depth: int | None = None,
         fetch_documents: bool = True,
+        lexical_weight: float | None = None,
     ) -> SearchResult:
         """Encode the query, recall `candidates`, rerank them all, return the top k.
 
         `recall_depth` recalls deeper than the rerank (evaluation of Recall@1000): the top
         `candidates` by recall score are reranked, and `recall_ids` holds the whole list.
         `fetch_documents=False` leaves the hits' stored fields out (callers that need ids
-        only, such as evaluation, skip a database read per query).
+        only, such as evaluation, skip a database read per query). `lexical_weight` fuses BM25
+        into the rerank (`rerank_scores`); None takes the model's tuned weight, 0 turns it off.
         """
         if k < 1 or candidates < 1:
             raise ConfigurationError(
@@ -202,7 +249,10 @@ class Searcher:
         recall_rank[recall_order] = np.arange(1, len(found) + 1)
         rerank_scores = None
         if rerank and len(found):
-            rerank_scores = self.rerank_scores(query_vector, found)
+            weight = self.lexical_weight(lexical_weight)
+            rerank_scores = self.rerank_scores(
+                query_vector, found, query=query, lexical_weight=weight
+            )
             order = positions_by_score(rerank_scores, found.ids)
         else:
             order = recall_order

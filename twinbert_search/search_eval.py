@@ -57,6 +57,7 @@ def evaluate_searcher(
     candidates: int = 100,
     recall_depth: int = 1000,
     hybrid: bool = False,
+    lexical_weight: float | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     progress: bool = True,
 ) -> EvalReport:
@@ -72,6 +73,7 @@ def evaluate_searcher(
             candidates=candidates,
             recall_depth=recall_depth,
             hybrid=hybrid,
+            lexical_weight=lexical_weight,
             fetch_documents=False,  # ids are all a run needs
         )
         for stage, ms in result.timings_ms.items():

@@ -23,6 +23,22 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -700.0, 700.0)))
 
 
+def _z(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return (x - x.mean()) / max(float(x.std()), 1e-6) if len(x) else x
+
+
+def lexical_fusion(logits: np.ndarray, bm25: np.ndarray, weight: float) -> np.ndarray:
+    """Crossing logits plus `weight` x BM25, each z-scored over one query's candidates.
+
+    A distilled student learns from a teacher that fuses BM25 in, but its stored document
+    vectors cannot carry exact term matches; adding back the BM25 score (which hybrid recall
+    computes anyway) costs one vector operation. The weight is tuned per model on validation
+    queries by the recipe and kept in its manifest (`extra.lexical_fusion.bm25_weight`).
+    """
+    return _z(logits) + weight * _z(bm25)
+
+
 class CosineCrossing:
     """logit = scale * cos(q, d) + bias (vectors are unit length when the model normalises)."""
 

@@ -94,6 +94,10 @@ class VectorStore(ABC):
         """BM25 hits as (id, score); backends without a text index raise NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} has no BM25 index")
 
+    def bm25_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """BM25 scores of these ids, for a rerank that fuses them; NotImplementedError without."""
+        raise NotImplementedError(f"{type(self).__name__} has no BM25 scores for given ids")
+
     @abstractmethod
     def fetch(self, ids: Sequence[str]) -> Candidates:
         """Stored vectors and fields of the given ids, in order; unknown ids raise StoreError."""

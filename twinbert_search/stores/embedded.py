@@ -987,6 +987,10 @@ class EmbeddedStore(VectorStore):
             mask[allowed] = True
         return index.search(query, n, mask=mask)
 
+    def bm25_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """BM25 scores of these ids from the snapshot's index (0 for ids newer than it)."""
+        return self._loaded().bm25().scores_for(query, ids)
+
     # -- info and lifetime -----------------------------------------------------------------
 
     @property

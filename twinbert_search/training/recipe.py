@@ -45,6 +45,7 @@ from twinbert_search.errors import ConfigurationError
 from twinbert_search.evaluation import evaluate
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.provenance import cpu_model
+from twinbert_search.runtime.crossing import lexical_fusion
 
 __all__ = ["RecipeConfig", "StudentSpec", "run_recipe"]
 
@@ -802,18 +803,6 @@ def train_student(
     model.save(folder, tokenizer_file(ctx.checkpoint))
     report = export_model(folder, int8=True)
     return {"val_ndcg@10": best_val, "history": history, "export": report.lines()}
-
-
-def lexical_fusion(logits: np.ndarray, bm25: np.ndarray, weight: float) -> np.ndarray:
-    """A student's crossing logits plus `weight` x BM25, each z-scored over the candidates.
-
-    The teacher the students learn from is itself a fusion with BM25, and a student's stored
-    document vectors cannot carry exact term matches; adding back the BM25 score, which hybrid
-    recall has already computed, is a rerank that costs one more vector operation.
-    """
-    logits = np.asarray(logits, np.float64)
-    bm25 = np.asarray(bm25, np.float64)
-    return _zscore(logits, logits) + weight * _zscore(bm25, bm25)
 
 
 def tune_lexical_fusion(ctx: Context, runtime) -> dict[str, Any]:
