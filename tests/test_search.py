@@ -199,7 +199,8 @@ def test_model_tuned_lexical_weight_is_the_default(
 
 def test_eval_cli_takes_a_lexical_weight(sample_index: Path, tiny_model: Path) -> None:
     args = ["eval", "--index-dir", str(sample_index), "--model", str(tiny_model)]
-    args += ["--queries", str(SAMPLE / "queries.jsonl"), "--qrels", str(SAMPLE / "qrels" / "test.tsv")]
+    args += ["--queries", str(SAMPLE / "queries.jsonl")]
+    args += ["--qrels", str(SAMPLE / "qrels" / "test.tsv")]
     args += ["--candidates", "20", "--recall-depth", "40", "--no-progress", "--json"]
     plain = CliRunner().invoke(main, [*args, "--lexical-weight", "0"])
     fused = CliRunner().invoke(main, [*args, "--lexical-weight", "1e6"])
