@@ -103,6 +103,20 @@ def test_search_returns_both_stages_like_the_library(
     assert set(body["timings_ms"]) == {"encode", "recall", "rerank", "documents", "total"}
 
 
+def test_search_fuses_bm25_like_the_library(client: TestClient, searcher: Searcher) -> None:
+    """A lexical weight (the request's, or a distilled model's tuned one) reorders the same
+    candidates as `Searcher.search` does; 0 gives back probabilities."""
+    body = {"query": QUERY, "k": 10, "candidates": 40, "hybrid": True, "lexical_weight": 1.0}
+    fused = client.post("/search", json=body).json()
+    expected = searcher.search(QUERY, 10, 40, hybrid=True, lexical_weight=1.0)
+    assert [h["id"] for h in fused["hits"]] == [h.id for h in expected.hits]
+    for hit, want in zip(fused["hits"], expected.hits, strict=True):
+        assert hit["rerank_score"] == pytest.approx(want.rerank_score, rel=1e-5, abs=1e-6)
+    plain = client.post("/search", json={**body, "lexical_weight": 0}).json()
+    assert [h["id"] for h in plain["hits"]] != [h["id"] for h in fused["hits"]]
+    assert all(0 < h["rerank_score"] < 1 for h in plain["hits"])
+
+
 def test_search_options(client: TestClient, searcher: Searcher) -> None:
     filtered = client.post(
         "/search",
@@ -236,11 +250,11 @@ class SlowRerank(Searcher):
     delay = 0.0
     fail = False
 
-    def rerank_scores(self, query_vector: np.ndarray, candidates: Any) -> np.ndarray:
+    def rerank_scores(self, query_vector: np.ndarray, candidates: Any, **kwargs: Any) -> np.ndarray:
         if self.fail:
             raise RuntimeError("injected rerank failure")
         time.sleep(self.delay)
-        return super().rerank_scores(query_vector, candidates)
+        return super().rerank_scores(query_vector, candidates, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -358,6 +372,8 @@ def test_not_loaded_is_503(sample_index: Path, tiny_model: Path) -> None:
         ({"query": "x", "filters": {"topic": []}}, "filters.topic"),
         ({"query": "x", "filters": {"topic": {"nested": 1}}}, "filters.topic"),
         ({"query": "x", "filters": {"year": float("nan")}}, "filters.year"),
+        ({"query": "x", "lexical_weight": -1}, "lexical_weight"),
+        ({"query": "x", "lexical_weight": float("inf")}, "lexical_weight"),
         (["query", "x"], "body"),
     ],
 )

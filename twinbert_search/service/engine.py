@@ -162,19 +162,29 @@ class SearchService:
             return [found.documents[i] for i in top]
         return self.searcher.store.documents([found.ids[i] for i in top])
 
-    def _scores(self, vector: np.ndarray, candidates: Candidates) -> np.ndarray:
+    def _scores(
+        self, vector: np.ndarray, candidates: Candidates, query: str | None, lexical_weight: float
+    ) -> np.ndarray:
         with np.errstate(all="ignore"):
-            scores = self.searcher.rerank_scores(vector, candidates)
+            scores = self.searcher.rerank_scores(
+                vector, candidates, query=query, lexical_weight=lexical_weight
+            )
         if not np.all(np.isfinite(scores)):
             raise RerankUnusable("the crossing layer returned non-finite scores")
         return scores
 
     async def rerank_within_budget(
-        self, route: str, vector: np.ndarray, candidates: Candidates
+        self,
+        route: str,
+        vector: np.ndarray,
+        candidates: Candidates,
+        *,
+        query: str | None = None,
+        lexical_weight: float = 0.0,
     ) -> tuple[np.ndarray | None, str | None]:
         """(scores, None), or (None, reason) when the budget ran out or the rerank failed."""
         future = asyncio.get_running_loop().run_in_executor(
-            self._rerank, self._scores, vector, candidates
+            self._rerank, self._scores, vector, candidates, query, lexical_weight
         )
         try:
             return await asyncio.wait_for(future, self.budget_s), None
@@ -209,7 +219,10 @@ class SearchService:
         recall_rank[recall_order] = np.arange(1, len(found) + 1)
         scores, degraded = None, None
         if request.rerank and len(found):
-            scores, degraded = await self.rerank_within_budget(route, vector, found)
+            weight = self.searcher.lexical_weight(request.lexical_weight)
+            scores, degraded = await self.rerank_within_budget(
+                route, vector, found, query=request.query, lexical_weight=weight
+            )
         t3 = time.perf_counter()
         order = recall_order if scores is None else positions_by_score(scores, found.ids)
         top = [int(i) for i in order[: request.k]]

@@ -118,6 +118,12 @@ class SearchRequest(_Strict):
     include_documents: StrictBool = Field(
         True, description="Return each hit's stored title, text and metadata."
     )
+    lexical_weight: Annotated[FiniteFloat, Field(ge=0, le=100)] | None = Field(
+        None,
+        description="Fuse BM25 into the rerank with this weight (the crossing logit and BM25, "
+        "each z-scored over the candidates): null takes the model's tuned weight, if any, "
+        "and 0 turns it off. Fused rerank scores are z-score sums, not probabilities.",
+    )
 
 
 class RerankCandidate(_Strict):
