@@ -96,3 +96,17 @@ def test_quiet(capsys) -> None:
     BM25Index.build(IDS, TEXTS).search("cat", 2)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_scores_for_ids_reuse_the_last_query(index: BM25Index) -> None:
+    """A hybrid search that fuses BM25 into its rerank scores the same query twice."""
+    first = index.scores("cat")
+    assert index.scores("cat") is first  # kept, not recomputed
+    with pytest.raises(ValueError):
+        first[0] = 1.0  # shared, so read-only
+    hits = dict(index.search("cat", 3))
+    assert len(hits) >= 2
+    got = index.scores_for("cat", [*hits, "no-such-id"])
+    assert got[:-1].tolist() == pytest.approx(list(hits.values()))
+    assert got[-1] == 0.0
+    assert index.scores("dog") is not first

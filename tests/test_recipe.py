@@ -125,8 +125,19 @@ def test_recipe_runs_every_step_and_resumes(
     again: list[str] = []
     run_recipe(cfg, on_step=lambda name, _: again.append(name))
     assert again == []
+    # (with a BM25 weight set on twinbert-res, so the fused rows are built whatever was tuned)
+    manifest = ModelManifest.load(out / "twinbert-res")
+    manifest.extra["lexical_fusion"] = {"bm25_weight": 1.0}
+    manifest.save(out / "twinbert-res")
     run_recipe(cfg, redo=["evaluate"], on_step=lambda name, _: again.append(name))
     assert again == ["evaluate"]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    fused = {r["system"]: r for r in rows if r["system"].startswith("twinbert-res + BM25")}
+    assert set(fused) == {
+        f"twinbert-res + BM25 reranking top {cfg.rerank_depth}",
+        f"twinbert-res + BM25 reranking top {cfg.rerank_depth} of its own recall",
+    }
+    assert all(0 <= r["ndcg@10"] <= 1 and r["rerank_ms"] > 0 for r in fused.values())
     assert json.loads((out / STATE_FILE).read_text())["steps"].keys() == set(STEP_NAMES)
 
 

@@ -45,6 +45,7 @@ class BM25Index:
         self.stopwords = stopwords
         self._retriever = retriever  # None for an empty corpus
         self._row_of: dict[str, int] | None = None  # built on first use of scores_for
+        self._last: tuple[str, np.ndarray] | None = None  # the last query's scores
         self._tokenizer = Tokenizer(stopwords=stopwords)
         if retriever is not None:
             # Queries map onto the corpus vocabulary; unknown words are dropped.
@@ -80,15 +81,26 @@ class BM25Index:
         return cls(ids, retriever, stopwords=stopwords)
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every row for `query` (zeros where no query term occurs)."""
+        """BM25 score of every row for `query` (zeros where no query term occurs); read-only.
+
+        The last query's scores are kept: a hybrid search scores its query for recall and
+        again for a rerank that fuses BM25, and the second time costs nothing.
+        """
+        last = self._last
+        if last is not None and last[0] == query:
+            return last[1]
         if self._retriever is None:
             return np.zeros(0, np.float32)
         [query_ids] = self._tokenizer.tokenize(
             [query], update_vocab=False, return_as="ids", show_progress=False, allow_empty=False
         )
         if not query_ids:
-            return np.zeros(len(self.ids), np.float32)
-        return self._retriever.get_scores_from_ids(query_ids)
+            scores = np.zeros(len(self.ids), np.float32)
+        else:
+            scores = np.asarray(self._retriever.get_scores_from_ids(query_ids))
+        scores.setflags(write=False)
+        self._last = (query, scores)  # one tuple, swapped whole: safe across threads
+        return scores
 
     def scores_for(self, query: str, ids: Sequence[str]) -> np.ndarray:
         """BM25 scores of the given ids, in order (0 for an id the index does not hold)."""

@@ -295,6 +295,15 @@ def index(
     )
 
 
+lexical_weight_option = click.option(
+    "--lexical-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Fuse BM25 into the rerank with this weight (default: the model's tuned weight, "
+    "if any; 0: off).",
+)
+
+
 @main.command()
 @click.argument("query")
 @backend_options
@@ -309,13 +318,7 @@ def index(
 )
 @click.option("--hybrid", is_flag=True, help="Fuse BM25 and kNN recall by reciprocal rank.")
 @click.option("--no-rerank", is_flag=True, help="Recall only.")
-@click.option(
-    "--lexical-weight",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Fuse BM25 into the rerank with this weight (default: the model's tuned weight, "
-    "if any; 0: off).",
-)
+@lexical_weight_option
 @click.option("--filter", "filters", multiple=True, help="FIELD=VALUE on metadata; repeatable.")
 @click.option("--explain", is_flag=True, help="Show both stages' scores and ranks, and timings.")
 @json_option
@@ -377,13 +380,7 @@ def search(
 @click.option("--candidates", type=int, default=100, show_default=True)
 @click.option("--recall-depth", type=int, default=1000, show_default=True)
 @click.option("--hybrid", is_flag=True)
-@click.option(
-    "--lexical-weight",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Fuse BM25 into the rerank with this weight (default: the model's tuned weight, "
-    "if any; 0: off).",
-)
+@lexical_weight_option
 @click.option(
     "--run-file",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -47,8 +47,13 @@ class TwinBertRuntime:
         threads: int | None = None,
         query_int8: bool | None = None,
         document_int8: bool | None = None,
+        spinning: bool = True,
     ) -> TwinBertRuntime:
-        """Load an exported model directory (see `twinbert_search.manifest`)."""
+        """Load an exported model directory (see `twinbert_search.manifest`).
+
+        `spinning=False` keeps the sessions' threads from spin-waiting after a run (see
+        `make_session`), for processes that time it against other work.
+        """
         model_dir = Path(model_dir)
         manifest = ModelManifest.load(model_dir)
         q8 = int8 if query_int8 is None else query_int8
@@ -65,9 +70,13 @@ class TwinBertRuntime:
         tok_path = model_dir / "tokenizer.json"
         query_tok = TextTokenizer.from_file(tok_path, manifest.max_query_length)
         doc_tok = TextTokenizer.from_file(tok_path, manifest.max_doc_length)
-        q_sess = make_session(graph("query_encoder", q8), threads)
+        q_sess = make_session(graph("query_encoder", q8), threads, spinning=spinning)
         d_path = graph("document_encoder", d8)
-        d_sess = q_sess if d_path == graph("query_encoder", q8) else make_session(d_path, threads)
+        d_sess = (
+            q_sess
+            if d_path == graph("query_encoder", q8)
+            else make_session(d_path, threads, spinning=spinning)
+        )
         return cls(
             model_dir,
             manifest,

@@ -991,19 +991,14 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
             )
         weight = _fusion_weight(folder)
         if weight is not None:
-            runs, seconds = {}, 0.0
-            for _, q in test:
-                rows = q["recall"][:depth]
-                bm25 = ctx.bm25.scores(q["text"])[rows]  # hybrid recall has these already
-                t0 = time.perf_counter()
-                qv = runtime.encode_query(q["text"])
-                scores = lexical_fusion(runtime.crossing.logits(qv, dvec[rows]), bm25, weight)
-                seconds += time.perf_counter() - t0
-                runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), q["recall"])
+            queries = [q for _, q in test]
+            runs, ms = _fused_runs(
+                ctx, runtime, queries, {q["id"]: q["recall"] for q in queries}, weight
+            )
             add(
                 f"{spec.name} + BM25 reranking top {depth}",
                 runs,
-                1e3 * seconds / len(test),
+                ms,
                 f"z(student logit) + {weight} z(BM25), weight tuned on validation; "
                 "time = query tower + crossing + fusion",
             )
@@ -1020,6 +1015,34 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     }
     _write_json(ctx.out / RESULTS_JSON, result)
     return result
+
+
+def _fused_runs(
+    ctx: Context,
+    runtime,
+    test: Sequence[dict[str, Any]],
+    lists: Mapping[str, Sequence[int]],
+    weight: float,
+    qvec: Mapping[str, np.ndarray] | None = None,
+) -> tuple[dict[str, list[int]], float]:
+    """Each query's top candidates of `lists` reranked by `lexical_fusion`, and the mean ms.
+
+    Given `qvec` (served: recall computed the query vectors), the time is crossing + fusion;
+    without it the student's query tower runs inside the timing too. BM25 scores come before
+    the clock: hybrid recall has them already.
+    """
+    depth, dvec = ctx.cfg.rerank_depth, ctx.load_candidates()["dvec"]
+    runs, seconds = {}, 0.0
+    for q in test:
+        ranked = list(lists[q["id"]])
+        rows = ranked[:depth]
+        bm25 = ctx.bm25.scores(q["text"])[rows]
+        t0 = time.perf_counter()
+        qv = runtime.encode_query(q["text"]) if qvec is None else qvec[q["id"]]
+        scores = lexical_fusion(runtime.crossing.logits(qv, dvec[rows]), bm25, weight)
+        seconds += time.perf_counter() - t0
+        runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), ranked)
+    return runs, 1e3 * seconds / max(1, len(test))
 
 
 def _fusion_weight(folder: Path) -> float | None:
@@ -1125,15 +1148,9 @@ def _paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) 
 
 
 def _student_runtime(folder: Path, int8: bool):
-    from twinbert_search.runtime.encoder import make_session
     from twinbert_search.runtime.model import TwinBertRuntime
 
-    runtime = TwinBertRuntime.load(folder, query_int8=int8, threads=STUDENT_THREADS)
-    graph = (
-        runtime.model_dir / runtime.manifest.onnx["query_encoder_int8" if int8 else "query_encoder"]
-    )
-    runtime.query_encoder.session = make_session(graph, STUDENT_THREADS, spinning=False)
-    return runtime
+    return TwinBertRuntime.load(folder, query_int8=int8, threads=STUDENT_THREADS, spinning=False)
 
 
 # --- step 8: served --------------------------------------------------------------------------
@@ -1261,19 +1278,11 @@ def _served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[s
         )
         weight = _fusion_weight(ctx.out / spec.name)
         if weight is not None:
-            fused_runs, fused_s = {}, 0.0
-            for q in test:
-                rows = own[q["id"]][:depth]
-                bm25 = ctx.bm25.scores(q["text"])[rows]  # hybrid recall has these already
-                t0 = time.perf_counter()
-                logits = runtime.crossing.logits(qvec[q["id"]], dvec[rows])
-                scores = lexical_fusion(logits, bm25, weight)
-                fused_s += time.perf_counter() - t0
-                fused_runs[q["id"]] = _with_tail(_order(rows, scores, ctx.doc_ids), own[q["id"]])
+            fused_runs, ms = _fused_runs(ctx, runtime, test, own, weight, qvec)
             add(
                 f"{spec.name} + BM25 reranking top {depth} of its own recall",
                 fused_runs,
-                1e3 * fused_s / len(test),
+                ms,
                 f"served: z(student logit) + {weight} z(BM25), weight tuned on validation; "
                 "time = crossing + fusion",
             )
