@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from twinbert_search.errors import ConfigurationError, StoreError
-from twinbert_search.runtime.crossing import lexical_fusion, sigmoid
+from twinbert_search.runtime.crossing import lexical_fusion
 from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.stores.base import Candidates, Filters, VectorStore
 
@@ -168,13 +168,13 @@ class Searcher:
         """
         if len(candidates) == 0:
             return np.zeros(0, dtype=np.float32)
-        logits = self.runtime.crossing.logits(
-            query_vector, candidates.vectors, candidates.precomputed
-        )
         if lexical_weight > 0 and query is not None:
+            logits = self.runtime.crossing.logits(
+                query_vector, candidates.vectors, candidates.precomputed
+            )
             bm25 = self.store.bm25_scores(query, candidates.ids)
             return lexical_fusion(logits, bm25, lexical_weight)
-        return sigmoid(logits)
+        return self.runtime.score(query_vector, candidates.vectors, candidates.precomputed)
 
     def lexical_weight(self, requested: float | None = None) -> float:
         """The BM25 weight a rerank uses: `requested`, else the model's tuned one, if the store
