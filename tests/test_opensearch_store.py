@@ -185,6 +185,21 @@ def test_bm25_and_hybrid_recall(cluster: FakeCluster) -> None:
     assert hybrid.ids[0] in {d.id for d in docs if "bread" in d.text} | {docs[0].id}
 
 
+def test_bm25_scores_of_given_ids(cluster: FakeCluster) -> None:
+    """One search scores the candidates a fused rerank needs; non-matching ids score 0."""
+    store, docs, _ = built(cluster)
+    recalled = dict(store.recall_bm25("bread flour", 50))
+    unmatched = next(d.id for d in docs if d.id not in recalled)
+    ids = [*list(recalled)[:3], unmatched, next(iter(recalled))]  # a repeat keeps its place
+    before = len(cluster.requests)
+    got = store.bm25_scores("bread flour", ids)
+    assert len(cluster.requests) == before + 1
+    expected = [recalled.get(i, 0.0) for i in ids]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[3] == 0.0
+    assert store.bm25_scores("bread flour", []).shape == (0,)
+
+
 def test_hybrid_is_optional_without_neural_search(cluster: FakeCluster) -> None:
     cluster.neural_search = False
     store, _, vectors = built(cluster)

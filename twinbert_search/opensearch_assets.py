@@ -545,6 +545,13 @@ def bm25_search_body(
     return {"size": int(n), "query": query, "_source": False}
 
 
+def bm25_scores_body(text: str, ids: Sequence[str]) -> dict[str, Any]:
+    """The BM25 recall's `match`, restricted to given documents: their scores for a rerank
+    that fuses BM25 (documents the query does not match come back without a hit)."""
+    query = {"bool": {"must": [match_query(text)], "filter": [{"ids": {"values": list(ids)}}]}}
+    return {"size": len(ids), "query": query, "_source": False}
+
+
 def hybrid_search_body(
     text: str,
     vector: np.ndarray,

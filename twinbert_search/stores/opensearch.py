@@ -838,6 +838,18 @@ class OpenSearchStore(VectorStore):
         hits = response["hits"]["hits"]
         return sorted(((h["_id"], float(h["_score"])) for h in hits), key=lambda x: (-x[1], x[0]))
 
+    def bm25_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """BM25 scores of these ids in one search (0 where the query matches nothing)."""
+        out = np.zeros(len(ids), np.float32)
+        if not ids:
+            return out
+        body = assets.bm25_scores_body(query, list(dict.fromkeys(ids)))
+        hits = self._search(body, "BM25 scores")["hits"]["hits"]
+        score = {h["_id"]: float(h["_score"]) for h in hits}
+        for i, doc_id in enumerate(ids):
+            out[i] = score.get(doc_id, 0.0)
+        return out
+
     def recall_hybrid(
         self,
         query: str,
