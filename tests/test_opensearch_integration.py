@@ -89,7 +89,10 @@ def test_build_recall_and_rebuild(store: OpenSearchStore) -> None:
 
     fr = store.recall(vectors[1], 5, filters={"lang": "fr"})
     assert len(fr) == 5 and all(d["metadata"]["lang"] == "fr" for d in fr.documents)
-    assert store.recall_bm25("bread flour", 3)
+    hits = dict(store.recall_bm25("bread flour", 3))
+    assert hits
+    scores = store.bm25_scores("bread flour", list(hits))  # what a fused rerank asks for
+    np.testing.assert_allclose(scores, list(hits.values()), rtol=1e-5)
     assert store.content_hashes(["it-001"]) == {"it-001": docs[1].content_hash}
 
     store.begin_rebuild(delete_old=True)
