@@ -78,7 +78,7 @@ def default_students() -> list[StudentSpec]:
     # The validation winners of `exploration_grid`: weighted pooling, train queries only; the
     # second residual student doubles the crossing's hidden size (and rerank cost) to compare.
     # 400 steps over 30 teacher-scored candidates per query: validation nDCG@10 0.639, against
-    # 0.613 at 200 steps and 0.608 at 200 steps over 8 candidates (still rising at 400).
+    # 0.613 at 200 steps and 0.608 at 200 steps over 8 candidates; 800 steps did not do better.
     residual = {"pooling": "weighted", "pseudo": False, "steps": 400}
     return [
         StudentSpec("twinbert-res", hidden=128, **residual),
