@@ -64,10 +64,10 @@ def test_cosine_crossing_shape_and_range() -> None:
     assert torch.allclose(same, torch.full((7,), 5.0), atol=1e-4)
 
 
-@pytest.mark.parametrize("combine", ["max", "concat"])
+@pytest.mark.parametrize("combine", ["max", "concat", "mul"])
 def test_residual_crossing_shape_and_layers(combine: str) -> None:
     crossing = ResidualCrossing(dim=16, hidden=8, combine=combine)
-    width = 16 if combine == "max" else 32
+    width = 32 if combine == "concat" else 16
     assert crossing.dense1.in_features == width and crossing.dense1.out_features == 8
     assert crossing.dense2.out_features == width  # back to the combined width for the residual
     logits = crossing(torch.randn(5, 16), torch.randn(5, 16))
@@ -75,6 +75,20 @@ def test_residual_crossing_shape_and_layers(combine: str) -> None:
     assert bool(torch.isfinite(logits).all())
     with pytest.raises(ValueError, match="differ"):
         crossing(torch.randn(5, 16), torch.randn(4, 16))
+
+
+def test_mul_residual_starts_as_the_cosine_crossing_and_can_leave_it() -> None:
+    """Its add-back path is q * d with equal output weights: scale * cos for unit vectors."""
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    d = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    residual = ResidualCrossing(dim=16, hidden=8, combine="mul")
+    assert torch.allclose(residual(q, d), CosineCrossing()(q, d), atol=1e-5)
+    # dense2 starts at zero, yet gradients reach it, so the block can learn beyond cosine.
+    residual(q, d).sum().backward()
+    assert residual.dense2.weight.grad is not None and residual.dense2.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="combine"):
+        ResidualCrossing(dim=16, hidden=8, combine="sum")
 
 
 def test_num_layers_truncates_backbone(tiny_checkpoint: Path) -> None:

@@ -62,10 +62,20 @@ def test_batch_order_does_not_change_vectors(tiny_model: Path) -> None:
         CrossingConfig("cosine"),
         CrossingConfig("residual", "max", 8),
         CrossingConfig("residual", "concat", 8),
+        CrossingConfig("residual", "mul", 8),
         CrossingConfig("residual", "max", 8, output_relu=True),
         CrossingConfig("residual", "concat", 8, output_relu=True),
+        CrossingConfig("residual", "mul", 8, output_relu=True),
     ],
-    ids=["cosine", "res-max", "res-concat", "res-max-relu", "res-concat-relu"],
+    ids=[
+        "cosine",
+        "res-max",
+        "res-concat",
+        "res-mul",
+        "res-max-relu",
+        "res-concat-relu",
+        "res-mul-relu",
+    ],
 )
 def test_numpy_crossing_matches_torch(tiny_checkpoint: Path, tmp_path: Path, crossing) -> None:
     folder = build_tiny_model(tiny_checkpoint, tmp_path / "m", crossing=crossing)

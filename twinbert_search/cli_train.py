@@ -33,7 +33,7 @@ _crossing = click.option(
 )
 _combine = click.option(
     "--combine",
-    type=click.Choice(["max", "concat"]),
+    type=click.Choice(["max", "concat", "mul"]),
     default="max",
     show_default=True,
     help="How the residual crossing joins query and document vectors.",

@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 POOLINGS = ("mean", "weighted", "cls")
 CROSSINGS = ("cosine", "residual")
-COMBINES = ("max", "concat")
+COMBINES = ("max", "concat", "mul")
 
 
 @dataclass

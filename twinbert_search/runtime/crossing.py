@@ -61,7 +61,7 @@ class CosineCrossing:
 
 
 class ResidualCrossing:
-    """x = combine(q, d); z = W2 relu(W1 x + b1) + b2 + x; logit = w . z + b.
+    """x = combine(q, d) (max, concat or mul); z = W2 relu(W1 x + b1) + b2 + x; logit = w . z + b.
 
     Everything after the hidden ReLU is linear, so w . W2 folds into one vector at load and
     a rerank costs one matrix product (W1) instead of two. Models trained before 0.1.0 put a
@@ -117,7 +117,7 @@ class ResidualCrossing:
             y[:, :dim] += query
             y[:, dim:] += docs
         else:
-            x = np.maximum(docs, query[None, :])
+            x = docs * query[None, :] if self.combine == "mul" else np.maximum(docs, query[None, :])
             h = x @ self.w1t
             h += self.b1
             np.maximum(h, 0.0, out=h)

@@ -31,29 +31,46 @@ class CosineCrossing(nn.Module):
 
 
 class ResidualCrossing(nn.Module):
-    """x = max(q, d) or [q; d]; z = dense2(relu(dense1(x))) + x; logit = out(z).
+    """x = max(q, d), [q; d] or q * d; z = dense2(relu(dense1(x))) + x; logit = out(z).
 
-    That is the paper's block (dense, ReLU, dense, add back, logistic). `output_relu` puts a
-    ReLU on z, as models trained before 0.1.0 had; without it serving folds dense2 into `out`.
+    That is the paper's block (dense, ReLU, dense, add back, logistic) with its max or concat
+    combination, plus `mul` (element-wise product). `mul` starts as the cosine crossing: its
+    output weights begin equal (out . x = scale * q . d, the cosine for unit vectors) and dense2
+    at zero, so the block first scores like the bi-encoder and learns corrections on top. Max
+    and concat start from random scores that cannot express q . d linearly.
+    `output_relu` puts a ReLU on z, as models trained before 0.1.0 had; without it serving
+    folds dense2 into `out`.
     """
 
     def __init__(
         self, dim: int, hidden: int = 256, combine: str = "max", output_relu: bool = False
     ) -> None:
         super().__init__()
-        if combine not in ("max", "concat"):
-            raise ValueError(f"combine must be 'max' or 'concat', got {combine!r}")
+        if combine not in ("max", "concat", "mul"):
+            raise ValueError(f"combine must be 'max', 'concat' or 'mul', got {combine!r}")
         self.combine = combine
         self.output_relu = output_relu
-        width = dim if combine == "max" else 2 * dim
+        width = 2 * dim if combine == "concat" else dim
         self.dense1 = nn.Linear(width, hidden)
         self.dense2 = nn.Linear(hidden, width)
         self.out = nn.Linear(width, 1)
+        if combine == "mul":
+            scale, bias = CosineCrossing().scale.item(), CosineCrossing().bias.item()
+            with torch.no_grad():
+                nn.init.zeros_(self.dense2.weight)
+                nn.init.zeros_(self.dense2.bias)
+                self.out.weight.fill_(scale)
+                self.out.bias.fill_(bias)
 
     def forward(self, query: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         if query.shape != docs.shape:
             raise ValueError(f"query {tuple(query.shape)} and docs {tuple(docs.shape)} differ")
-        x = torch.maximum(query, docs) if self.combine == "max" else torch.cat([query, docs], -1)
+        if self.combine == "max":
+            x = torch.maximum(query, docs)
+        elif self.combine == "mul":
+            x = query * docs
+        else:
+            x = torch.cat([query, docs], -1)
         z = self.dense2(F.relu(self.dense1(x))) + x
         if self.output_relu:
             z = F.relu(z)
