@@ -206,6 +206,7 @@ def test_interrupted_distillation_resumes_to_the_same_model(
         loss="margin_mse",
         pseudo_queries=3,
         recall_loss_weight=0.5,
+        label_weight=0.5,
         checkpoint_every=2,
         seed=5,
         int8=True,
@@ -230,7 +231,11 @@ def test_interrupted_distillation_resumes_to_the_same_model(
     assert cache_file.stat().st_mtime_ns == cached_at  # every score came from the cache
     history = json.loads((out / REPORT_FILE).read_text())["history"]
     assert [h["step"] for h in history] == [1, 2, 3, 4]
-    assert {"margin_mse", "recall", "total"} <= set(history[-1])
+    assert {"margin_mse", "recall", "labels", "total"} <= set(history[-1])
+    last = history[-1]
+    assert last["total"] == pytest.approx(
+        last["margin_mse"] + 0.5 * last["recall"] + 0.5 * last["labels"], rel=1e-5
+    )
     manifest = ModelManifest.load(out)
     assert "query_encoder_int8" in manifest.onnx
 

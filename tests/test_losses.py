@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from twinbert_search.training.losses import in_batch_negatives, margin_mse, soft_cross_entropy
+from twinbert_search.training.losses import (
+    in_batch_negatives,
+    label_listwise,
+    margin_mse,
+    soft_cross_entropy,
+)
 
 
 def test_soft_cross_entropy_matches_its_formula() -> None:
@@ -110,3 +115,18 @@ def test_in_batch_negatives_checks_shapes() -> None:
         in_batch_negatives(
             torch.zeros(3, 4), torch.zeros(3, 4), same_doc=torch.ones(2, 2, dtype=torch.bool)
         )
+
+
+def test_label_listwise_pulls_the_positives_up() -> None:
+    scores = torch.tensor([1.0, 0.0, 2.0, -1.0], requires_grad=True)
+    positives = torch.tensor([True, False, True, False])
+    loss = label_listwise(scores, positives)
+    logp = torch.log_softmax(scores.detach(), -1)
+    assert float(loss) == pytest.approx(float(-(logp[0] + logp[2]) / 2), rel=1e-6)
+    loss.backward()
+    # every negative is pushed down; the positives, together, up
+    assert bool((scores.grad[~positives] > 0).all()) and float(scores.grad[positives].sum()) < 0
+    # no positive among the candidates: nothing to learn from the labels
+    assert float(label_listwise(scores, torch.zeros(4, dtype=torch.bool))) == 0.0
+    with pytest.raises(ValueError, match="positives must have shape"):
+        label_listwise(scores, torch.tensor([True]))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from tests.conftest import build_tiny_model
@@ -19,6 +20,7 @@ from twinbert_search.training.recipe import (
     RecipeConfig,
     StudentSpec,
     run_recipe,
+    student_loss,
 )
 
 
@@ -47,7 +49,7 @@ def _config(tmp_path: Path, base_model: Path, checkpoint: Path) -> RecipeConfig:
         max_query_length=16,
         teacher_int8=False,
         students=[
-            StudentSpec("twinbert-res", "residual", "max", 1, "weighted", hidden=8),
+            StudentSpec("twinbert-res", "residual", "mul", 1, "weighted", hidden=8, label_weight=1),
             StudentSpec("twinbert-cos", "cosine"),
         ],
     )
@@ -157,6 +159,32 @@ def test_cli_writes_markdown_table(
     table = (Path(cfg.out) / "results.md").read_text()
     assert "| BM25 |" in table and "Recipe wall time" in table and "Machine:" in table
     assert "Command: `twinbert-search" in table
+
+
+def test_student_loss_mixes_the_teachers_softmax_and_the_labels() -> None:
+    scores = torch.tensor([2.0, 0.0, -1.0, 0.5])
+    teacher = torch.tensor([0.0, 3.0, -1.0, 0.0])
+    positives = torch.tensor([False, True, False, True])
+    logp = torch.log_softmax(scores, -1)
+    kl = float((torch.softmax(teacher, -1) * (torch.log_softmax(teacher, -1) - logp)).sum())
+    labels = float(-(logp[1] + logp[3]) / 2)
+
+    def loss(**kw) -> float:
+        return float(student_loss(scores, teacher, positives, StudentSpec("s", **kw)))
+
+    assert loss() == pytest.approx(kl, rel=1e-5)
+    assert loss(label_weight=0.5) == pytest.approx(kl + 0.5 * labels, rel=1e-5)
+    assert loss(label_weight=1.0, distill_weight=0.0) == pytest.approx(labels, rel=1e-5)
+    none = torch.zeros(4, dtype=torch.bool)  # no positive among the candidates: KL only
+    assert float(student_loss(scores, teacher, none, StudentSpec("s", label_weight=1.0))) == (
+        pytest.approx(kl, rel=1e-5)
+    )
+    # The label term pulls the positives up: its gradient is negative on them.
+    s = scores.clone().requires_grad_(True)
+    student_loss(
+        s, teacher, positives, StudentSpec("s", label_weight=1.0, distill_weight=0)
+    ).backward()
+    assert bool((s.grad[positives] < 0).all()) and bool((s.grad[~positives] > 0).all())
 
 
 def test_block_timing_warms_each_system_and_alternates_the_order() -> None:

@@ -169,6 +169,13 @@ def teacher_train(
     help="In-batch-negatives loss on the tower vectors (keeps a residual student's kNN good).",
 )
 @click.option(
+    "--label-weight",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Add the qrels' hard labels (listwise, per query's group) to the teacher's soft ones.",
+)
+@click.option(
     "--pooling",
     type=click.Choice(["mean", "weighted", "cls"]),
     default="weighted",
@@ -194,6 +201,7 @@ def distill(
     loss: str,
     pseudo_queries: int,
     recall_loss_weight: float,
+    label_weight: float,
     pooling: str,
     crossing: str,
     combine: str,
@@ -229,6 +237,7 @@ def distill(
         pseudo_queries=pseudo_queries,
         candidates_per_query=candidates,
         recall_loss_weight=recall_loss_weight,
+        label_weight=label_weight,
         seed=seed,
         checkpoint_every=checkpoint_every,
         cache_dir=cache,

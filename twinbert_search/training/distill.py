@@ -51,7 +51,12 @@ from twinbert_search.training.data import (
 )
 from twinbert_search.training.data import pseudo_queries as make_pseudo_queries
 from twinbert_search.training.export import export_model
-from twinbert_search.training.losses import in_batch_negatives, margin_mse, soft_cross_entropy
+from twinbert_search.training.losses import (
+    in_batch_negatives,
+    label_listwise,
+    margin_mse,
+    soft_cross_entropy,
+)
 from twinbert_search.training.modeling import TwinBert, TwinBertConfig
 from twinbert_search.training.teacher import TeacherScorer, load_teacher
 from twinbert_search.training.tokenizer import tokenizer_file, torch_batch
@@ -197,6 +202,7 @@ def distill(
     candidates_per_query: int = 8,
     bm25_depth: int = 50,
     recall_loss_weight: float = 0.0,
+    label_weight: float = 0.0,
     seed: int = 0,
     checkpoint_every: int = 100,
     warmup_fraction: float = 0.1,
@@ -211,6 +217,8 @@ def distill(
 
     `recall_loss_weight` > 0 adds an in-batch-negatives loss on the raw tower vectors (query
     vs its positive), which a residual-crossing student needs to stay usable for kNN recall.
+    `label_weight` > 0 adds the qrels' hard labels (`label_listwise` over each query's group,
+    whose first document is its positive) to the teacher's soft ones.
     `temperature` applies to `soft_ce` only. With `resume`, rerunning the same call continues
     from out_dir/checkpoint and ends with the same weights as an uninterrupted run.
     `on_step(step, loss)` runs after each step's bookkeeping.
@@ -270,6 +278,8 @@ def distill(
         "recall_loss_weight": recall_loss_weight,
         "seed": seed,
         "warmup_fraction": warmup_fraction,
+        # only when set, so checkpoints written before the option existed still resume
+        **({"label_weight": label_weight} if label_weight else {}),
     }
     state = load_checkpoint(ckpt_dir) if resume else None
     if state is not None:
@@ -318,6 +328,7 @@ def distill(
             loss=loss,
             temperature=temperature,
             recall_loss_weight=recall_loss_weight,
+            label_weight=label_weight,
         )
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -354,6 +365,7 @@ def distill(
         "seed": seed,
         "pseudo_queries": pseudo_queries,
         "recall_loss_weight": recall_loss_weight,
+        "label_weight": label_weight,
     }
     model.save(out_dir, tok_path)
     report = export_model(out_dir, int8=int8)
@@ -377,6 +389,7 @@ def _step_loss(
     loss: str,
     temperature: float,
     recall_loss_weight: float,
+    label_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The step's loss terms; `total` is what gets minimised."""
     q_texts = [queries[i].text for i, _ in groups]
@@ -402,6 +415,13 @@ def _step_loss(
         neg = torch.arange(len(doc_ids))[~is_pos]
         terms[loss] = margin_mse(student[pos], student[neg], teacher[pos], teacher[neg])
     total = terms[loss]
+    if label_weight > 0:
+        groups_scores = torch.split(student, counts.tolist())
+        head = [torch.arange(len(g)) == 0 for g in groups_scores]  # the positive comes first
+        terms["labels"] = torch.stack(
+            [label_listwise(g, h) for g, h in zip(groups_scores, head, strict=True)]
+        ).mean()
+        total = total + label_weight * terms["labels"]
     if recall_loss_weight > 0:
         positives = [doc_ids[r] for r in first.tolist()]
         same = torch.tensor([[a == b for b in positives] for a in positives])
