@@ -91,6 +91,9 @@ def test_recipe_runs_every_step_and_resumes(
     assert not student.shared_towers and student.num_layers == 1
     assert student.document_fingerprint == base.fingerprint != student.fingerprint
     assert student.crossing.hidden == 8 and not student.crossing.output_relu
+    # Platt-scaled after training (listwise losses leave the logits' level free).
+    calibration = student.extra["distillation"]["calibration"]
+    assert calibration["a"] > 0 and calibration["pairs"] > 0
 
     # Teacher vs students on the same queries: means, medians and cold calls, and the
     # students' int8 query graphs (exported by the recipe) timed too.

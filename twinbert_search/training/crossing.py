@@ -77,6 +77,19 @@ class ResidualCrossing(nn.Module):
         return self.out(z).squeeze(-1)
 
 
+def fold_affine(module: nn.Module, a: float, b: float) -> None:
+    """Make the crossing return a * logit + b (a calibration; `a` > 0 keeps its ranking)."""
+    if a <= 0:
+        raise ValueError(f"the scale must be positive, got {a}")
+    with torch.no_grad():
+        if isinstance(module, CosineCrossing):
+            module.bias.mul_(a).add_(b)
+            module.scale.mul_(a)
+        else:
+            module.out.bias.mul_(a).add_(b)
+            module.out.weight.mul_(a)
+
+
 def build_crossing(config: CrossingConfig, dim: int) -> nn.Module:
     config.validate()
     if config.type == "cosine":

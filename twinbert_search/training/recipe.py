@@ -695,14 +695,18 @@ def train_student(
     """Distil one student with a frozen document tower; save and export it to OUT/SPEC.NAME.
 
     Listwise loss: KL divergence between the teacher's and the student's softmax over each
-    query's candidates at `spec.temperature`; the checkpoint with the best validation nDCG@10
-    (on the validation queries' candidates) is kept. `save=False` only trains and validates.
+    query's candidates at `spec.temperature` (plus `spec.label_weight` x the labels'); the
+    checkpoint with the best validation nDCG@10 (on the validation queries' candidates) is
+    kept, then Platt-scaled on those candidates (`calibration`): the listwise losses leave the
+    logits' level free, and the served probabilities must not saturate.
+    `save=False` only trains and validates.
     """
     import torch
 
     from twinbert_search.manifest import ModelManifest
     from twinbert_search.runtime.tokenization import TextTokenizer
-    from twinbert_search.training.crossing import build_crossing
+    from twinbert_search.training.calibration import fit_platt
+    from twinbert_search.training.crossing import build_crossing, fold_affine
     from twinbert_search.training.data import batch_indices, linear_schedule
     from twinbert_search.training.export import export_model
     from twinbert_search.training.modeling import Tower, TwinBert, load_backbone
@@ -782,6 +786,26 @@ def train_student(
         crossing.train()
         return evaluate(qrels, run, ("ndcg@10",))["ndcg@10"]
 
+    def calibrate(cal_keys: Sequence[str]) -> dict[str, Any]:
+        """Platt-scale the crossing on these queries' labelled candidates (see calibration)."""
+        query.eval()
+        crossing.eval()
+        logits, labels = [], []
+        with torch.no_grad():
+            for start in range(0, len(cal_keys), 64):
+                part = cal_keys[start : start + 64]
+                for k, s in zip(part, student_scores(part), strict=True):
+                    pos = set(cand["queries"][cand["pos"][k.split(":", 1)[1]]]["positives"])
+                    logits += s.tolist()
+                    labels += [ctx.doc_ids[r] in pos for r in targets[k][0]]
+        before = [min(logits), max(logits)] if logits else []
+        try:
+            a, b = fit_platt(np.asarray(logits), np.asarray(labels, np.float64))
+        except ValueError as exc:  # e.g. no labelled pair: leave the logits as trained
+            return {"skipped": str(exc)}
+        fold_affine(crossing, a, b)
+        return {"a": a, "b": b, "pairs": len(logits), "logit_range_before": before}
+
     history: list[dict[str, float]] = []
     best_val, best_state = validate() if val_keys else 0.0, None
     history.append({"step": 0, "val_ndcg@10": best_val})
@@ -812,6 +836,7 @@ def train_student(
     if best_state is not None:
         query.load_state_dict(best_state["query"])
         crossing.load_state_dict(best_state["crossing"])
+    calibration = calibrate(val_keys or keys)
     if not save:
         return {"val_ndcg@10": best_val, "history": history}
     model.eval()
@@ -820,6 +845,7 @@ def train_student(
         "teacher": _read_json(ctx.work / "teacher_ensemble.json"),
         "spec": asdict(spec),
         "best_step": None if best_state is None else best_state["step"],
+        "calibration": calibration,
         "frozen_document_tower": str(ctx.base_model),
     }
     # The document tower is the base model's, frozen: its stored vectors serve this model.
