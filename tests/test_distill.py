@@ -186,6 +186,7 @@ def test_distillation_lowers_the_loss_against_a_toy_teacher(
     manifest = ModelManifest.load(out)
     assert manifest.onnx["query_encoder"] == "onnx/query_encoder.onnx"
     assert manifest.extra["distillation"]["loss"] == "soft_ce"
+    assert manifest.extra["distillation"]["calibration"] is None  # BCE anchors the logits
 
 
 def test_interrupted_distillation_resumes_to_the_same_model(
@@ -238,6 +239,9 @@ def test_interrupted_distillation_resumes_to_the_same_model(
     )
     manifest = ModelManifest.load(out)
     assert "query_encoder_int8" in manifest.onnx
+    # margin_mse leaves the logits' level free: the crossing is Platt-scaled after training
+    calibration = manifest.extra["distillation"]["calibration"]
+    assert calibration["a"] > 0 and calibration["pairs"] > 0
 
     straight = distill(beir, teacher_dir, tmp_path / "straight", **options)
     assert ModelManifest.load(straight).fingerprint == manifest.fingerprint

@@ -357,6 +357,13 @@ def distill(
     bar.close()
 
     model.eval()
+    calibration = (
+        _calibrate(
+            model, queries, corpus_ids, data.corpus, q_tok, d_tok, candidates_per_query, seed
+        )
+        if loss == "margin_mse"
+        else None
+    )
     model.manifest.extra["distillation"] = {
         "teacher_fingerprint": fingerprint,
         "loss": loss,
@@ -366,6 +373,7 @@ def distill(
         "pseudo_queries": pseudo_queries,
         "recall_loss_weight": recall_loss_weight,
         "label_weight": label_weight,
+        "calibration": calibration,
     }
     model.save(out_dir, tok_path)
     report = export_model(out_dir, int8=int8)
@@ -374,6 +382,43 @@ def distill(
         + "\n"
     )
     return out_dir
+
+
+def _calibrate(
+    model: TwinBert,
+    queries: Sequence[TrainingQuery],
+    corpus_ids: Sequence[str],
+    corpus: dict,
+    q_tok: TextTokenizer,
+    d_tok: TextTokenizer,
+    candidates: int,
+    seed: int,
+    max_queries: int = 64,
+) -> dict[str, Any]:
+    """Platt-scale the crossing on labelled groups (a positive and sampled negatives).
+
+    Margin-MSE only fixes score differences, so a student's logits can drift to a level where
+    the logistic saturates and every candidate's probability ties (see `calibration`).
+    """
+    from twinbert_search.training.calibration import fit_platt
+    from twinbert_search.training.crossing import fold_affine
+
+    steps = range(max(1, -(-max_queries // 16)))
+    plan = _plan(queries, corpus_ids, steps=steps, batch_size=16, candidates=candidates, seed=seed)
+    groups = [g for step in plan for g in step][:max_queries]
+    logits, labels = [], []
+    with torch.no_grad():
+        for i, docs in groups:
+            q = model.encode_queries(torch_batch(q_tok, [queries[i].text]))
+            d = model.encode_documents(torch_batch(d_tok, [corpus[x].encoding_text for x in docs]))
+            logits += model.crossing(q.expand(len(docs), -1), d).tolist()
+            labels += [1.0] + [0.0] * (len(docs) - 1)  # each group's positive comes first
+    try:
+        a, b = fit_platt(np.asarray(logits), np.asarray(labels))
+    except ValueError as exc:
+        return {"skipped": str(exc)}
+    fold_affine(model.crossing, a, b)
+    return {"a": a, "b": b, "pairs": len(logits)}
 
 
 def _step_loss(
