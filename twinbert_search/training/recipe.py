@@ -745,8 +745,8 @@ def train_student(
     val_keys = sorted(k for k in targets if k.startswith("val:"))
     text = {k: cand["queries"][cand["pos"][k.split(":", 1)[1]]]["text"] for k in targets}
     steps = spec.steps or cfg.student_steps
-    positive_mask = {}
-    for k in keys:
+    positive_mask = {}  # key -> which of its candidate rows are qrels positives
+    for k in [*keys, *val_keys]:
         pos = set(cand["queries"][cand["pos"][k.split(":", 1)[1]]]["positives"])
         rows = targets[k][0]
         positive_mask[k] = torch.tensor([ctx.doc_ids[r] in pos for r in rows], dtype=torch.bool)
@@ -795,9 +795,8 @@ def train_student(
             for start in range(0, len(cal_keys), 64):
                 part = cal_keys[start : start + 64]
                 for k, s in zip(part, student_scores(part), strict=True):
-                    pos = set(cand["queries"][cand["pos"][k.split(":", 1)[1]]]["positives"])
                     logits += s.tolist()
-                    labels += [ctx.doc_ids[r] in pos for r in targets[k][0]]
+                    labels += positive_mask[k].tolist()
         before = [min(logits), max(logits)] if logits else []
         try:
             a, b = fit_platt(np.asarray(logits), np.asarray(labels, np.float64))
