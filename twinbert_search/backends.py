@@ -112,11 +112,12 @@ def open_searcher(
         return Searcher.open(_embedded_dir(index_dir), model, int8=int8, threads=threads)
     from twinbert_search.models import resolve_model
     from twinbert_search.runtime import TwinBertRuntime
+    from twinbert_search.runtime.model import document_graph_of
 
     store = open_store(backend, writable=False, **opensearch_kwargs)
     try:
         runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
-        runtime.int8 = (store.info.model_fingerprint or "").endswith(":int8")
+        runtime.document_graph = document_graph_of(store.info.model_fingerprint)
         return Searcher(runtime, store)
     except BaseException:
         store.close()

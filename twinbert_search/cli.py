@@ -165,6 +165,12 @@ def main() -> None:
     "(see `opensearch register-model`); --int8 if the int8 encoder was registered.",
 )
 @click.option("--model-id", default=None, help="ML Commons model id for --encode-in-cluster.")
+@click.option(
+    "--openvino",
+    is_flag=True,
+    help="Encode documents with the calibrated static int8 graph on OpenVINO (build it with "
+    "`twinbert-search quantize`; needs twinbert-search[openvino]). Faster than --int8.",
+)
 @click.option("--no-progress", is_flag=True)
 @json_option
 def index(
@@ -187,6 +193,7 @@ def index(
     delete_old: bool,
     encode_in_cluster: bool,
     model_id: str | None,
+    openvino: bool,
     no_progress: bool,
     as_json: bool,
     **opensearch_kwargs: Any,
@@ -220,12 +227,21 @@ def index(
         raise ConfigurationError("--delete-old goes with --rebuild")
     if encode_in_cluster != bool(model_id):
         raise ConfigurationError("--encode-in-cluster and --model-id go together")
+    if openvino and encode_in_cluster:
+        raise ConfigurationError(
+            "--openvino encodes locally; it does not go with --encode-in-cluster"
+        )
     runtime = None
     if encode_in_cluster:  # no local encoding: the manifest is enough
         manifest = ModelManifest.load(resolve_model(model))
         fingerprint = vector_fingerprint(manifest, int8)
     else:
-        runtime = TwinBertRuntime.load(resolve_model(model), int8=int8, threads=threads)
+        runtime = TwinBertRuntime.load(
+            resolve_model(model),
+            int8=int8,
+            threads=threads,
+            document_graph="openvino-int8" if openvino else None,
+        )
         manifest, fingerprint = runtime.manifest, runtime.fingerprint
     manifest = replace(manifest, fingerprint=fingerprint)  # the graph variant is recorded too
     errors: list[InputError] = []
@@ -459,6 +475,62 @@ def delete(ids: tuple[str, ...], index_dir: Path) -> None:
         removed = store.delete(ids)
         store.finalize()
     click.echo(f"deleted {removed} of {len(ids)} ids")
+
+
+@main.command()
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Exported model directory (default: the default model).",
+)
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "tsv"]), default="auto")
+@click.option("--id-field", default="_id", show_default=True)
+@click.option("--text-fields", default="title,text", show_default=True, help="Comma-separated.")
+@click.option(
+    "--docs", type=int, default=128, show_default=True, help="Calibration documents (the first)."
+)
+@click.option(
+    "--alpha", type=float, default=0.5, show_default=True, help="SmoothQuant migration strength."
+)
+@json_option
+def quantize(
+    corpus: Path,
+    model: Path | None,
+    fmt: str,
+    id_field: str,
+    text_fields: str,
+    docs: int,
+    alpha: float,
+    as_json: bool,
+) -> None:
+    """Build the static int8 document graph for `index --openvino`, calibrated on CORPUS.
+
+    Calibrate on documents like the ones you will index: the first --docs of CORPUS are
+    read. The graph goes into the model directory; the cosine of its vectors to the fp32
+    graph's, on those documents, is printed.
+    """
+    from itertools import islice
+
+    from twinbert_search.models import resolve_model
+    from twinbert_search.quantization import quantize_documents
+    from twinbert_search.readers import read_corpus
+
+    if docs < 1:
+        raise ConfigurationError(f"--docs must be positive, got {docs}")
+    fields = tuple(f.strip() for f in text_fields.split(",") if f.strip())
+    records = read_corpus(corpus, fmt=fmt, id_field=id_field, text_fields=fields)
+    texts = [d.encoding_text for d in islice(records, docs)]
+    report = quantize_documents(resolve_model(model), texts, alpha=alpha)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(
+        f"wrote {report.path} (calibrated on {report.calibration_docs} documents, alpha "
+        f"{report.alpha}); cosine to fp32 min {report.min_cosine:.4f} "
+        f"mean {report.mean_cosine:.4f}"
+    )
 
 
 @main.command("build-default-model")

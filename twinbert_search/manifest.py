@@ -7,7 +7,8 @@ A model directory loads from its path alone (the sentence-transformers idea):
     query_encoder/           HF BERT checkpoint (config.json, model.safetensors) + pooling.json
     document_encoder/        same; absent when the towers share weights
     crossing/                config.json + model.safetensors (numpy-readable)
-    onnx/                    query_encoder.onnx, document_encoder.onnx (+ .int8.onnx)
+    onnx/                    query_encoder.onnx, document_encoder.onnx (+ .int8.onnx, and
+                             document_encoder.static-int8.onnx from `twinbert-search quantize`)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ MANIFEST_NAME = "manifest.json"
 POOLINGS = ("mean", "weighted", "cls")
 CROSSINGS = ("cosine", "residual")
 COMBINES = ("max", "concat", "mul")
+# manifest.onnx key of the calibrated static int8 document graph (twinbert_search.quantization)
+STATIC_INT8_KEY = "document_encoder_static_int8"
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError, StoreError
 from twinbert_search.runtime.crossing import lexical_fusion
-from twinbert_search.runtime.model import TwinBertRuntime
+from twinbert_search.runtime.model import TwinBertRuntime, document_graph_of
 from twinbert_search.stores.base import Candidates, Filters, VectorStore
 
 RRF_K = 60
@@ -122,7 +122,7 @@ class Searcher:
 
         store = EmbeddedStore.open(index_dir, with_documents=False)  # text for hits only
         runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
-        runtime.int8 = (store.info.model_fingerprint or "").endswith(":int8")
+        runtime.document_graph = document_graph_of(store.info.model_fingerprint)
         return cls(runtime, store)
 
     def recall(

@@ -8,17 +8,30 @@ from pathlib import Path
 import numpy as np
 
 from twinbert_search.errors import ModelError
-from twinbert_search.manifest import ModelManifest
+from twinbert_search.manifest import STATIC_INT8_KEY, ModelManifest
 from twinbert_search.runtime.crossing import Crossing, load_crossing, sigmoid
 from twinbert_search.runtime.encoder import OnnxEncoder, ProgressFn, make_session
 from twinbert_search.runtime.tokenization import TextTokenizer
+
+# Document graph variants and the suffix each adds to the vectors' fingerprint.
+DOCUMENT_GRAPHS = {"fp32": "", "int8": ":int8", "openvino-int8": ":openvino-int8"}
+
+
+def document_graph_of(fingerprint: str | None) -> str:
+    """Which document graph computed the vectors a store records `fingerprint` for."""
+    for name, suffix in DOCUMENT_GRAPHS.items():
+        if suffix and (fingerprint or "").endswith(suffix):
+            return name
+    return "fp32"
 
 
 class TwinBertRuntime:
     """Encode queries and documents and score candidates, with onnxruntime and numpy only.
 
-    `int8` picks the dynamically quantized graphs written by `export --int8`. The document
-    fingerprint includes the graph variant, because a store must not mix vectors from two.
+    `int8` picks the dynamically quantized graphs written by `export --int8`;
+    `document_graph="openvino-int8"` the static int8 document graph (`twinbert-search
+    quantize`) on OpenVINO, for indexing. The document fingerprint includes the graph
+    variant, because a store must not mix vectors from two.
     """
 
     def __init__(
@@ -30,13 +43,24 @@ class TwinBertRuntime:
         crossing: Crossing,
         *,
         int8: bool = False,
+        document_graph: str | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.manifest = manifest
         self.query_encoder = query_encoder
         self.document_encoder = document_encoder
         self.crossing = crossing
-        self.int8 = int8
+        self.document_graph = document_graph or ("int8" if int8 else "fp32")
+        if self.document_graph not in DOCUMENT_GRAPHS:
+            raise ModelError(
+                f"document graph must be one of {tuple(DOCUMENT_GRAPHS)}, "
+                f"got {self.document_graph!r}"
+            )
+
+    @property
+    def int8(self) -> bool:
+        """Whether documents go through the dynamic int8 graph."""
+        return self.document_graph == "int8"
 
     @classmethod
     def load(
@@ -47,23 +71,37 @@ class TwinBertRuntime:
         threads: int | None = None,
         query_int8: bool | None = None,
         document_int8: bool | None = None,
+        document_graph: str | None = None,
         spinning: bool = True,
     ) -> TwinBertRuntime:
         """Load an exported model directory (see `twinbert_search.manifest`).
 
-        `spinning=False` keeps the sessions' threads from spin-waiting after a run (see
-        `make_session`), for processes that time it against other work.
+        `document_graph` ("fp32", "int8", "openvino-int8") overrides `int8` and
+        `document_int8` for the document side. `spinning=False` keeps the sessions' threads
+        from spin-waiting after a run (see `make_session`), for processes that time it
+        against other work.
         """
         model_dir = Path(model_dir)
         manifest = ModelManifest.load(model_dir)
         q8 = int8 if query_int8 is None else query_int8
-        d8 = int8 if document_int8 is None else document_int8
+        if document_graph is None:
+            document_graph = (
+                "int8" if (int8 if document_int8 is None else document_int8) else "fp32"
+            )
+        hints = {
+            "int8": " (export with --int8)",
+            STATIC_INT8_KEY: " (build it with `twinbert-search quantize`)",
+        }
 
         def graph(role: str, quantized: bool) -> Path:
             key = f"{role}_int8" if quantized else role
+            return path_of(key)
+
+        def path_of(key: str) -> Path:
             rel = manifest.onnx.get(key)
             if rel is None:
-                hint = " (export with --int8)" if quantized else " (run `twinbert-search export`)"
+                hint = hints.get(key, hints["int8"] if key.endswith("_int8") else "")
+                hint = hint or " (run `twinbert-search export`)"
                 raise ModelError(f"{model_dir}: no ONNX graph for {key}{hint}", path=str(model_dir))
             return model_dir / rel
 
@@ -71,19 +109,24 @@ class TwinBertRuntime:
         query_tok = TextTokenizer.from_file(tok_path, manifest.max_query_length)
         doc_tok = TextTokenizer.from_file(tok_path, manifest.max_doc_length)
         q_sess = make_session(graph("query_encoder", q8), threads, spinning=spinning)
-        d_path = graph("document_encoder", d8)
-        d_sess = (
-            q_sess
-            if d_path == graph("query_encoder", q8)
-            else make_session(d_path, threads, spinning=spinning)
-        )
+        if document_graph == "openvino-int8":
+            from twinbert_search.runtime.openvino import OpenVinoSession
+
+            d_sess = OpenVinoSession(path_of(STATIC_INT8_KEY), threads)
+        else:
+            d_path = graph("document_encoder", document_graph == "int8")
+            d_sess = (
+                q_sess
+                if d_path == graph("query_encoder", q8)
+                else make_session(d_path, threads, spinning=spinning)
+            )
         return cls(
             model_dir,
             manifest,
             OnnxEncoder(q_sess, query_tok),
-            OnnxEncoder(d_sess, doc_tok),
+            OnnxEncoder(d_sess, doc_tok),  # type: ignore[arg-type]  # OpenVinoSession too
             load_crossing(model_dir, manifest.crossing, manifest.normalize),
-            int8=d8,
+            document_graph=document_graph,
         )
 
     @property
@@ -93,7 +136,7 @@ class TwinBertRuntime:
     @property
     def fingerprint(self) -> str:
         """Identifies the document vectors this runtime produces."""
-        suffix = ":int8" if self.int8 else ""
+        suffix = DOCUMENT_GRAPHS[self.document_graph]
         return f"{self.manifest.document_fingerprint or self.manifest.fingerprint}{suffix}"
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
