@@ -127,6 +127,6 @@ def test_label_listwise_pulls_the_positives_up() -> None:
     # every negative is pushed down; the positives, together, up
     assert bool((scores.grad[~positives] > 0).all()) and float(scores.grad[positives].sum()) < 0
     # no positive among the candidates: nothing to learn from the labels
-    assert float(label_listwise(scores, torch.zeros(4, dtype=torch.bool))) == 0.0
+    assert float(label_listwise(scores, torch.zeros(4, dtype=torch.bool)).detach()) == 0.0
     with pytest.raises(ValueError, match="positives must have shape"):
         label_listwise(scores, torch.tensor([True]))
