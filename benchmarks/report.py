@@ -164,7 +164,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cpu_count']} CPU cores, {m['memory_gib']} GiB RAM, "
         f"{m['os']}; Python {m['python']}, numpy {m['numpy']}, onnxruntime "
-        f"{m['onnxruntime']}, faiss {m['faiss']}. Run {m['date_utc']} on commit "
+        f"{m['onnxruntime']}, faiss {m['faiss']}"
+        f"{', openvino ' + m['openvino'] if m.get('openvino') else ''}. "
+        f"Run {m['date_utc']} on commit "
         f"{m['git']['commit']}{' (with uncommitted changes)' if m['git']['dirty'] else ''}; "
         f"load average before {m['load_before']}, after {m.get('load_after')}; "
         f"wall time {results['wall_s']:.0f} s.",

@@ -48,6 +48,16 @@ def _memory_gib() -> float | None:
     return round(pages * size / 2**30, 1)
 
 
+def _version(package: str) -> str | None:
+    """An optional package's version, None where it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def machine(repo: Path) -> dict[str, Any]:
     """What the numbers were measured on, including the load before the run."""
     import faiss
@@ -64,6 +74,7 @@ def machine(repo: Path) -> dict[str, Any]:
         "numpy": np.__version__,
         "onnxruntime": onnxruntime.__version__,
         "faiss": faiss.__version__,
+        "openvino": _version("openvino"),
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "git": dict(zip(("commit", "dirty"), git_state(repo), strict=True)),
     }
