@@ -21,27 +21,24 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-from onnx import helper, numpy_helper
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    QuantFormat,
-    QuantType,
-    quant_pre_process,
-    quantize_dynamic,
-    quantize_static,
-)
+from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
 from twinbert_search.models import resolve_model
+from twinbert_search.quantization import (
+    KEEP_FLOAT,
+    calibration_batches,
+    smooth_graph,
+    static_int8_graph,
+)
 from twinbert_search.runtime.encoder import OnnxEncoder, make_session
+from twinbert_search.runtime.openvino import OpenVinoSession, openvino_available
 from twinbert_search.runtime.tokenization import TextTokenizer
 
 THREADS = 2
@@ -90,103 +87,6 @@ def matmul_nbits(src: Path, dst: Path, bits: int) -> Path:
     return dst
 
 
-class _Reader(CalibrationDataReader):
-    def __init__(self, batches: Batches) -> None:
-        self._it: Iterator[dict[str, np.ndarray]] = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-
-def _weighted_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    weights = {i.name for i in model.graph.initializer}
-    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-
-
-def smooth(src: Path, dst: Path, batches: Batches, alpha: float, skip: tuple[str, ...]) -> Path:
-    """SmoothQuant: move activation outliers into the weights, channel by channel.
-
-    For each weighted MatMul x @ W (except names containing `skip`), s_j = max|x_j|^alpha /
-    max|W_j|^(1 - alpha) over the calibration batches; x / s goes through a new Mul and
-    W becomes diag(s) W, so the product is unchanged and x is easier to quantize per tensor.
-    The Mul cannot fold into the LayerNorm before it: that output also feeds the residual.
-    """
-    model = onnx.load(str(src))
-    targets = [n for n in _weighted_matmuls(model) if not any(s in n.name for s in skip)]
-    probe = onnx.load(str(src))
-    for n in targets:
-        probe.graph.output.append(helper.make_tensor_value_info(n.input[0], 1, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [n.input[0] for n in targets]
-    amax: dict[str, np.ndarray] = {}
-    for batch in batches:
-        for name, out in zip(names, session.run(names, batch), strict=True):
-            a = np.abs(out).reshape(-1, out.shape[-1]).max(0)
-            amax[name] = np.maximum(amax[name], a) if name in amax else a
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes = []
-    for n in model.graph.node:
-        if n in targets:
-            w = numpy_helper.to_array(inits[n.input[1]])
-            s = np.maximum(amax[n.input[0]], 1e-5) ** alpha
-            s = (s / np.maximum(np.abs(w).max(1), 1e-5) ** (1 - alpha)).astype(np.float32)
-            inits[n.input[1]].CopyFrom(numpy_helper.from_array(w * s[:, None], n.input[1]))
-            model.graph.initializer.append(numpy_helper.from_array(1 / s, n.name + "_smooth"))
-            out = n.name + "_smoothed"
-            nodes.append(helper.make_node("Mul", [n.input[0], n.name + "_smooth"], [out]))
-            n.input[0] = out
-        nodes.append(n)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    onnx.save(model, str(dst))
-    return dst
-
-
-def static_int8(src: Path, dst: Path, batches: Batches, keep_float: tuple[str, ...]) -> Path:
-    """Static QDQ int8 (symmetric, per-channel weights, MinMax ranges on the calibration
-    batches) of every MatMul whose name contains none of `keep_float`."""
-    model = onnx.load(str(src))
-    keep = [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "MatMul" and any(k in n.name for k in keep_float)
-    ]
-    quantize_static(
-        str(src),
-        str(dst),
-        _Reader(batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=keep,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-    )
-    return dst
-
-
-class OpenVinoSession:
-    """The slice of `ort.InferenceSession` that `OnnxEncoder` uses, over OpenVINO's CPU
-    plugin (its default precision: bf16 on CPUs with AVX512_BF16, as here)."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import openvino as ov
-
-        self._model = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
-        self._request = self._model.create_infer_request()
-        self._output = self._model.outputs[0]
-
-    def get_inputs(self) -> list[SimpleNamespace]:
-        return [SimpleNamespace(name=i.get_any_name()) for i in self._model.inputs]
-
-    def get_outputs(self) -> list[SimpleNamespace]:
-        return [SimpleNamespace(shape=[None, self._output.get_partial_shape()[-1].get_length()])]
-
-    def run(self, _names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return [self._request.infer(feed)[self._output]]
-
-
 def variants(model: Path, tmp: Path, batches: Batches) -> dict[str, tuple[Callable[[], Any], bool]]:
     """name -> (make a session, sort by length); graphs are built as the table needs them."""
     fp32 = model / "onnx" / "query_encoder.onnx"  # shared towers: the document graph too
@@ -194,7 +94,7 @@ def variants(model: Path, tmp: Path, batches: Batches) -> dict[str, tuple[Callab
     out: dict[str, tuple[Callable[[], Any], bool]] = {
         NAIVE: (lambda: make_session(fp32, THREADS), False),
         "fp32": (lambda: make_session(fp32, THREADS), True),
-        "int8 dynamic, per channel (the indexer's)": (lambda: make_session(int8, THREADS), True),
+        "int8 dynamic, per channel (`index --int8`)": (lambda: make_session(int8, THREADS), True),
         "int8 dynamic, fused attention": (
             lambda: make_session(
                 fused_int8(fp32, tmp / "fused.onnx", model / "query_encoder" / "config.json"),
@@ -208,29 +108,23 @@ def variants(model: Path, tmp: Path, batches: Batches) -> dict[str, tuple[Callab
             lambda b=bits: make_session(matmul_nbits(fp32, tmp / f"nbits{b}.onnx", b), THREADS),
             True,
         )
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    if not openvino_available():
         logging.warning("openvino is not installed: its rows are left out")
         return out
     pre = tmp / "pre.onnx"
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    outputs = ("output/dense", "self/MatMul")  # output projections and the attention products
     plans = {
         "OpenVINO, fp32 graph (runs bf16)": lambda: fp32,
-        "OpenVINO, static int8, every MatMul": lambda: static_int8(
+        "OpenVINO, static int8, every MatMul": lambda: static_int8_graph(
             pre, tmp / "static.onnx", batches, ()
         ),
-        "OpenVINO, static int8, outputs and attention in float": lambda: static_int8(
-            pre, tmp / "static_in.onnx", batches, outputs
+        "OpenVINO, static int8, outputs and attention in float": lambda: static_int8_graph(
+            pre, tmp / "static_in.onnx", batches
         ),
-        "OpenVINO, static int8 + SmoothQuant 0.5, outputs and attention in float": lambda: (
-            static_int8(
-                smooth(pre, tmp / "smooth.onnx", batches, 0.5, outputs),
-                tmp / "smooth_q.onnx",
-                batches,
-                outputs,
-            )
+        "OpenVINO, static int8 + SmoothQuant 0.5 (`index --openvino`)": lambda: static_int8_graph(
+            smooth_graph(pre, tmp / "smooth.onnx", batches, 0.5, KEEP_FLOAT),
+            tmp / "smooth_q.onnx",
+            batches,
         ),
     }
     for name, graph in plans.items():
@@ -256,8 +150,8 @@ def main() -> None:
     texts = [f"{d.get('title', '')} {d['text']}".strip() for d in docs]
     texts, calib = texts[: args.docs], texts[args.docs :]
     tok = TextTokenizer.from_file(model / "tokenizer.json", 256)
-    encoded = tok.encode(calib)
-    batches = [tok.pad(encoded[i : i + 16]) for i in range(0, len(encoded), 16)]
+    names = {"input_ids", "attention_mask", "token_type_ids"}
+    batches = calibration_batches(calib, tok, names)
     with tempfile.TemporaryDirectory() as tmp:
         plans = variants(model, Path(tmp), batches)
         encoders = {k: (OnnxEncoder(make(), tok), s) for k, (make, s) in plans.items()}
