@@ -86,7 +86,7 @@ def test_quantize_records_the_graph_and_its_fidelity(model: Path) -> None:
     [({"texts": []}, "no calibration documents"), ({"alpha": 1.5}, "alpha")],
 )
 def test_quantize_rejects_bad_settings(model: Path, kwargs: dict, message: str) -> None:
-    args = {"texts": texts(4), **kwargs}
+    args = {"texts": texts(4), "overwrite": True, **kwargs}
     with pytest.raises(ConfigurationError, match=message):
         quantize_documents(model, args.pop("texts"), **args)
 
@@ -124,7 +124,11 @@ def test_cli_quantize_then_index_openvino_then_search(model: Path, tmp_path: Pat
     rows = [{"_id": f"d{i}", "title": "star", "text": t} for i, t in enumerate(texts(30))]
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     runner = CliRunner()
-    done = runner.invoke(main, ["quantize", str(corpus), "--model", str(model), "--docs", "20"])
+    quantize = ["quantize", str(corpus), "--model", str(model), "--docs", "20"]
+    done = runner.invoke(main, quantize)  # the fixture's graph is there: kept unless --force
+    assert done.exit_code == 2 and "--force" in done.stderr
+    assert ModelManifest.load(model).extra["static_int8"]["calibration_docs"] == 48
+    done = runner.invoke(main, [*quantize, "--force"])
     assert done.exit_code == 0, done.output
     assert "calibrated on 20 documents" in done.output
     assert ModelManifest.load(model).extra["static_int8"]["calibration_docs"] == 20
@@ -156,3 +160,15 @@ def test_index_openvino_refuses_encode_in_cluster(tiny_model: Path, tmp_path: Pa
     )  # fmt: skip
     assert done.exit_code != 0
     assert "--openvino" in done.stderr
+
+
+def test_reexport_drops_the_stale_static_graph(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from twinbert_search.training.export import export_model
+
+    folder = build_tiny_model(tiny_checkpoint, tmp_path / "m")
+    quantize_documents(folder, texts(8))
+    export_model(folder)  # new fp32 graphs: the calibrated one no longer matches them
+    manifest = ModelManifest.load(folder)
+    assert STATIC_INT8_KEY not in manifest.onnx and "static_int8" not in manifest.extra
+    with pytest.raises(ModelError, match="twinbert-search quantize"):
+        TwinBertRuntime.load(folder, document_graph="openvino-int8")

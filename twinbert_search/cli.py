@@ -494,6 +494,9 @@ def delete(ids: tuple[str, ...], index_dir: Path) -> None:
 @click.option(
     "--alpha", type=float, default=0.5, show_default=True, help="SmoothQuant migration strength."
 )
+@click.option(
+    "--force", is_flag=True, help="Replace an existing graph (re-index its stores after)."
+)
 @json_option
 def quantize(
     corpus: Path,
@@ -503,6 +506,7 @@ def quantize(
     text_fields: str,
     docs: int,
     alpha: float,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Build the static int8 document graph for `index --openvino`, calibrated on CORPUS.
@@ -522,7 +526,7 @@ def quantize(
     fields = tuple(f.strip() for f in text_fields.split(",") if f.strip())
     records = read_corpus(corpus, fmt=fmt, id_field=id_field, text_fields=fields)
     texts = [d.encoding_text for d in islice(records, docs)]
-    report = quantize_documents(resolve_model(model), texts, alpha=alpha)
+    report = quantize_documents(resolve_model(model), texts, alpha=alpha, overwrite=force)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return

@@ -168,13 +168,15 @@ def quantize_documents(
     *,
     alpha: float = 0.5,
     check_texts: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> QuantizeReport:
     """Write the static int8 document graph into `model_dir`, calibrated on `texts`.
 
     Calibrate on documents like the ones to index (a hundred or so is enough; the first
     ones of the corpus will do). The graph is recorded in the manifest under
     `document_encoder_static_int8`; `check_texts` (default: `texts`) measure its cosine to
-    the fp32 graph.
+    the fp32 graph. An existing graph is replaced only with `overwrite`: stores indexed with
+    it record the same fingerprint, and new calibration would change their vectors.
     """
     from onnxruntime.quantization import quant_pre_process
 
@@ -186,6 +188,11 @@ def quantize_documents(
         raise ConfigurationError(f"quantize: alpha must be in [0, 1], got {alpha}")
     model_dir = Path(model_dir)
     manifest = ModelManifest.load(model_dir)
+    if STATIC_INT8_KEY in manifest.onnx and not overwrite:
+        raise ConfigurationError(
+            f"{model_dir} already has a static int8 document graph; replacing it changes the "
+            "vectors of stores indexed with --openvino (re-index them), so say --force"
+        )
     rel = manifest.onnx.get("document_encoder")
     if rel is None:
         raise ModelError(f"{model_dir}: no ONNX document graph (run `twinbert-search export`)")

@@ -140,7 +140,8 @@ def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) 
         onnx_paths["document_encoder"] = onnx_paths["query_encoder"]
         if int8:
             onnx_paths["document_encoder_int8"] = onnx_paths["query_encoder_int8"]
-    manifest.onnx = onnx_paths
+    manifest.onnx = onnx_paths  # a static int8 graph (`quantize`) is stale now: dropped
+    manifest.extra.pop("static_int8", None)
     manifest.save(model_dir)
     worst = max(report.fp32_max_abs_diff.values())
     if worst > 1e-3:
