@@ -588,10 +588,11 @@ def _openvino_model(cfg: BenchConfig, calibration: list[Document]) -> Path:
             shutil.copy(entry, view / entry.name)
         elif entry.name == "onnx":
             for graph in entry.iterdir():
-                (view / "onnx" / graph.name).symlink_to(graph.resolve())
+                if graph.name != "document_encoder.static-int8.onnx":  # the user's, if any
+                    (view / "onnx" / graph.name).symlink_to(graph.resolve())
         else:
             (view / entry.name).symlink_to(entry.resolve())
-    quantize_documents(view, [d.encoding_text for d in calibration])
+    quantize_documents(view, [d.encoding_text for d in calibration], overwrite=True)
     return view
 
 
