@@ -3,7 +3,7 @@
 The dynamic int8 graphs (`export --int8`) quantize activations at run time and keep attention
 in fp32; on the 2-core CPU they index 2.2x faster than fp32. OpenVINO runs a graph whose
 activation ranges were fixed in advance (ONNX QuantizeLinear/DequantizeLinear pairs) as fused
-int8 kernels, and runs the rest in bf16 where the CPU has it: 2.8x (BENCHMARKS.md). Fixed
+int8 kernels, and runs the rest in bf16 where the CPU has it: 2.7x (BENCHMARKS.md). Fixed
 per-tensor ranges need care in BERT, whose hidden states carry a few outlier channels:
 
 - SmoothQuant (Xiao et al., 2023) divides each input channel of a linear layer by
