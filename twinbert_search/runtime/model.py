@@ -88,21 +88,22 @@ class TwinBertRuntime:
             document_graph = (
                 "int8" if (int8 if document_int8 is None else document_int8) else "fp32"
             )
-        hints = {
-            "int8": " (export with --int8)",
-            STATIC_INT8_KEY: " (build it with `twinbert-search quantize`)",
-        }
 
         def graph(role: str, quantized: bool) -> Path:
-            key = f"{role}_int8" if quantized else role
-            return path_of(key)
+            return path_of(f"{role}_int8" if quantized else role)
 
         def path_of(key: str) -> Path:
             rel = manifest.onnx.get(key)
             if rel is None:
-                hint = hints.get(key, hints["int8"] if key.endswith("_int8") else "")
-                hint = hint or " (run `twinbert-search export`)"
-                raise ModelError(f"{model_dir}: no ONNX graph for {key}{hint}", path=str(model_dir))
+                if key == STATIC_INT8_KEY:
+                    hint = "build it with `twinbert-search quantize`"
+                elif key.endswith("_int8"):
+                    hint = "export with --int8"
+                else:
+                    hint = "run `twinbert-search export`"
+                raise ModelError(
+                    f"{model_dir}: no ONNX graph for {key} ({hint})", path=str(model_dir)
+                )
             return model_dir / rel
 
         tok_path = model_dir / "tokenizer.json"
