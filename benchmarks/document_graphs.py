@@ -37,7 +37,7 @@ from twinbert_search.quantization import (
     smooth_graph,
     static_int8_graph,
 )
-from twinbert_search.runtime.encoder import OnnxEncoder, make_session
+from twinbert_search.runtime.encoder import OnnxEncoder, make_session, row_cosines
 from twinbert_search.runtime.openvino import OpenVinoSession, openvino_available
 from twinbert_search.runtime.tokenization import TextTokenizer
 
@@ -169,7 +169,7 @@ def main() -> None:
     print("| document graph | docs/s | x naive | cosine to fp32 (min / mean) |")
     print("|---|---:|---:|---:|")
     for k, v in vectors.items():
-        cos = (v * ref).sum(1) / np.linalg.norm(v, axis=1) / np.linalg.norm(ref, axis=1)
+        cos = row_cosines(v, ref)
         rate = len(texts) / min(seconds[k])
         print(f"| {k} | {rate:.1f} | {rate / naive:.2f} | {cos.min():.4f} / {cos.mean():.4f} |")
 

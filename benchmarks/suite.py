@@ -27,6 +27,7 @@ from benchmarks.synthetic import ClusteredSphere
 from benchmarks.timing import sample_ms, summary_ms
 from twinbert_search.documents import Document
 from twinbert_search.runtime.crossing import ResidualCrossing
+from twinbert_search.runtime.encoder import row_cosines
 from twinbert_search.runtime.model import TwinBertRuntime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,11 +151,6 @@ def with_residual(
     )
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = (a * b).sum(axis=1)
-    return num / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
 # --- query encoding -----------------------------------------------------------------------
 
 
@@ -178,7 +174,7 @@ def bench_encoding(cfg: BenchConfig) -> dict[str, Any]:
             runtime.encode_query(text)
             samples[variant].append((time.perf_counter() - start) * 1e3)
     rows = [{"graph": g, "threads": t, **summary_ms(samples[(g, t)])} for g, t in variants]
-    cos = _cosines(
+    cos = row_cosines(
         runtimes[("int8", 1)].encode_queries(texts), runtimes[("fp32", 1)].encode_queries(texts)
     )
     p50 = {(r["graph"], r["threads"]): r["p50"] for r in rows}
@@ -652,7 +648,7 @@ def bench_indexing(cfg: BenchConfig) -> dict[str, Any]:
         row["x_naive"] = row["docs_per_s"] / naive["docs_per_s"]
     cosines = {}
     for name, (_, vectors) in best.items():
-        cos = _cosines(vectors, naive_vectors)
+        cos = row_cosines(vectors, naive_vectors)
         cosines[name] = {"mean": float(cos.mean()), "min": float(cos.min())}
     top = best[fastest][0]
     return {

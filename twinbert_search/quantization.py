@@ -180,7 +180,7 @@ def quantize_documents(
     """
     from onnxruntime.quantization import quant_pre_process
 
-    from twinbert_search.runtime.encoder import OnnxEncoder, make_session
+    from twinbert_search.runtime.encoder import OnnxEncoder, make_session, row_cosines
 
     if not texts:
         raise ConfigurationError("quantize: no calibration documents")
@@ -218,9 +218,7 @@ def quantize_documents(
     check = list(check_texts if check_texts is not None else texts)
     ref = OnnxEncoder(fp32, tokenizer).encode(check)
     got = OnnxEncoder(make_session(dst), tokenizer).encode(check)  # the same graph on ORT
-    cos = (ref * got).sum(1) / np.maximum(
-        np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12
-    )
+    cos = row_cosines(ref, got)
     report = QuantizeReport(dst, len(texts), alpha, float(cos.min()), float(cos.mean()))
     manifest.onnx[STATIC_INT8_KEY] = out_rel
     manifest.extra["static_int8"] = {

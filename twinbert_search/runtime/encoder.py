@@ -18,6 +18,12 @@ from twinbert_search.runtime.tokenization import TextTokenizer
 ProgressFn = Callable[[int], None]
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of `a` with the same row of `b`: how close two graphs' vectors are."""
+    num = (a * b).sum(1)
+    return num / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
 def make_session(
     path: str | Path, threads: int | None = None, *, spinning: bool = True
 ) -> ort.InferenceSession:

@@ -110,7 +110,7 @@ def _quantize(src: Path, dst: Path) -> None:
 
 def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) -> ExportReport:
     """Write onnx/ graphs into a saved model directory and record them in its manifest."""
-    from twinbert_search.runtime.encoder import OnnxEncoder, make_session
+    from twinbert_search.runtime.encoder import OnnxEncoder, make_session, row_cosines
 
     model_dir = Path(model_dir)
     model = TwinBert.load(model_dir).eval()
@@ -135,7 +135,7 @@ def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) 
             _quantize(model_dir / rel, model_dir / rel8)
             onnx_paths[f"{role}_int8"] = rel8
             got8 = OnnxEncoder(make_session(model_dir / rel8), tok).encode(PARITY_TEXTS)
-            report.int8_min_cosine[role] = float(_cosines(got8, expected).min())
+            report.int8_min_cosine[role] = float(row_cosines(got8, expected).min())
     if manifest.shared_towers:
         onnx_paths["document_encoder"] = onnx_paths["query_encoder"]
         if int8:
@@ -147,8 +147,3 @@ def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) 
     if worst > 1e-3:
         raise ModelError(f"ONNX export diverges from PyTorch (max |diff| {worst:.2e})")
     return report
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = (a * b).sum(1)
-    return num / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
