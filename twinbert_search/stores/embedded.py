@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,12 @@ class _Snapshot:
     @property
     def count(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def exact_vectors(self) -> bool:
+        """Whether the ANN index holds the decoded vectors themselves (IVF-Flat, built from
+        `codec.decode`), so recall can take the hits' vectors from it."""
+        return self.index is not None and ann_lib.stores_exact_vectors(self.index)
 
     @property
     def dim(self) -> int | None:
@@ -842,6 +849,9 @@ class EmbeddedStore(VectorStore):
         query = self._checked_query(query_vector, snap)
         if n <= 0 or snap.count == 0:
             return self._empty(snap, with_documents)
+        if not filters and snap.exact_vectors:
+            scores, rows, vectors = ann_lib.search_with_vectors(snap.index, query, n)
+            return self._candidates(snap, rows, scores, with_documents, vectors)
         if not filters:
             rows, scores = self._ann(snap, query, n)
         else:
@@ -895,7 +905,9 @@ class EmbeddedStore(VectorStore):
         rows: np.ndarray,
         scores: np.ndarray,
         with_documents: bool | None,
+        vectors: np.ndarray | None = None,
     ) -> Candidates:
+        """`vectors`: the rows' vectors when the ANN search returned them (else gathered)."""
         ids = _pick(snap.ids, rows)
         precomputed = None
         if snap.precomputed is not None:
@@ -904,7 +916,7 @@ class EmbeddedStore(VectorStore):
         return Candidates(
             ids=ids,
             recall_scores=np.asarray(scores, dtype=np.float32),
-            vectors=snap.codec.decode(snap.arrays, rows),
+            vectors=snap.codec.decode(snap.arrays, rows) if vectors is None else vectors,
             precomputed=precomputed,
             documents=self._documents(ids) if want_docs else None,
         )
