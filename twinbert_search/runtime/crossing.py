@@ -1,8 +1,9 @@
 """Crossing layers in numpy: score one query against many candidates in one call.
 
 These mirror `twinbert_search.training.crossing` exactly (tests check parity) but need no
-torch, so the serving path stays light. Both return logits; `probability` applies the
-logistic. Weights are read from `crossing/model.safetensors`.
+torch, so the serving path stays light. All return logits; `sigmoid` gives probabilities.
+Weights are read from `crossing/model.safetensors`; `OnnxCrossing` runs the int8 graph that
+`export --int8` writes for residual crossings (`twinbert_search.crossing_graph`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 from safetensors.numpy import load_file
 
 from twinbert_search.errors import ModelError
 from twinbert_search.manifest import CrossingConfig
+from twinbert_search.runtime.encoder import make_session
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -130,11 +133,46 @@ class ResidualCrossing:
         return (y @ self.wo + self.bo).astype(np.float32)
 
 
-Crossing = CosineCrossing | ResidualCrossing
+class OnnxCrossing:
+    """A residual crossing (max or mul) as the int8 graph of `twinbert_search.crossing_graph`.
+
+    One intra-op thread: it matches numpy's two-thread float product on one core, and a
+    second thread would spin-wait between calls, slowing whatever the process runs next.
+    """
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnnxCrossing:
+        return cls(make_session(path, threads=1))
+
+    def precompute(self, docs: np.ndarray) -> None:
+        return None
+
+    def logits(
+        self, query: np.ndarray, docs: np.ndarray, precomputed: np.ndarray | None = None
+    ) -> np.ndarray:
+        docs = np.ascontiguousarray(docs, dtype=np.float32)
+        if len(docs) == 0:
+            return np.zeros(0, dtype=np.float32)
+        feed = {"docs": docs, "query": np.asarray(query, dtype=np.float32).reshape(1, -1)}
+        return self.session.run(None, feed)[0]
 
 
-def load_crossing(model_dir: str | Path, config: CrossingConfig, normalized: bool) -> Crossing:
-    """Read the crossing weights saved by training (`crossing/model.safetensors`)."""
+Crossing = CosineCrossing | ResidualCrossing | OnnxCrossing
+
+
+def load_crossing(
+    model_dir: str | Path,
+    config: CrossingConfig,
+    normalized: bool,
+    int8_graph: str | Path | None = None,
+) -> Crossing:
+    """Read the crossing weights saved by training (`crossing/model.safetensors`), or the
+    int8 graph at `int8_graph` when given."""
+    if int8_graph is not None:
+        return OnnxCrossing.load(int8_graph)
     path = Path(model_dir) / "crossing" / "model.safetensors"
     if not path.is_file():
         raise ModelError(f"crossing weights not found: {path}", path=str(path))

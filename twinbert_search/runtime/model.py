@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from twinbert_search.errors import ModelError
-from twinbert_search.manifest import STATIC_INT8_KEY, ModelManifest
+from twinbert_search.manifest import CROSSING_INT8_KEY, STATIC_INT8_KEY, ModelManifest
 from twinbert_search.runtime.crossing import Crossing, load_crossing, sigmoid
 from twinbert_search.runtime.encoder import OnnxEncoder, ProgressFn, make_session
 from twinbert_search.runtime.tokenization import TextTokenizer
@@ -73,13 +73,16 @@ class TwinBertRuntime:
         document_int8: bool | None = None,
         document_graph: str | None = None,
         spinning: bool = True,
+        crossing_int8: bool | None = None,
     ) -> TwinBertRuntime:
         """Load an exported model directory (see `twinbert_search.manifest`).
 
         `document_graph` ("fp32", "int8", "openvino-int8") overrides `int8` and
         `document_int8` for the document side. `spinning=False` keeps the sessions' threads
         from spin-waiting after a run (see `make_session`), for processes that time it
-        against other work.
+        against other work. `crossing_int8` scores with the int8 crossing graph; by default
+        it follows the query side, where the model has one (residual max or mul crossings
+        exported with --int8).
         """
         model_dir = Path(model_dir)
         manifest = ModelManifest.load(model_dir)
@@ -97,6 +100,10 @@ class TwinBertRuntime:
             if rel is None:
                 if key == STATIC_INT8_KEY:
                     hint = "build it with `twinbert-search quantize`"
+                elif key == CROSSING_INT8_KEY and (
+                    manifest.crossing.type != "residual" or manifest.crossing.combine == "concat"
+                ):
+                    hint = "only residual crossings combining by max or mul have one"
                 elif key.endswith("_int8"):
                     hint = "export with --int8"
                 else:
@@ -106,6 +113,9 @@ class TwinBertRuntime:
                 )
             return model_dir / rel
 
+        crossing_graph = None
+        if crossing_int8 or (crossing_int8 is None and q8 and CROSSING_INT8_KEY in manifest.onnx):
+            crossing_graph = path_of(CROSSING_INT8_KEY)
         tok_path = model_dir / "tokenizer.json"
         query_tok = TextTokenizer.from_file(tok_path, manifest.max_query_length)
         doc_tok = TextTokenizer.from_file(tok_path, manifest.max_doc_length)
@@ -126,7 +136,7 @@ class TwinBertRuntime:
             manifest,
             OnnxEncoder(q_sess, query_tok),
             OnnxEncoder(d_sess, doc_tok),  # type: ignore[arg-type]  # OpenVinoSession too
-            load_crossing(model_dir, manifest.crossing, manifest.normalize),
+            load_crossing(model_dir, manifest.crossing, manifest.normalize, crossing_graph),
             document_graph=document_graph,
         )
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from twinbert_search.crossing_graph import export_int8_crossing
 from twinbert_search.errors import ModelError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.runtime.tokenization import TextTokenizer
@@ -40,11 +41,18 @@ class ExportReport:
 
     fp32_max_abs_diff: dict[str, float]
     int8_min_cosine: dict[str, float] | None = None
+    crossing_int8: dict[str, float] | None = None  # `crossing_graph.parity`, when written
 
     def lines(self) -> list[str]:
         out = [f"{k} fp32 max |diff| = {v:.2e}" for k, v in self.fp32_max_abs_diff.items()]
         for k, v in (self.int8_min_cosine or {}).items():
             out.append(f"{k} int8 min cosine = {v:.4f}")
+        if self.crossing_int8:
+            out.append(
+                "crossing int8 vs float on 1,000 candidates: min correlation "
+                f"{self.crossing_int8['min_correlation']:.4f}, min top-10 overlap "
+                f"{self.crossing_int8['min_top10_overlap']:.1f}"
+            )
         return out
 
 
@@ -143,6 +151,8 @@ def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) 
     manifest.onnx = onnx_paths  # a static int8 graph (`quantize`) is stale now: dropped
     manifest.extra.pop("static_int8", None)
     manifest.save(model_dir)
+    if int8:
+        report.crossing_int8 = export_int8_crossing(model_dir)
     worst = max(report.fp32_max_abs_diff.values())
     if worst > 1e-3:
         raise ModelError(f"ONNX export diverges from PyTorch (max |diff| {worst:.2e})")
