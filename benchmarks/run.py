@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="query-encoder ORT threads in the serving path (search, memory)",
     )
+    p.add_argument(
+        "--float-crossing",
+        action="store_true",
+        help="end-to-end search with the numpy float crossing, not the int8 graph",
+    )
     p.add_argument("--index-docs", type=int, default=None)
     p.add_argument("--reps", type=int, default=None, help="cap every repetition count at N")
     p.add_argument("--corpus", type=Path, default=None, help="BEIR corpus.jsonl for indexing")
@@ -102,6 +107,7 @@ def _config(args: argparse.Namespace, work_dir: Path) -> suite.BenchConfig:
         teacher=args.teacher,
         corpus=args.corpus,
         serve_threads=args.serve_threads,
+        crossing_int8=not args.float_crossing,
     )
     if args.quick:
         for key, value in QUICK.items():

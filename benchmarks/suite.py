@@ -25,8 +25,9 @@ import numpy as np
 
 from benchmarks.synthetic import ClusteredSphere
 from benchmarks.timing import sample_ms, summary_ms
+from twinbert_search.crossing_graph import supports_int8_graph, write_int8_graph
 from twinbert_search.documents import Document
-from twinbert_search.runtime.crossing import ResidualCrossing
+from twinbert_search.runtime.crossing import Crossing, OnnxCrossing, ResidualCrossing
 from twinbert_search.runtime.encoder import row_cosines
 from twinbert_search.runtime.model import TwinBertRuntime
 
@@ -66,6 +67,7 @@ class BenchConfig:
     corpus: Path | None = None  # None: SciFact when present, else the sample corpus
     queries: Path = SAMPLE_QUERIES
     serve_threads: int = 1  # query-encoder threads in the serving path
+    crossing_int8: bool = True  # end-to-end search with the int8 crossing graph, as served
     seed: int = 0
 
 
@@ -139,14 +141,26 @@ def with_residual(
     combine: str,
     hidden: int | None = None,
     output_relu: bool = False,
+    int8: bool | None = None,
 ) -> TwinBertRuntime:
-    """The same towers with a residual crossing layer (TwinBERT-res) for timing."""
+    """The same towers with a residual crossing layer (TwinBERT-res) for timing.
+
+    `int8` (default: `cfg.crossing_int8`) scores with the layer's int8 graph, as an int8
+    serving runtime does for a model exported with --int8 (`twinbert_search.crossing_graph`).
+    """
+    hidden = hidden or cfg.hidden
+    crossing: Crossing = residual_crossing(runtime.dim, hidden, combine, cfg.seed, output_relu)
+    if (cfg.crossing_int8 if int8 is None else int8) and supports_int8_graph(crossing):
+        graph = cfg.work_dir / f"crossing-{combine}-{hidden}.int8.onnx"
+        if not graph.is_file():
+            write_int8_graph(crossing, graph)  # type: ignore[arg-type]
+        crossing = OnnxCrossing.load(graph)
     return TwinBertRuntime(
         runtime.model_dir,
         runtime.manifest,
         runtime.query_encoder,
         runtime.document_encoder,
-        residual_crossing(runtime.dim, hidden or cfg.hidden, combine, cfg.seed, output_relu),
+        crossing,
         document_graph=runtime.document_graph,
     )
 
@@ -227,10 +241,11 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
     query = runtime.encode_query(texts[0])
     crossing_rows = []
     hidden_sizes = sorted({cfg.hidden, *cfg.rerank_hidden})
-    variants = [(c, h, False) for c in ("max", "concat") for h in hidden_sizes]
-    variants.append(("max", LEGACY_HIDDEN, True))  # the pre-0.1.0 form, for comparison
-    for combine, hidden, output_relu in variants:
-        res = with_residual(runtime, cfg, combine, hidden, output_relu)
+    variants = [(c, h, False, False) for c in ("max", "concat") for h in hidden_sizes]
+    variants += [("max", h, False, True) for h in hidden_sizes]  # the int8 graph
+    variants.append(("max", LEGACY_HIDDEN, True, False))  # the pre-0.1.0 form, to compare
+    for combine, hidden, output_relu, int8 in variants:
+        res = with_residual(runtime, cfg, combine, hidden, output_relu, int8=int8)
         for n in (100, 1000):
             vectors = rng.standard_normal((n, runtime.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -245,6 +260,7 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
                     "combine": combine,
                     "hidden": hidden,
                     "output_relu": output_relu,
+                    "int8": int8,
                     "candidates": n,
                     **summary_ms(samples),
                 }
@@ -277,6 +293,7 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
                 c["candidates"] == t["candidates"]
                 and c["hidden"] == cfg.hidden
                 and not c.get("output_relu")
+                and not c.get("int8")
             ):
                 ratios.append(
                     {

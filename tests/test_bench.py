@@ -88,7 +88,10 @@ def test_suite_runs_end_to_end_at_tiny_sizes(tiny_model: Path, tmp_path: Path) -
     }
     legacy = [r for r in rerank["crossing"] if r["output_relu"]]
     assert {(r["combine"], r["candidates"]) for r in legacy} == {("max", 100), ("max", 1000)}
-    assert len(rerank["ratios"]) == 4  # the shipped form only, never the legacy rows
+    int8 = [r for r in rerank["crossing"] if r["int8"]]  # the int8 crossing graph
+    assert {(r["combine"], r["candidates"]) for r in int8} == {("max", 100), ("max", 1000)}
+    assert results["config"]["crossing_int8"]  # end-to-end search scores with it
+    assert len(rerank["ratios"]) == 4  # float, shipped form only: no legacy or int8 rows
     assert [r["candidates"] for r in rerank["teacher"]["rows"]] == [100, 1000]
     assert all(r["teacher_over_crossing"] > 0 for r in rerank["ratios"])
 
