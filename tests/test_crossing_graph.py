@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.training.modeling import TwinBert
 
 DIM, HIDDEN = 64, 32
+REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["star", "what does the planet orbit", "the heart and the blood cell of a virus", "moon"]
 
 
@@ -142,3 +145,22 @@ def test_models_without_a_crossing_graph(tiny_checkpoint: Path, tmp_path: Path) 
     assert isinstance(TwinBertRuntime.load(folder, int8=True).crossing, CosineCrossing)
     with pytest.raises(ModelError, match="max or mul"):
         TwinBertRuntime.load(folder, crossing_int8=True)
+
+
+def test_quantizing_leaves_logging_as_it_was(tmp_path: Path) -> None:
+    # onnxruntime's quantizer warns through the root logger, which installs a root handler;
+    # afterwards a library's DEBUG records would print. pytest's own handlers hide that, so
+    # the check runs in a fresh interpreter.
+    code = (
+        "import logging, sys\n"
+        "from tests.test_crossing_graph import residual\n"
+        "from twinbert_search.crossing_graph import write_int8_graph\n"
+        f"write_int8_graph(residual('max'), {str(tmp_path / 'c.onnx')!r})\n"
+        "assert not logging.getLogger().handlers, logging.getLogger().handlers\n"
+        "chatty = logging.getLogger('chatty'); chatty.setLevel(logging.DEBUG)\n"
+        "chatty.debug('should not print')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert "should not print" not in done.stderr + done.stdout

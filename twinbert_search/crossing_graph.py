@@ -14,7 +14,6 @@ Needs onnx and onnxruntime's quantization tools, no torch.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from twinbert_search.errors import ModelError
 from twinbert_search.manifest import CROSSING_INT8_KEY, ModelManifest
+from twinbert_search.quantization import quiet_quantizer
 from twinbert_search.runtime.crossing import ResidualCrossing, load_crossing
 
 COMBINE_OPS = {"max": "Max", "mul": "Mul"}
@@ -88,8 +88,7 @@ def write_int8_graph(crossing: ResidualCrossing, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, quiet_quantizer():
         fp32 = Path(tmp) / "crossing.onnx"
         onnx.save(crossing_graph(crossing), fp32)
         quantize_dynamic(

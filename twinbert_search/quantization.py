@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,27 @@ from onnx import helper, numpy_helper
 from twinbert_search.errors import ConfigurationError, ModelError
 from twinbert_search.manifest import STATIC_INT8_KEY, ModelManifest
 from twinbert_search.runtime.tokenization import TextTokenizer
+
+
+@contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """Silence onnxruntime's quantization tools for one call, and leave logging as it was.
+
+    They log per node, and warn through the root logger, which installs a root handler
+    (`logging.basicConfig`) as a side effect: from then on every library's DEBUG records
+    (bm25s, for one) would print. The root level and handlers are restored afterwards.
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+
 
 # MatMuls left in float: the two output projections and the attention products (QK^T, PV).
 KEEP_FLOAT = ("output/dense", "self/MatMul")
@@ -142,9 +164,7 @@ def static_int8_graph(
         for n in model.graph.node
         if n.op_type == "MatMul" and any(k in n.name for k in keep_float)
     ]
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(max(quiet, logging.ERROR))  # the quantizer logs per node
-    try:
+    with quiet_quantizer():
         quantize_static(
             str(src),
             str(dst),
@@ -157,8 +177,6 @@ def static_int8_graph(
             nodes_to_exclude=keep,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )
-    finally:
-        logging.getLogger().setLevel(quiet)
     return dst
 
 

@@ -109,11 +109,12 @@ def _export_tower(tower: Tower, path: Path, sample: dict[str, torch.Tensor], ops
 def _quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    from twinbert_search.quantization import quiet_quantizer
 
     # Per-channel weights: per-tensor scales lose too much (min cosine 0.90 vs 0.99 measured
     # on all-MiniLM-L6-v2 over SciFact abstracts).
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    with quiet_quantizer():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) -> ExportReport:
