@@ -335,8 +335,11 @@ def search_with_vectors(
         return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, index.d), np.float32)
     params = faiss.SearchParametersIVF(nprobe=nprobe or index.nprobe)
     scores, rows, vectors = index.search_and_reconstruct(matrix, k, params=params)
-    keep = rows[0] >= 0
-    return scores[0][keep], rows[0][keep].astype(np.int64, copy=False), vectors[0][keep]
+    scores, rows, vectors = scores[0], rows[0].astype(np.int64, copy=False), vectors[0]
+    if rows[-1] < 0:  # fewer than k hits: the missing ones come last, as row -1
+        keep = rows >= 0
+        return scores[keep], rows[keep], vectors[keep]
+    return scores, rows, vectors  # views: no copy of the (k, dim) vectors
 
 
 def save_index(index: faiss.Index, path: str | Path) -> None:
