@@ -248,6 +248,9 @@ def test_model_mismatch(tmp_path) -> None:
         assert reopened.info.model_fingerprint == MODEL
         with pytest.raises(ModelMismatchError):
             reopened.ensure_model("1" * 64)
+        # Two document graphs of one model differ only in the suffix: the message shows it.
+        with pytest.raises(ModelMismatchError, match=r"f{12}, not f{12} \(int8 document graph\)"):
+            reopened.ensure_model(MODEL + ":int8")
 
 
 def test_dim_mismatch(tmp_path) -> None:

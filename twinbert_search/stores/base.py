@@ -64,6 +64,13 @@ class StoreInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def short_fingerprint(fingerprint: str) -> str:
+    """A model fingerprint for messages: the hash's first 12 characters, and the document
+    graph when it is not fp32 (fingerprints of two graphs of one model differ only there)."""
+    digest, _, graph = fingerprint.partition(":")
+    return f"{digest[:12]} ({graph} document graph)" if graph else digest[:12]
+
+
 class VectorStore(ABC):
     """Documents with their TwinBERT vectors, searchable by kNN (and optionally BM25)."""
 
@@ -76,8 +83,9 @@ class VectorStore(ABC):
         recorded = self.info.model_fingerprint
         if recorded is not None and recorded != fingerprint:
             raise ModelMismatchError(
-                f"the store was built with model {recorded[:12]}, not {fingerprint[:12]}; "
-                "use the same --model or a new index",
+                f"the store was built with model {short_fingerprint(recorded)}, not "
+                f"{short_fingerprint(fingerprint)}; use the same --model (and document graph) "
+                "or a new index",
                 expected=recorded,
                 actual=fingerprint,
             )

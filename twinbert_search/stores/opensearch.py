@@ -45,7 +45,13 @@ from twinbert_search.errors import (
 )
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.opensearch_assets import IndexOptions
-from twinbert_search.stores.base import Candidates, Filters, StoreInfo, VectorStore
+from twinbert_search.stores.base import (
+    Candidates,
+    Filters,
+    StoreInfo,
+    VectorStore,
+    short_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -455,8 +461,9 @@ class OpenSearchStore(VectorStore):
         recorded = meta.get("model_fingerprint")
         if recorded and recorded != fingerprint:
             raise ModelMismatchError(
-                f"index {index} was built with model {recorded[:12]}, not {fingerprint[:12]}; "
-                "rebuild it (blue/green, with --alias) to change models",
+                f"index {index} was built with model {short_fingerprint(recorded)}, not "
+                f"{short_fingerprint(fingerprint)}; rebuild it (blue/green, with --alias) to "
+                "change models",
                 expected=recorded,
                 actual=fingerprint,
             )
