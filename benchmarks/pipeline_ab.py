@@ -7,7 +7,9 @@ query by query so that a change in machine load hits both sides alike.
    against `ann.search` plus a gather from the snapshot's vector array.
 2. The whole search pipeline (query encoding, kNN, rerank of 1,000) with the int8 crossing
    graph against numpy's float crossing, on the same store (each side its own query vectors).
-3. Single-query encoding: the int8 query graph against ONNX Runtime's fused BERT graph
+3. The same pipeline with ONNX Runtime's default thread pool (threads unset), whose idle
+   threads spin-wait after each run or not (`TwinBertRuntime.load(spinning=...)`).
+4. Single-query encoding: the int8 query graph against ONNX Runtime's fused BERT graph
    (int8) and weight-only MatMulNBits 8-bit with int8 compute.
 
 Builds a synthetic store of `--size` documents in `--work-dir` once (about 75 s at 1M here)
@@ -109,6 +111,40 @@ def pipeline(cfg: suite.BenchConfig, store: EmbeddedStore, queries: np.ndarray) 
     }
 
 
+def spinning(cfg: suite.BenchConfig, store: EmbeddedStore, queries: np.ndarray) -> dict:
+    """The search pipeline with ONNX Runtime's default thread pool (threads unset), the fp32
+    query graph and numpy's float crossing, its sessions spin-waiting after a run or not.
+
+    Spinning threads of one side would slow the other, so the sides run in alternating
+    blocks of 50 queries, in separate runtimes, rather than query by query.
+    """
+    from twinbert_search.runtime.model import TwinBertRuntime
+
+    texts = suite.query_texts(cfg)
+    searchers = {}
+    for spin in (True, False):
+        runtime = TwinBertRuntime.load(
+            cfg.model_dir, document_int8=True, spinning=spin, crossing_int8=False
+        )
+        runtime = suite.with_residual(runtime, cfg, cfg.combine, int8=False)
+        searchers["spinning" if spin else "not spinning"] = Searcher(runtime, store)
+    samples: dict[str, dict[str, list[float]]] = {k: {"total": [], "rerank": []} for k in searchers}
+    block = 50
+    for b in range(len(queries) // block):
+        name = list(searchers)[b % 2]
+        searcher = searchers[name]
+        for i in range(b * block, (b + 1) * block):
+            t0 = time.perf_counter()
+            searcher.runtime.encode_query(texts[i % len(texts)])
+            result = searcher.search(
+                "", k=10, candidates=1000, query_vector=queries[i], fetch_documents=False
+            )
+            if b >= 2:  # the first block of each side warms up
+                samples[name]["total"].append((time.perf_counter() - t0) * 1e3)
+                samples[name]["rerank"].append(result.timings_ms["rerank"])
+    return {k: {m: float(np.median(v)) for m, v in d.items()} for k, d in samples.items()}
+
+
 def query_graphs(cfg: suite.BenchConfig, tmp: Path) -> dict[str, float]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
@@ -180,6 +216,10 @@ def main() -> None:
         )
         _table(
             f"Search pipeline, {args.size:,} documents, rerank 1,000", pipeline(cfg, store, queries)
+        )
+        _table(
+            "The same with threads unset, the fp32 query graph and numpy's crossing",
+            spinning(cfg, store, queries),
         )
     finally:
         store.close()

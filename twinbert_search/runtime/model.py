@@ -72,17 +72,19 @@ class TwinBertRuntime:
         query_int8: bool | None = None,
         document_int8: bool | None = None,
         document_graph: str | None = None,
-        spinning: bool = True,
+        spinning: bool = False,
         crossing_int8: bool | None = None,
     ) -> TwinBertRuntime:
         """Load an exported model directory (see `twinbert_search.manifest`).
 
         `document_graph` ("fp32", "int8", "openvino-int8") overrides `int8` and
-        `document_int8` for the document side. `spinning=False` keeps the sessions' threads
-        from spin-waiting after a run (see `make_session`), for processes that time it
-        against other work. `crossing_int8` scores with the int8 crossing graph; by default
-        it follows the query side, where the model has one (residual max or mul crossings
-        exported with --int8).
+        `document_int8` for the document side. The sessions' threads do not spin-wait after
+        a run unless `spinning` (see `make_session`): a search runs FAISS and numpy between
+        encoder runs, and spinning threads hold the cores they need (1M documents, threads
+        unset, fp32 query graph, numpy crossing: 15.1 ms p50 spinning, 10.8 not;
+        `benchmarks/pipeline_ab.py`). `crossing_int8` scores with the int8 crossing graph;
+        by default it follows the query side, where the model has one (residual max or mul
+        crossings exported with --int8).
         """
         model_dir = Path(model_dir)
         manifest = ModelManifest.load(model_dir)
