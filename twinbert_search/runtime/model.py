@@ -80,9 +80,8 @@ class TwinBertRuntime:
         `document_graph` ("fp32", "int8", "openvino-int8") overrides `int8` and
         `document_int8` for the document side. The sessions' threads do not spin-wait after
         a run unless `spinning` (see `make_session`): a search runs FAISS and numpy between
-        encoder runs, and spinning threads hold the cores they need (1M documents, threads
-        unset, fp32 query graph, numpy crossing: 15.1 ms p50 spinning, 10.8 not;
-        `benchmarks/pipeline_ab.py`). `crossing_int8` scores with the int8 crossing graph;
+        encoder runs, and spinning threads hold the cores they need (BENCHMARKS.md, the
+        end-to-end A/B table). `crossing_int8` scores with the int8 crossing graph;
         by default it follows the query side, where the model has one (residual max or mul
         crossings exported with --int8).
         """
