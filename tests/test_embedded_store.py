@@ -20,6 +20,7 @@ import pytest
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, ModelMismatchError, StoreError
 from twinbert_search.stores import embedded
+from twinbert_search.stores.base import RowIds
 from twinbert_search.stores.embedded import EmbeddedStore
 
 DIM = 16
@@ -96,6 +97,7 @@ def test_candidates_carry_documents_vectors_and_order(tmp_path) -> None:
     store, docs, vectors = build(tmp_path, n=50)
     got = store.recall(vectors[3], 5)
     assert got.ids[0] == docs[3].id
+    assert isinstance(got.ids, RowIds)  # read lazily: a search reads ten of 1,000 ids
     np.testing.assert_allclose(got.vectors[0], vectors[3], atol=1e-6)
     assert got.documents[0] == {
         "title": docs[3].title,

@@ -19,7 +19,7 @@ import numpy as np
 from twinbert_search.errors import ConfigurationError, StoreError
 from twinbert_search.runtime.crossing import lexical_fusion
 from twinbert_search.runtime.model import TwinBertRuntime, document_graph_of
-from twinbert_search.stores.base import Candidates, Filters, VectorStore
+from twinbert_search.stores.base import Candidates, Filters, VectorStore, take_ids
 
 RRF_K = 60
 
@@ -50,7 +50,7 @@ class SearchResult:
     reranked: bool
     candidates: int
     timings_ms: dict[str, float] = field(default_factory=dict)
-    recall_ids: list[str] = field(default_factory=list)  # the full recall order
+    recall_ids: Sequence[str] = field(default_factory=list)  # the full recall order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -239,7 +239,7 @@ class Searcher:
         timings["encode"] = (t1 - t0) * 1e3
         timings["recall"] = (t2 - t1) * 1e3
         full_order = positions_by_score(recalled.recall_scores, recalled.ids)
-        recall_ids = [recalled.ids[i] for i in full_order.tolist()]
+        recall_ids = take_ids(recalled.ids, full_order)
         if depth == candidates:
             found, recall_order = recalled, full_order
         else:

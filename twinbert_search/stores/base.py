@@ -20,11 +20,56 @@ from twinbert_search.errors import ModelMismatchError
 Filters = Mapping[str, Any]
 
 
+class RowIds(Sequence[str]):
+    """The ids of some rows of a table of ids, looked up when read.
+
+    Recall returns 1,000 candidates, of which a search reads the ids of ten; building the
+    list of 1,000 touches 1,000 string objects scattered over a 1M-entry list (cache misses,
+    about 0.15 ms at 1M documents). A view defers that to the ids actually read.
+    """
+
+    __slots__ = ("_rows", "_table")
+
+    def __init__(self, table: Sequence[str], rows: np.ndarray) -> None:
+        self._table = table
+        self._rows = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return RowIds(self._table, self._rows[index])
+        return self._table[int(self._rows[index])]
+
+    def __iter__(self):
+        table = self._table
+        return (table[row] for row in self._rows.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RowIds | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"RowIds({list(self)!r})"
+
+    def take(self, order: Sequence[int] | np.ndarray) -> RowIds:
+        return RowIds(self._table, self._rows[np.asarray(order, dtype=np.int64)])
+
+
+def take_ids(ids: Sequence[str], order: Sequence[int] | np.ndarray) -> Sequence[str]:
+    """ids[i] for i in order: a view for `RowIds`, else a list."""
+    if isinstance(ids, RowIds):
+        return ids.take(order)
+    return [ids[i] for i in np.asarray(order, dtype=np.int64).tolist()]
+
+
 @dataclass
 class Candidates:
     """Recall output (or fetched documents), aligned by position."""
 
-    ids: list[str]
+    ids: Sequence[str]  # a list, or a `RowIds` view
     recall_scores: np.ndarray  # float32 (n,), higher is better; zeros for fetch()
     vectors: np.ndarray  # float32 (n, dim), decoded from the stored codec
     precomputed: np.ndarray | None = None  # float32 (n, h): document half of the crossing layer
@@ -43,7 +88,7 @@ class Candidates:
         """The candidates at the given positions, in that order."""
         idx = np.asarray(order, dtype=np.int64)
         return Candidates(
-            ids=[self.ids[i] for i in idx],
+            ids=take_ids(self.ids, idx),
             recall_scores=self.recall_scores[idx],
             vectors=self.vectors[idx],
             precomputed=None if self.precomputed is None else self.precomputed[idx],

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import mmap
-import operator
 import os
 import shutil
 import sqlite3
@@ -45,7 +44,7 @@ from twinbert_search.bm25 import BM25Index
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError, StoreError
 from twinbert_search.stores import ann as ann_lib
-from twinbert_search.stores.base import Candidates, Filters, StoreInfo, VectorStore
+from twinbert_search.stores.base import Candidates, Filters, RowIds, StoreInfo, VectorStore
 from twinbert_search.stores.codecs import SCALES, VECTORS, Codec, gather_rows, get_codec
 from twinbert_search.stores.filters import FilterBuilder, FilterIndex
 
@@ -123,15 +122,6 @@ def _top_n(scores: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np
         scores, rows = scores[keep], rows[keep]
     order = np.lexsort((rows, -scores))
     return rows[order], scores[order]
-
-
-def _pick(items: Sequence[str], rows: np.ndarray) -> list[str]:
-    """items[row] for each row, as a list (itemgetter: half the time of a comprehension)."""
-    if len(rows) == 0:
-        return []
-    if len(rows) == 1:
-        return [items[int(rows[0])]]
-    return list(operator.itemgetter(*rows.tolist())(items))
 
 
 # --- the search snapshot ------------------------------------------------------------------
@@ -908,7 +898,7 @@ class EmbeddedStore(VectorStore):
         vectors: np.ndarray | None = None,
     ) -> Candidates:
         """`vectors`: the rows' vectors when the ANN search returned them (else gathered)."""
-        ids = _pick(snap.ids, rows)
+        ids = RowIds(snap.ids, rows)
         precomputed = None
         if snap.precomputed is not None:
             precomputed = np.asarray(gather_rows(snap.precomputed, rows), dtype=np.float32)
