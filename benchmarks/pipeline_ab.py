@@ -7,9 +7,10 @@ query by query so that a change in machine load hits both sides alike.
    against `ann.search` plus a gather from the snapshot's vector array.
 2. The whole search pipeline (query encoding, kNN, rerank of 1,000) with the int8 crossing
    graph against numpy's float crossing, on the same store (each side its own query vectors).
-3. The same pipeline with ONNX Runtime's default thread pool (threads unset), whose idle
+3. Search (query vector given) with recall's ids as a lazy view against a list of 1,000.
+4. The same pipeline with ONNX Runtime's default thread pool (threads unset), whose idle
    threads spin-wait after each run or not (`TwinBertRuntime.load(spinning=...)`).
-4. Single-query encoding: the int8 query graph against ONNX Runtime's fused BERT graph
+5. Single-query encoding: the int8 query graph against ONNX Runtime's fused BERT graph
    (int8) and weight-only MatMulNBits 8-bit with int8 compute.
 
 Builds a synthetic store of `--size` documents in `--work-dir` once (about 75 s at 1M here)
@@ -109,6 +110,36 @@ def pipeline(cfg: suite.BenchConfig, store: EmbeddedStore, queries: np.ndarray) 
         name: {"total": totals[name], "rerank": float(np.median(stages[name]["rerank"]))}
         for name in searchers
     }
+
+
+def candidate_ids(cfg: suite.BenchConfig, store: EmbeddedStore, queries: np.ndarray) -> dict:
+    """Search (vector given) with recall's ids as a lazy `RowIds` view against the eager list
+    it replaced (the B side patches the store module's `RowIds` with a list builder)."""
+    import operator
+
+    from twinbert_search.stores import embedded
+
+    runtime = suite.with_residual(suite.load_runtime(cfg, int8=True, threads=1), cfg, cfg.combine)
+    searcher = Searcher(runtime, store)
+    view = embedded.RowIds
+    half = len(queries) // 2
+
+    def eager(table: list[str], rows: np.ndarray) -> list[str]:
+        return list(operator.itemgetter(*rows.tolist())(table))
+
+    def arm(ids: Callable, offset: int) -> Callable[[int], None]:
+        def run(i: int) -> None:
+            embedded.RowIds = ids
+            searcher.search(
+                "", k=10, candidates=1000, query_vector=queries[offset + i], fetch_documents=False
+            )
+
+        return run
+
+    try:
+        return _alternate({"RowIds view": arm(view, 0), "list of 1,000": arm(eager, half)}, half)
+    finally:
+        embedded.RowIds = view
 
 
 def spinning(cfg: suite.BenchConfig, store: EmbeddedStore, queries: np.ndarray) -> dict:
@@ -216,6 +247,10 @@ def main() -> None:
         )
         _table(
             f"Search pipeline, {args.size:,} documents, rerank 1,000", pipeline(cfg, store, queries)
+        )
+        _table(
+            f"Search with a given query vector, {args.size:,} documents: candidate ids",
+            candidate_ids(cfg, store, queries),
         )
         _table(
             "The same with threads unset, the fp32 query graph and numpy's crossing",
