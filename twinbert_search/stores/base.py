@@ -7,7 +7,7 @@ them and a remote backend (OpenSearch) can return them in the same round trip as
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +37,12 @@ class RowIds(Sequence[str]):
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> str | RowIds:  # type: ignore[override]
         if isinstance(index, slice):
             return RowIds(self._table, self._rows[index])
         return self._table[int(self._rows[index])]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         table = self._table
         return (table[row] for row in self._rows.tolist())
 
