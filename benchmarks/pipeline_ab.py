@@ -10,7 +10,8 @@ query by query so that a change in machine load hits both sides alike.
 3. Search (query vector given) with recall's ids as a lazy view against a list of 1,000.
 4. The same pipeline with ONNX Runtime's default thread pool (threads unset), whose idle
    threads spin-wait after each run or not (`TwinBertRuntime.load(spinning=...)`).
-5. Single-query encoding: the int8 query graph against ONNX Runtime's fused BERT graph
+5. Single-query encoding with the default thread pool, spinning or not.
+6. Single-query encoding: the int8 query graph against ONNX Runtime's fused BERT graph
    (int8) and weight-only MatMulNBits 8-bit with int8 compute.
 
 Builds a synthetic store of `--size` documents in `--work-dir` once (about 75 s at 1M here)
@@ -176,6 +177,35 @@ def spinning(cfg: suite.BenchConfig, store: EmbeddedStore, queries: np.ndarray) 
     return {k: {m: float(np.median(v)) for m, v in d.items()} for k, d in samples.items()}
 
 
+def spinning_encode(cfg: suite.BenchConfig) -> dict[str, dict[str, float]]:
+    """Single-query encoding alone, threads unset: what spin-waiting buys the encoder.
+    Alternating blocks of 100 queries (after 50 to warm up), as in `spinning`."""
+    from twinbert_search.runtime.model import TwinBertRuntime
+
+    texts = suite.query_texts(cfg)
+    out = {}
+    for graph, int8 in (("fp32 graph", False), ("int8 graph", True)):
+        runtimes = {
+            spin: TwinBertRuntime.load(cfg.model_dir, int8=int8, spinning=spin)
+            for spin in (True, False)
+        }
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        for block in range(6):
+            spin = block % 2 == 0
+            runtime = runtimes[spin]
+            for i in range(50):
+                runtime.encode_query(texts[i % len(texts)])
+            for i in range(100):
+                t0 = time.perf_counter()
+                runtime.encode_query(texts[(50 + i) % len(texts)])
+                samples[spin].append((time.perf_counter() - t0) * 1e3)
+        out[graph] = {
+            "spinning": float(np.median(samples[True])),
+            "not spinning": float(np.median(samples[False])),
+        }
+    return out
+
+
 def query_graphs(cfg: suite.BenchConfig, tmp: Path) -> dict[str, float]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
@@ -258,6 +288,7 @@ def main() -> None:
         )
     finally:
         store.close()
+    _table("Single-query encoding, threads unset", spinning_encode(cfg))
     _table("Single-query encoding, 1 thread", query_graphs(cfg, args.work_dir))
 
 

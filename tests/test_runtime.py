@@ -162,8 +162,8 @@ def test_sessions_can_stop_spin_waiting(tiny_model: Path) -> None:
         default.get_session_config_entry("session.intra_op.allow_spinning")
 
 
-def test_runtime_sessions_do_not_spin_unless_asked(tiny_model: Path) -> None:
-    # A search runs FAISS and numpy between encoder runs: spinning threads would hold the cores.
+def test_runtime_sessions_spin_unless_told_not_to(tiny_model: Path) -> None:
+    # Spinning speeds a multi-threaded encode; spinning=False frees the cores for numpy.
     def spins(runtime: TwinBertRuntime) -> bool:
         options = runtime.query_encoder.session.get_session_options()
         try:
@@ -171,8 +171,8 @@ def test_runtime_sessions_do_not_spin_unless_asked(tiny_model: Path) -> None:
         except Exception:  # unset: ORT's default, spinning
             return True
 
-    assert not spins(TwinBertRuntime.load(tiny_model, threads=2))
-    assert spins(TwinBertRuntime.load(tiny_model, threads=2, spinning=True))
+    assert spins(TwinBertRuntime.load(tiny_model, threads=2))  # ONNX Runtime's default
+    assert not spins(TwinBertRuntime.load(tiny_model, threads=2, spinning=False))
 
 
 def test_probabilities_keep_the_order_of_large_logits() -> None:

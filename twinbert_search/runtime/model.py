@@ -72,16 +72,19 @@ class TwinBertRuntime:
         query_int8: bool | None = None,
         document_int8: bool | None = None,
         document_graph: str | None = None,
-        spinning: bool = False,
+        spinning: bool = True,
         crossing_int8: bool | None = None,
     ) -> TwinBertRuntime:
         """Load an exported model directory (see `twinbert_search.manifest`).
 
         `document_graph` ("fp32", "int8", "openvino-int8") overrides `int8` and
-        `document_int8` for the document side. The sessions' threads do not spin-wait after
-        a run unless `spinning` (see `make_session`): a search runs FAISS and numpy between
-        encoder runs, and spinning threads hold the cores they need (BENCHMARKS.md, the
-        end-to-end A/B table). `crossing_int8` scores with the int8 crossing graph;
+        `document_int8` for the document side. `spinning=False` keeps the sessions' threads
+        from spin-waiting after a run (see `make_session`). Spinning is ONNX Runtime's default
+        and makes a multi-threaded query encode faster, but the spinning threads hold the
+        cores that numpy's BLAS threads want right after (a float residual crossing):
+        BENCHMARKS.md has both sides (`benchmarks/pipeline_ab.py`); with one thread, or with
+        the int8 crossing graph (one thread), neither applies. `crossing_int8` scores with
+        the int8 crossing graph;
         by default it follows the query side, where the model has one (residual max or mul
         crossings exported with --int8).
         """
