@@ -84,9 +84,8 @@ class TwinBertRuntime:
         cores that numpy's BLAS threads want right after (a float residual crossing):
         BENCHMARKS.md has both sides (`benchmarks/pipeline_ab.py`); with one thread, or with
         the int8 crossing graph (one thread), neither applies. `crossing_int8` scores with
-        the int8 crossing graph;
-        by default it follows the query side, where the model has one (residual max or mul
-        crossings exported with --int8).
+        the int8 crossing graph; by default it follows the query side, where the model has
+        one (residual max or mul crossings exported with --int8).
         """
         model_dir = Path(model_dir)
         manifest = ModelManifest.load(model_dir)
