@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from twinbert_search.readers import read_qrels, read_queries
+from twinbert_search.evaluation.searcher import evaluate_searcher
+from twinbert_search.ingest.readers import read_qrels, read_queries
 from twinbert_search.runtime.model import TwinBertRuntime, document_graph_of
 from twinbert_search.search import Searcher
-from twinbert_search.search_eval import evaluate_searcher
 from twinbert_search.stores.embedded import EmbeddedStore
 
 

@@ -30,7 +30,6 @@ import onnx
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
-from twinbert_search.models import resolve_model
 from twinbert_search.quantization import (
     KEEP_FLOAT,
     calibration_batches,
@@ -38,6 +37,7 @@ from twinbert_search.quantization import (
     static_int8_graph,
 )
 from twinbert_search.runtime.encoder import OnnxEncoder, make_session, row_cosines
+from twinbert_search.runtime.models import resolve_model
 from twinbert_search.runtime.openvino import OpenVinoSession, openvino_available
 from twinbert_search.runtime.tokenization import TextTokenizer
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from twinbert_search.provenance import cpu_model, git_state
+from twinbert_search.evaluation.provenance import cpu_model, git_state
 
 BEGIN = "<!-- BEGIN search-api-load -->"
 END = "<!-- END search-api-load -->"
@@ -41,7 +41,7 @@ GRACE_S = 60.0
 SERVER_CODE = (
     "import sys\n"
     "from twinbert_search.cli import main\n"
-    "from twinbert_search.cli_serve import serve\n"
+    "from twinbert_search.cli.serve import serve\n"
     "if 'serve' not in main.commands:\n"
     "    main.add_command(serve)\n"
     "main(['serve', *sys.argv[1:]], prog_name='twinbert-search')\n"

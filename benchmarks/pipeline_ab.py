@@ -34,8 +34,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks import suite
 from benchmarks.synthetic import ClusteredSphere
-from twinbert_search.models import resolve_model
 from twinbert_search.runtime.encoder import OnnxEncoder, make_session
+from twinbert_search.runtime.models import resolve_model
 from twinbert_search.search import Searcher
 from twinbert_search.stores import ann
 from twinbert_search.stores.embedded import EmbeddedStore

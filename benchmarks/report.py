@@ -222,7 +222,7 @@ def render(results: dict[str, Any]) -> str:
             "the second dense folds into the output vector and a call costs one matrix "
             "product; 'output ReLU' rows time the pre-0.1.0 form (a ReLU after the add-back, "
             "both products), for comparison. 'int8' rows run the same layer as the int8 ONNX "
-            "graph that `export --int8` writes (`twinbert_search/crossing_graph.py`: the product "
+            "graph that `export --int8` writes (`quantization/crossing_graph.py`: the product "
             "in int8 on one ONNX Runtime thread, numpy's on every BLAS thread).",
             "",
         ]

@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, work_dir: Path) -> suite.BenchConfig:
-    from twinbert_search.models import resolve_model
+    from twinbert_search.runtime.models import resolve_model
 
     cfg = suite.BenchConfig(
         model_dir=Path(resolve_model(args.model)),

@@ -25,8 +25,8 @@ import numpy as np
 
 from benchmarks.synthetic import ClusteredSphere
 from benchmarks.timing import sample_ms, summary_ms
-from twinbert_search.crossing_graph import supports_int8_graph, write_int8_graph
 from twinbert_search.documents import Document
+from twinbert_search.quantization.crossing_graph import supports_int8_graph, write_int8_graph
 from twinbert_search.runtime.crossing import Crossing, OnnxCrossing, ResidualCrossing
 from twinbert_search.runtime.encoder import row_cosines
 from twinbert_search.runtime.model import TwinBertRuntime
@@ -146,7 +146,7 @@ def with_residual(
     """The same towers with a residual crossing layer (TwinBERT-res) for timing.
 
     `int8` (default: `cfg.crossing_int8`) scores with the layer's int8 graph, as an int8
-    serving runtime does for a model exported with --int8 (`twinbert_search.crossing_graph`).
+    serving runtime does for a model exported with --int8 (`quantization.crossing_graph`).
     """
     hidden = hidden or cfg.hidden
     crossing: Crossing = residual_crossing(runtime.dim, hidden, combine, cfg.seed, output_relu)
@@ -546,7 +546,7 @@ def _index_run(
     sort_by_length: bool,
     batch_size: int,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    from twinbert_search.indexing import index_documents
+    from twinbert_search.ingest.indexing import index_documents
     from twinbert_search.stores.codecs import get_codec
     from twinbert_search.stores.embedded import EmbeddedStore
 

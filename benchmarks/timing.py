@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from twinbert_search.provenance import cpu_model, git_state
+from twinbert_search.evaluation.provenance import cpu_model, git_state
 
 
 def summary_ms(samples_ms: list[float] | np.ndarray) -> dict[str, float]:

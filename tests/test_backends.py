@@ -19,15 +19,15 @@ from click.testing import CliRunner
 
 from tests.conftest import build_tiny_model
 from tests.fake_opensearch import FakeCluster, FakeConnection
-from twinbert_search import opensearch_ml as ml
-from twinbert_search.backends import check_options, open_searcher, open_store
 from twinbert_search.cli import main
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.indexing import index_documents
-from twinbert_search.readers import read_corpus, read_queries
+from twinbert_search.ingest.indexing import index_documents
+from twinbert_search.ingest.readers import read_corpus, read_queries
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.search import Searcher
-from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore
+from twinbert_search.search.factory import open_searcher
+from twinbert_search.stores.factory import check_options, open_store
+from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore, ml
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"
 CORPUS = SAMPLE / "corpus.jsonl"

@@ -143,6 +143,6 @@ def test_suite_runs_end_to_end_at_tiny_sizes(tiny_model: Path, tmp_path: Path) -
 
 
 def test_cli_bench_finds_the_suite_of_this_checkout() -> None:
-    from twinbert_search.cli_bench import suite_script
+    from twinbert_search.cli.bench import suite_script
 
     assert suite_script() == Path(run.__file__).resolve()

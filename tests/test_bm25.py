@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from twinbert_search.bm25 import BM25Index
 from twinbert_search.errors import StoreError
+from twinbert_search.stores.embedded.bm25 import BM25Index
 
 IDS = ["d1", "d2", "d3", "d4", "d5"]
 TEXTS = [

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from tests.test_teacher import TRAIN, write_tiny_beir
-from twinbert_search.cli_train import distill, export, teacher
+from twinbert_search.cli.train import distill, export, teacher
 from twinbert_search.errors import ConfigurationError, InputError, ModelError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.training.teacher import TEACHER_FILE
@@ -110,5 +110,5 @@ def test_commands_raise_the_project_errors(tiny_checkpoint: Path, tmp_path: Path
 
 
 def test_importing_the_commands_does_not_import_torch() -> None:
-    code = "import sys, twinbert_search.cli_train; sys.exit('torch' in sys.modules)"
+    code = "import sys, twinbert_search.cli.train; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from tests.conftest import build_tiny_model
-from twinbert_search.crossing_graph import (
+from twinbert_search.errors import ModelError
+from twinbert_search.manifest import CROSSING_INT8_KEY, CrossingConfig, ModelManifest
+from twinbert_search.quantization.crossing_graph import (
     crossing_graph,
     export_int8_crossing,
     supports_int8_graph,
     write_int8_graph,
 )
-from twinbert_search.errors import ModelError
-from twinbert_search.manifest import CROSSING_INT8_KEY, CrossingConfig, ModelManifest
 from twinbert_search.runtime.crossing import (
     CosineCrossing,
     OnnxCrossing,
@@ -154,7 +154,7 @@ def test_quantizing_leaves_logging_as_it_was(tmp_path: Path) -> None:
     code = (
         "import logging, sys\n"
         "from tests.test_crossing_graph import residual\n"
-        "from twinbert_search.crossing_graph import write_int8_graph\n"
+        "from twinbert_search.quantization.crossing_graph import write_int8_graph\n"
         f"write_int8_graph(residual('max'), {str(tmp_path / 'c.onnx')!r})\n"
         "assert not logging.getLogger().handlers, logging.getLogger().handlers\n"
         "chatty = logging.getLogger('chatty'); chatty.setLevel(logging.DEBUG)\n"

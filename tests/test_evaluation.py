@@ -8,7 +8,7 @@ import pytest
 import pytrec_eval
 
 from twinbert_search.errors import ConfigurationError, InputError
-from twinbert_search.evaluation import (
+from twinbert_search.evaluation.metrics import (
     PRIMARY_METRIC,
     LatencyRecorder,
     Metric,

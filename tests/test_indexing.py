@@ -18,7 +18,7 @@ from tests.conftest import WORDS, build_tiny_model
 from twinbert_search.cli import main
 from twinbert_search.documents import Document
 from twinbert_search.errors import ModelMismatchError
-from twinbert_search.indexing import index_documents
+from twinbert_search.ingest.indexing import index_documents
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.stores.embedded import EmbeddedStore
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tests.opensearch_spec import SpecViolation, check_knn_vector, load_spec
-from twinbert_search import opensearch_assets as assets
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
-from twinbert_search.opensearch_assets import IndexOptions
+from twinbert_search.stores.opensearch import assets
+from twinbert_search.stores.opensearch.assets import IndexOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ModelManifest(dim=384, fingerprint="0123456789abcdef0123456789abcdef")

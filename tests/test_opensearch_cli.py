@@ -12,16 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.fake_opensearch import FakeCluster, FakeConnection, build_onnx_model_dir
-from twinbert_search import opensearch_assets as assets
-from twinbert_search.cli_opensearch import (
-    OPTION_NAMES,
-    opensearch,
-    opensearch_options,
-    store_from_options,
-)
+from twinbert_search.cli.opensearch import opensearch, opensearch_options
 from twinbert_search.errors import ConfigurationError, StoreError
 from twinbert_search.manifest import ModelManifest
-from twinbert_search.stores.opensearch import ConnectionOptions
+from twinbert_search.stores.opensearch import ConnectionOptions, assets
+from twinbert_search.stores.opensearch.connection import OPTION_NAMES, store_from_options
 
 SECRET = "cli-Pa55word-never-shown"
 

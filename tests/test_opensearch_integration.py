@@ -126,7 +126,7 @@ def test_the_ingest_pipeline_rejects_bad_vectors(store: OpenSearchStore) -> None
     reason="OPENSEARCH_TEST_ML=1 not set: the ML Commons register/deploy test was skipped",
 )
 def test_encoding_in_the_cluster(store: OpenSearchStore, tmp_path: Path) -> None:
-    from twinbert_search import opensearch_ml as ml
+    from twinbert_search.stores.opensearch import ml
 
     model_dir = build_onnx_model_dir(tmp_path / "model", dim=DIM)
     package = ml.build_model_package(model_dir, tmp_path / "model.zip")

@@ -20,11 +20,10 @@ from tests.fake_opensearch import (
     encode_with_onnx,
 )
 from tests.opensearch_spec import MAX_CHUNK_BYTES
-from twinbert_search import opensearch_ml as ml
 from twinbert_search.documents import Document
 from twinbert_search.errors import BackendUnavailableError, ModelError, StoreError
 from twinbert_search.manifest import ModelManifest
-from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore
+from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore, ml
 
 TEXTS = [
     "the star and the planet orbit the sun",

@@ -21,10 +21,10 @@ from twinbert_search.errors import (
     ModelMismatchError,
     StoreError,
 )
-from twinbert_search.indexing import index_documents
-from twinbert_search.opensearch_assets import IndexOptions
-from twinbert_search.stores import opensearch as os_store
+from twinbert_search.ingest.indexing import index_documents
 from twinbert_search.stores.opensearch import BulkOptions, ConnectionOptions, OpenSearchStore
+from twinbert_search.stores.opensearch import store as os_store
+from twinbert_search.stores.opensearch.assets import IndexOptions
 
 DIM = 8
 FP = "fingerprint-one"

@@ -10,7 +10,7 @@ import pytest
 
 from twinbert_search.documents import Document, Query
 from twinbert_search.errors import ConfigurationError, InputError
-from twinbert_search.readers import (
+from twinbert_search.ingest.readers import (
     load_beir,
     read_corpus,
     read_qrels,
@@ -192,7 +192,7 @@ def test_skip_mode_continues_and_collects(tmp_path: Path) -> None:
 
 def test_skip_mode_without_list_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_lines(tmp_path / "c.jsonl", ["{", GOOD])
-    with caplog.at_level(logging.WARNING, logger="twinbert_search.readers"):
+    with caplog.at_level(logging.WARNING, logger="twinbert_search.ingest.readers"):
         assert [d.id for d in read_corpus(path, on_error="skip")] == ["d1"]
     assert f"{path}:1" in caplog.text
 

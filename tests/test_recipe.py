@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from tests.conftest import build_tiny_model
 from tests.test_teacher import write_tiny_beir
-from twinbert_search.cli_recipe import recipe
+from twinbert_search.cli.recipe import recipe
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import CrossingConfig, ModelManifest
 from twinbert_search.training.recipe import (

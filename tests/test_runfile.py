@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from twinbert_search.errors import ConfigurationError, InputError
-from twinbert_search.evaluation import evaluate
-from twinbert_search.runfile import rank_order, read_run, write_run
+from twinbert_search.evaluation.metrics import evaluate
+from twinbert_search.evaluation.runfile import rank_order, read_run, write_run
 
 RESULTS = {
     "q2": [("d2", 1.0), ("d1", 1.0), ("d3", 2.5)],

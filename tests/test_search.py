@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from twinbert_search.cli import main
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.indexing import index_documents
-from twinbert_search.readers import read_corpus, read_qrels, read_queries
+from twinbert_search.evaluation.searcher import evaluate_searcher
+from twinbert_search.ingest.indexing import index_documents
+from twinbert_search.ingest.readers import read_corpus, read_qrels, read_queries
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.search import Searcher, reciprocal_rank_fusion
-from twinbert_search.search_eval import evaluate_searcher
 from twinbert_search.stores.embedded import EmbeddedStore
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"

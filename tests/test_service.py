@@ -25,10 +25,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from twinbert_search.cli import CLI
-from twinbert_search.cli_serve import serve
+from twinbert_search.cli.serve import serve
 from twinbert_search.errors import BackendUnavailableError
-from twinbert_search.indexing import index_documents
-from twinbert_search.readers import read_corpus
+from twinbert_search.ingest.indexing import index_documents
+from twinbert_search.ingest.readers import read_corpus
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.search import Searcher
 from twinbert_search.service import ServiceConfig, create_app
@@ -490,7 +490,7 @@ def test_api_key_guards_search_and_rerank_only(
 
 def test_the_service_does_not_import_torch() -> None:
     code = (
-        "import sys, twinbert_search.service.app, twinbert_search.cli_serve; "
+        "import sys, twinbert_search.service.app, twinbert_search.cli.serve; "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

@@ -28,7 +28,7 @@ CROSSINGS = ("cosine", "residual")
 COMBINES = ("max", "concat", "mul")
 # manifest.onnx key of the calibrated static int8 document graph (twinbert_search.quantization)
 STATIC_INT8_KEY = "document_encoder_static_int8"
-# manifest.onnx key of the int8 residual crossing graph (twinbert_search.crossing_graph)
+# manifest.onnx key of the int8 residual crossing graph (quantization.crossing_graph)
 CROSSING_INT8_KEY = "crossing_int8"
 
 

@@ -3,7 +3,7 @@
 These mirror `twinbert_search.training.crossing` exactly (tests check parity) but need no
 torch, so the serving path stays light. All return logits; `sigmoid` gives probabilities.
 Weights are read from `crossing/model.safetensors`; `OnnxCrossing` runs the int8 graph that
-`export --int8` writes for residual crossings (`twinbert_search.crossing_graph`).
+`export --int8` writes for residual crossings (`twinbert_search.quantization.crossing_graph`).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class ResidualCrossing:
 
 
 class OnnxCrossing:
-    """A residual crossing (max or mul) as the int8 graph of `twinbert_search.crossing_graph`.
+    """A residual crossing (max or mul) as the int8 graph of `quantization.crossing_graph`.
 
     One intra-op thread: it matches numpy's two-thread float product on one core, and a
     second thread would spin-wait between calls, slowing whatever the process runs next.

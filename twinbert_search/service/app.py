@@ -19,9 +19,9 @@ from fastapi import Depends, FastAPI, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from twinbert_search import __version__
-from twinbert_search.backends import open_searcher
 from twinbert_search.errors import TwinBertSearchError
 from twinbert_search.search import Searcher
+from twinbert_search.search.factory import open_searcher
 from twinbert_search.service.config import ServiceConfig
 from twinbert_search.service.engine import SearchService
 from twinbert_search.service.errors import (

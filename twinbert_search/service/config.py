@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twinbert_search.backends import check_options
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.factory import check_options
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: exposing the service is an explicit choice
 DEFAULT_PORT = 8080

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from twinbert_search.bm25 import BM25Index
 from twinbert_search.documents import Document, Query
 from twinbert_search.errors import ConfigurationError, InputError, ModelError
-from twinbert_search.readers import Qrels, load_beir, validate_qrels
+from twinbert_search.ingest.readers import Qrels, load_beir, validate_qrels
+from twinbert_search.stores.embedded.bm25 import BM25Index
 
 __all__ = [
     "CHECKPOINT_DIR",

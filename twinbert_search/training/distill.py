@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from twinbert_search.errors import ConfigurationError, ModelError
-from twinbert_search.models import default_checkpoint
+from twinbert_search.runtime.models import default_checkpoint
 from twinbert_search.runtime.tokenization import TextTokenizer
 from twinbert_search.training.data import (
     CHECKPOINT_DIR,

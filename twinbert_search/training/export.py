@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from twinbert_search.crossing_graph import export_int8_crossing
 from twinbert_search.errors import ModelError
 from twinbert_search.manifest import ModelManifest
+from twinbert_search.quantization.crossing_graph import export_int8_crossing
 from twinbert_search.runtime.tokenization import TextTokenizer
 from twinbert_search.training.modeling import Tower, TwinBert
 from twinbert_search.training.tokenizer import to_torch

@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.evaluation import evaluate
+from twinbert_search.evaluation.metrics import evaluate
+from twinbert_search.evaluation.provenance import cpu_model
 from twinbert_search.manifest import CrossingConfig
-from twinbert_search.provenance import cpu_model
 from twinbert_search.runtime.crossing import lexical_fusion
 
 __all__ = ["RecipeConfig", "StudentSpec", "run_recipe"]
@@ -179,7 +179,7 @@ class Context:
     """What every step reads: the data, the base model, the step artefacts under OUT/work."""
 
     def __init__(self, cfg: RecipeConfig) -> None:
-        from twinbert_search.models import default_checkpoint, resolve_model
+        from twinbert_search.runtime.models import default_checkpoint, resolve_model
         from twinbert_search.training.data import load_training_data
 
         self.cfg = cfg
@@ -254,7 +254,7 @@ def step_index(ctx: Context) -> dict[str, Any]:
                 f"{ctx.index_dir} holds {count} documents, the corpus {len(ctx.corpus)}"
             )
         return {"index": str(ctx.index_dir), "reused": True, "documents": count}
-    from twinbert_search.indexing import index_documents
+    from twinbert_search.ingest.indexing import index_documents
 
     store = EmbeddedStore.create_or_open(ctx.index_dir, dim=runtime.dim, codec="float32")
     try:

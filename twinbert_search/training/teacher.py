@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 from twinbert_search import __version__
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError, ModelError
-from twinbert_search.evaluation import evaluate
-from twinbert_search.models import default_checkpoint
-from twinbert_search.readers import Qrels
+from twinbert_search.evaluation.metrics import evaluate
+from twinbert_search.ingest.readers import Qrels
+from twinbert_search.runtime.models import default_checkpoint
 from twinbert_search.runtime.tokenization import TextTokenizer
 from twinbert_search.training.data import (
     CHECKPOINT_DIR,

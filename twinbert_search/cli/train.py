@@ -116,7 +116,7 @@ def teacher_train(
     progress: bool,
 ) -> None:
     """Fine-tune a cross-encoder on DATA's train qrels with BM25 hard negatives."""
-    from twinbert_search.evaluation import PRIMARY_METRIC
+    from twinbert_search.evaluation.metrics import PRIMARY_METRIC
     from twinbert_search.training.teacher import train_teacher
 
     out_dir = train_teacher(
@@ -290,7 +290,7 @@ def export(
             raise ConfigurationError("export: give --model DIR, or --out DIR to build a model")
         import torch
 
-        from twinbert_search.models import default_checkpoint
+        from twinbert_search.runtime.models import default_checkpoint
         from twinbert_search.training.modeling import TwinBert
         from twinbert_search.training.tokenizer import tokenizer_file
 

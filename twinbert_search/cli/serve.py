@@ -16,8 +16,7 @@ from typing import Any
 
 import click
 
-from twinbert_search.backends import BACKENDS
-from twinbert_search.cli_opensearch import OPTION_NAMES, opensearch_options
+from twinbert_search.cli.opensearch import opensearch_options
 from twinbert_search.service.config import (
     DEFAULT_CACHE_SIZE,
     DEFAULT_HOST,
@@ -28,6 +27,8 @@ from twinbert_search.service.config import (
     ServiceConfig,
     default_workers,
 )
+from twinbert_search.stores.factory import BACKENDS
+from twinbert_search.stores.opensearch.connection import OPTION_NAMES
 
 __all__ = ["serve"]
 

@@ -14,7 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from twinbert_search.documents import Query
-from twinbert_search.evaluation import DEFAULT_METRICS, LatencyRecorder, evaluate
+from twinbert_search.evaluation.metrics import DEFAULT_METRICS, LatencyRecorder, evaluate
 from twinbert_search.search import Searcher
 
 Run = dict[str, list[tuple[str, float]]]

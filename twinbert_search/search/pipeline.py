@@ -117,7 +117,7 @@ class Searcher:
         threads: int | None = None,
     ) -> Searcher:
         """An embedded store and its model (the default model when none is given)."""
-        from twinbert_search.models import resolve_model
+        from twinbert_search.runtime.models import resolve_model
         from twinbert_search.stores.embedded import EmbeddedStore
 
         store = EmbeddedStore.open(index_dir, with_documents=False)  # text for hits only

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -19,6 +20,9 @@ from twinbert_search.documents import Document
 from twinbert_search.errors import InputError
 from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.stores.base import VectorStore
+
+if TYPE_CHECKING:
+    from twinbert_search.stores.opensearch import OpenSearchStore
 
 
 @dataclass
@@ -174,4 +178,35 @@ def index_documents(
         prune=prune,
         progress=progress,
         total=total,
+    )
+
+
+def index_in_cluster(
+    documents: Iterable[Document],
+    store: OpenSearchStore,
+    *,
+    model_fingerprint: str,
+    model_id: str,
+    chunk_size: int = 512,
+    prune: bool = False,
+    progress: bool = True,
+) -> IndexReport:
+    """`index_documents` for `--encode-in-cluster`: the cluster's ingest pipeline encodes.
+
+    The same loop and contract (`indexing.run_indexing`); only the chunk writer differs.
+    """
+
+    def write_chunk(todo: list[Document], advance: Callable[[int], object]) -> None:
+        store.index_texts(todo, model_fingerprint=model_fingerprint, model_id=model_id)
+        advance(len(todo))
+
+    return run_indexing(
+        documents,
+        store,
+        write_chunk,
+        model_fingerprint=model_fingerprint,
+        chunk_size=chunk_size,
+        prune=prune,
+        progress=progress,
+        desc="indexing in the cluster",
     )

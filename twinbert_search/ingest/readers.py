@@ -15,8 +15,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .documents import Document, Query
-from .errors import ConfigurationError, InputError
+from twinbert_search.documents import Document, Query
+from twinbert_search.errors import ConfigurationError, InputError
 
 __all__ = [
     "Qrels",

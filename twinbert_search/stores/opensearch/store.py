@@ -33,7 +33,6 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from twinbert_search import opensearch_assets as assets
 from twinbert_search.documents import Document
 from twinbert_search.errors import (
     BackendUnavailableError,
@@ -44,7 +43,6 @@ from twinbert_search.errors import (
     StoreError,
 )
 from twinbert_search.manifest import ModelManifest
-from twinbert_search.opensearch_assets import IndexOptions
 from twinbert_search.stores.base import (
     Candidates,
     Filters,
@@ -52,6 +50,8 @@ from twinbert_search.stores.base import (
     VectorStore,
     short_fingerprint,
 )
+from twinbert_search.stores.opensearch import assets
+from twinbert_search.stores.opensearch.assets import IndexOptions
 
 logger = logging.getLogger(__name__)
 

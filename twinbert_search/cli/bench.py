@@ -20,7 +20,7 @@ __all__ = ["bench", "suite_script"]
 
 def suite_script() -> Path:
     """benchmarks/run.py of the checkout this package is imported from."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
     if not script.is_file():
         raise ConfigurationError(
             f"no benchmark suite at {script}: `twinbert-search bench` needs a source checkout "

@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 
 from twinbert_search import __version__
-from twinbert_search.bm25 import BM25Index
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError, StoreError
 from twinbert_search.stores import ann as ann_lib
 from twinbert_search.stores.base import Candidates, Filters, RowIds, StoreInfo, VectorStore
 from twinbert_search.stores.codecs import SCALES, VECTORS, Codec, gather_rows, get_codec
+from twinbert_search.stores.embedded.bm25 import BM25Index
 from twinbert_search.stores.filters import FilterBuilder, FilterIndex
 
 logger = logging.getLogger(__name__)

@@ -4,8 +4,7 @@
 --url (or OPENSEARCH_URL), --index, --alias, --username (OPENSEARCH_USERNAME), --password
 (OPENSEARCH_PASSWORD; never echoed, shown in help or printed), --ca-certs
 (OPENSEARCH_CA_CERTS), --no-verify-certs (OPENSEARCH_VERIFY_CERTS=false), --timeout.
-`store_from_options(**kwargs)` takes a command's keyword arguments as they are and builds the
-store from the ones it knows.
+`stores.opensearch.connection.store_from_options(**kwargs)` builds the store from them.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Any, TypeVar
 
 import click
 
-from twinbert_search import opensearch_assets as assets
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.opensearch import (
     ENV_CA_CERTS,
@@ -26,24 +24,15 @@ from twinbert_search.stores.opensearch import (
     ENV_URL,
     ENV_USERNAME,
     ENV_VERIFY_CERTS,
-    ConnectionOptions,
-    OpenSearchStore,
+    assets,
     translate_errors,
+)
+from twinbert_search.stores.opensearch.connection import (
+    connection_from_options,
+    store_from_options,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-OPTION_NAMES = (
-    "url",
-    "index",
-    "alias",
-    "username",
-    "password",
-    "ca_certs",
-    "verify_certs",
-    "timeout",
-)
-STORE_KWARGS = ("manifest", "index_options", "bulk", "ef_search", "hybrid_weights")
 
 
 def opensearch_options(func: F) -> F:
@@ -96,36 +85,8 @@ def opensearch_options(func: F) -> F:
     return func
 
 
-def connection_from_options(**kwargs: Any) -> ConnectionOptions:
-    """ConnectionOptions from the flags (environment fallbacks included)."""
-    return ConnectionOptions.from_env(
-        kwargs.get("url"),
-        username=kwargs.get("username"),
-        password=kwargs.get("password"),
-        ca_certs=kwargs.get("ca_certs"),
-        verify_certs=kwargs.get("verify_certs", True),
-        timeout=kwargs.get("timeout") or 30.0,
-        client_kwargs=kwargs.get("client_kwargs") or {},
-    )
-
-
-def store_from_options(**kwargs: Any) -> OpenSearchStore:
-    """An OpenSearchStore from a command's kwargs; keys it does not know are ignored.
-
-    Besides the `opensearch_options` flags it takes the store's own keyword arguments
-    (manifest, index_options, bulk, ef_search, hybrid_weights) and `client_kwargs`.
-    Without --index or --alias the target is the alias `twinbert`.
-    """
-    connection = connection_from_options(**kwargs)
-    index, alias = kwargs.get("index"), kwargs.get("alias")
-    if not index and not alias:
-        alias = assets.DEFAULT_BASE
-    extra = {k: kwargs[k] for k in STORE_KWARGS if kwargs.get(k) is not None}
-    return OpenSearchStore(connection, index=index, alias=alias, **extra)
-
-
 def _load_manifest(model: Path | None) -> tuple[Path, ModelManifest]:
-    from twinbert_search.models import resolve_model
+    from twinbert_search.runtime.models import resolve_model
 
     model_dir = resolve_model(model)
     return model_dir, ModelManifest.load(model_dir)
@@ -250,7 +211,7 @@ def register_model(
     **kwargs: Any,
 ) -> None:
     """Package the document encoder for ML Commons, register it and deploy it."""
-    from twinbert_search import opensearch_ml
+    from twinbert_search.stores.opensearch import ml as opensearch_ml
 
     model_dir, _ = _load_manifest(model)
     package = opensearch_ml.build_model_package(

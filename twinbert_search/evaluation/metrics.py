@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytrec_eval
 
-from .errors import ConfigurationError, InputError
-from .runfile import Hits, rank_order
+from twinbert_search.errors import ConfigurationError, InputError
+from twinbert_search.evaluation.runfile import Hits, rank_order
 
 __all__ = [
     "DEFAULT_METRICS",

@@ -17,18 +17,18 @@ from typing import Any
 import click
 
 from twinbert_search import __version__
-from twinbert_search.backends import BACKENDS, EMBEDDED, OPENSEARCH
-from twinbert_search.cli_bench import bench
-from twinbert_search.cli_opensearch import opensearch, opensearch_options
-from twinbert_search.cli_recipe import recipe
-from twinbert_search.cli_serve import serve
-from twinbert_search.cli_train import distill, export, teacher
+from twinbert_search.cli.bench import bench
+from twinbert_search.cli.opensearch import opensearch, opensearch_options
+from twinbert_search.cli.recipe import recipe
+from twinbert_search.cli.serve import serve
+from twinbert_search.cli.train import distill, export, teacher
 from twinbert_search.errors import (
     BulkIndexError,
     ConfigurationError,
     InputError,
     TwinBertSearchError,
 )
+from twinbert_search.stores.factory import BACKENDS, EMBEDDED, OPENSEARCH
 
 
 class CLI(click.Group):
@@ -205,13 +205,13 @@ def index(
     """
     from dataclasses import replace
 
-    from twinbert_search.backends import check_options, index_in_cluster, open_store
-    from twinbert_search.indexing import index_documents
+    from twinbert_search.ingest.indexing import index_documents, index_in_cluster
+    from twinbert_search.ingest.readers import read_corpus
     from twinbert_search.manifest import ModelManifest
-    from twinbert_search.models import resolve_model
-    from twinbert_search.opensearch_ml import vector_fingerprint
-    from twinbert_search.readers import read_corpus
     from twinbert_search.runtime import TwinBertRuntime
+    from twinbert_search.runtime.models import resolve_model
+    from twinbert_search.stores.factory import check_options, open_store
+    from twinbert_search.stores.opensearch.ml import vector_fingerprint
 
     check_options(backend, index_dir=index_dir, **opensearch_kwargs)
     if backend != OPENSEARCH:
@@ -356,7 +356,7 @@ def search(
     **opensearch_kwargs: Any,
 ) -> None:
     """Two-stage search: kNN recall, then the crossing-layer rerank."""
-    from twinbert_search.backends import open_searcher
+    from twinbert_search.search.factory import open_searcher
 
     searcher = open_searcher(
         backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **opensearch_kwargs
@@ -423,10 +423,11 @@ def eval_cmd(
     **opensearch_kwargs: Any,
 ) -> None:
     """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked, and latency p50/p99."""
-    from twinbert_search.backends import check_options, open_searcher
-    from twinbert_search.readers import read_qrels, read_queries
-    from twinbert_search.runfile import write_run
-    from twinbert_search.search_eval import evaluate_searcher
+    from twinbert_search.evaluation.runfile import write_run
+    from twinbert_search.evaluation.searcher import evaluate_searcher
+    from twinbert_search.ingest.readers import read_qrels, read_queries
+    from twinbert_search.search.factory import open_searcher
+    from twinbert_search.stores.factory import check_options
 
     check_options(backend, index_dir=index_dir, **opensearch_kwargs)
     judgments = read_qrels(qrels)
@@ -517,9 +518,9 @@ def quantize(
     """
     from itertools import islice
 
-    from twinbert_search.models import resolve_model
+    from twinbert_search.ingest.readers import read_corpus
     from twinbert_search.quantization import quantize_documents
-    from twinbert_search.readers import read_corpus
+    from twinbert_search.runtime.models import resolve_model
 
     if docs < 1:
         raise ConfigurationError(f"--docs must be positive, got {docs}")
@@ -540,7 +541,7 @@ def quantize(
 @main.command("build-default-model")
 def build_default() -> None:
     """Build (once) and print the path of the default MiniLM-based TwinBERT."""
-    from twinbert_search.models import resolve_model
+    from twinbert_search.runtime.models import resolve_model
 
     click.echo(str(resolve_model(None)))
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .errors import ConfigurationError, InputError
+from twinbert_search.errors import ConfigurationError, InputError
 
 __all__ = ["Run", "rank_order", "read_run", "write_run"]
 

@@ -1,0 +1,1 @@
+"""Ingest: reading corpora, queries and qrels, and the incremental indexing loop."""
