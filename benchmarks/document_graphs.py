@@ -141,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    model = Path(resolve_model(None))
+    model = Path(resolve_model(None, build_default=True))
     with open(args.corpus, encoding="utf-8") as f:
         docs = [
             json.loads(line)

@@ -266,7 +266,9 @@ def main() -> None:
     args = p.parse_args()
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    cfg = suite.BenchConfig(model_dir=Path(resolve_model(None)), work_dir=args.work_dir)
+    cfg = suite.BenchConfig(
+        model_dir=Path(resolve_model(None, build_default=True)), work_dir=args.work_dir
+    )
     path = _store(cfg, args.size)
     queries = ClusteredSphere(dim=384, seed=cfg.seed).queries(args.queries)
     store = EmbeddedStore.open(path, with_documents=False)

@@ -97,7 +97,7 @@ def _config(args: argparse.Namespace, work_dir: Path) -> suite.BenchConfig:
     from twinbert_search.runtime.models import resolve_model
 
     cfg = suite.BenchConfig(
-        model_dir=Path(resolve_model(args.model)),
+        model_dir=Path(resolve_model(args.model, build_default=True)),
         work_dir=work_dir,
         sizes=args.sizes or ([10_000] if args.quick else [10_000, 100_000, 1_000_000]),
         ann=args.ann,

@@ -233,11 +233,11 @@ def index(
         )
     runtime = None
     if encode_in_cluster:  # no local encoding: the manifest is enough
-        manifest = ModelManifest.load(resolve_model(model))
+        manifest = ModelManifest.load(resolve_model(model, build_default=True))
         fingerprint = vector_fingerprint(manifest, int8)
     else:
         runtime = TwinBertRuntime.load(
-            resolve_model(model),
+            resolve_model(model, build_default=True),
             int8=int8,
             threads=threads,
             document_graph="openvino-int8" if openvino else None,
@@ -527,7 +527,9 @@ def quantize(
     fields = tuple(f.strip() for f in text_fields.split(",") if f.strip())
     records = read_corpus(corpus, fmt=fmt, id_field=id_field, text_fields=fields)
     texts = [d.encoding_text for d in islice(records, docs)]
-    report = quantize_documents(resolve_model(model), texts, alpha=alpha, overwrite=force)
+    report = quantize_documents(
+        resolve_model(model, build_default=True), texts, alpha=alpha, overwrite=force
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return
@@ -543,7 +545,7 @@ def build_default() -> None:
     """Build (once) and print the path of the default MiniLM-based TwinBERT."""
     from twinbert_search.runtime.models import resolve_model
 
-    click.echo(str(resolve_model(None)))
+    click.echo(str(resolve_model(None, build_default=True)))
 
 
 main.add_command(opensearch)

