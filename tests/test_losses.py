@@ -9,7 +9,10 @@ from torch.nn import functional as F
 from twinbert_search.training.losses import (
     in_batch_negatives,
     label_listwise,
+    listwise_kl,
+    localized_contrastive,
     margin_mse,
+    pointwise_bce,
     soft_cross_entropy,
 )
 
@@ -130,3 +133,38 @@ def test_label_listwise_pulls_the_positives_up() -> None:
     assert float(label_listwise(scores, torch.zeros(4, dtype=torch.bool)).detach()) == 0.0
     with pytest.raises(ValueError, match="positives must have shape"):
         label_listwise(scores, torch.tensor([True]))
+
+
+def test_pointwise_bce_matches_its_formula_and_checks_shapes() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    labels = torch.tensor([1.0, 0.0, 0.0])
+    p = torch.sigmoid(logits)
+    expected = -(labels * p.log() + (1 - labels) * (1 - p).log()).mean()
+    assert float(pointwise_bce(logits, labels)) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\) like logits, got \(2,\)"):
+        pointwise_bce(logits, labels[:2])
+
+
+def test_localized_contrastive_is_the_positives_negative_log_softmax() -> None:
+    groups = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, -1.0]])
+    expected = -torch.log_softmax(groups, -1)[:, 0].mean()
+    assert float(localized_contrastive(groups)) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match=r"\(groups, group size >= 2\), got \(3,\)"):
+        localized_contrastive(groups[0])
+    with pytest.raises(ValueError, match=r"got \(2, 1\)"):
+        localized_contrastive(groups[:, :1])
+
+
+def test_listwise_kl_is_zero_at_the_teacher_and_averages_over_lists() -> None:
+    teacher = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    assert float(listwise_kl(teacher + 7.0, teacher)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    p = torch.softmax(teacher / 2.0, -1)
+    kl = (p * (p.log() - torch.log_softmax(student / 2.0, -1))).sum(-1).mean()
+    assert float(listwise_kl(student, teacher, 2.0)) == pytest.approx(float(kl), rel=1e-6)
+    with pytest.raises(ValueError, match=r"\(lists, candidates\), got \(3,\)"):
+        listwise_kl(student[0], teacher[0])
+    with pytest.raises(ValueError, match=r"teacher_logits must have shape \(2, 3\)"):
+        listwise_kl(student, teacher[:, :2])
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        listwise_kl(student, teacher, 0.0)

@@ -91,6 +91,7 @@ def fold_affine(module: nn.Module, a: float, b: float) -> None:
 
 
 def build_crossing(config: CrossingConfig, dim: int) -> nn.Module:
+    """A fresh crossing layer for `dim`-wide vectors, as the config describes it."""
     config.validate()
     if config.type == "cosine":
         return CosineCrossing()
@@ -98,10 +99,12 @@ def build_crossing(config: CrossingConfig, dim: int) -> nn.Module:
 
 
 def save_crossing(module: nn.Module, folder: Path) -> None:
+    """Write the crossing's weights to folder/model.safetensors."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"))
 
 
 def load_crossing_weights(module: nn.Module, folder: Path) -> None:
+    """Load weights written by `save_crossing` into a crossing of the same config."""
     module.load_state_dict(load_file(str(folder / "model.safetensors")))

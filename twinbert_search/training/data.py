@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,8 +29,10 @@ from twinbert_search.stores.embedded.bm25 import BM25Index
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "Checkpointing",
     "TrainingData",
     "TrainingQuery",
+    "Validation",
     "batch_indices",
     "build_bm25",
     "check_resume_config",
@@ -232,6 +234,27 @@ def sample_group(
 
 
 # --- run bookkeeping shared by teacher training and distillation -----------------------------
+
+
+class Validation(NamedTuple):
+    """One evaluation during training: the score the loop maximises, and what to log with it.
+
+    The caller decides both, so the loop picks checkpoints the same way whatever it measures
+    (`train_teacher`: the teacher reranking BM25; the recipe: nDCG@10 on its recall lists).
+    """
+
+    score: float
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often a training loop saves its state, and the settings a resume must
+    match (`check_resume_config`)."""
+
+    folder: Path
+    every: int
+    config: Mapping[str, Any]
 
 
 def linear_schedule(optimizer: Any, steps: int, warmup_steps: int) -> Any:

@@ -37,29 +37,28 @@ from twinbert_search.runtime.models import default_checkpoint
 from twinbert_search.runtime.tokenization import TextTokenizer
 from twinbert_search.training.data import (
     CHECKPOINT_DIR,
+    Checkpointing,
     TrainingQuery,
     batch_indices,
     build_bm25,
     check_resume_config,
-    linear_schedule,
     load_checkpoint,
     load_training_data,
     mine_queries,
     sample_group,
-    save_checkpoint,
     step_rng,
 )
 from twinbert_search.training.data import pseudo_queries as make_pseudo_queries
 from twinbert_search.training.export import export_model
-from twinbert_search.training.losses import (
-    in_batch_negatives,
-    label_listwise,
-    margin_mse,
-    soft_cross_entropy,
-)
 from twinbert_search.training.modeling import TwinBert, TwinBertConfig
+from twinbert_search.training.student_loop import (
+    DocumentTower,
+    ScoredList,
+    fit_student,
+    platt_calibrate,
+)
 from twinbert_search.training.teacher import TeacherScorer, load_teacher
-from twinbert_search.training.tokenizer import tokenizer_file, torch_batch
+from twinbert_search.training.tokenizer import tokenizer_file
 
 __all__ = ["LOSSES", "TeacherScoreCache", "distill"]
 
@@ -174,15 +173,6 @@ def _score_plan(
         cache.flush()
         bar.update(len(part))
     bar.close()
-
-
-def _optimizer(model: TwinBert, lr: float, crossing_lr: float) -> torch.optim.Optimizer:
-    """AdamW; the crossing layer gets its own rate (a cosine scale at 3e-5 would never move)."""
-    crossing = list(model.crossing.parameters())
-    ids = {id(p) for p in crossing}
-    towers = [p for p in model.parameters() if id(p) not in ids]
-    groups = [{"params": towers, "lr": lr}, {"params": crossing, "lr": crossing_lr}]
-    return torch.optim.AdamW(groups, weight_decay=0.01)
 
 
 def distill(
@@ -302,59 +292,32 @@ def distill(
     torch.manual_seed(seed)  # the dropout stream; restored from the checkpoint on resume
     q_tok = TextTokenizer.from_file(tok_path, model.manifest.max_query_length)
     d_tok = TextTokenizer.from_file(tok_path, model.manifest.max_doc_length)
-    optimizer = _optimizer(model, lr, crossing_lr)
-    scheduler = linear_schedule(optimizer, steps, max(1, round(warmup_fraction * steps)))
-    history: list[dict[str, float]] = []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        history = state["history"]
-        log.info("resuming distillation from step %d of %d", start, steps)
 
-    model.train()
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc="distill", unit="step")
-    for step, groups in enumerate(plan, start=start + 1):
-        terms = _step_loss(
-            model,
-            groups,
-            queries,
-            data.corpus,
-            cache,
-            fingerprint,
-            q_tok,
-            d_tok,
-            loss=loss,
-            temperature=temperature,
-            recall_loss_weight=recall_loss_weight,
-            label_weight=label_weight,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        record = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}}
-        history.append(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['total']:.4f}")
-        if step % checkpoint_every == 0 or step == steps:
-            save_checkpoint(
-                ckpt_dir,
-                {
-                    "step": step,
-                    "config": run_config,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                },
-            )
-        if on_step is not None:
-            on_step(step, record["total"])
-    bar.close()
+    def batch(step: int) -> list[ScoredList]:
+        return [
+            _group_list(queries[i], docs, data.corpus, cache, fingerprint)
+            for i, docs in plan[step - start]
+        ]
+
+    fit = fit_student(
+        model,
+        batch,
+        steps=steps,
+        lr=lr,
+        crossing_lr=crossing_lr,
+        warmup_steps=max(1, round(warmup_fraction * steps)),
+        query_tokenizer=q_tok,
+        documents=DocumentTower(data.corpus, d_tok),
+        loss=loss,
+        temperature=temperature,
+        label_weight=label_weight,
+        recall_loss_weight=recall_loss_weight,
+        checkpoint=Checkpointing(ckpt_dir, checkpoint_every, run_config),
+        state=state,
+        progress=progress,
+        on_step=on_step,
+    )
+    history = fit.history
 
     model.eval()
     calibration = (
@@ -384,6 +347,20 @@ def distill(
     return out_dir
 
 
+def _group_list(
+    query: TrainingQuery,
+    docs: Sequence[str],
+    corpus: dict,
+    cache: TeacherScoreCache,
+    fingerprint: str,
+) -> ScoredList:
+    """A planned group (its positive first) with the teacher's cached scores."""
+    keys = [cache.key(fingerprint, query.text, d, corpus[d].content_hash) for d in docs]
+    positives = np.zeros(len(docs), dtype=bool)
+    positives[0] = True
+    return ScoredList(query.text, tuple(docs), cache.get_many(keys), positives)
+
+
 def _calibrate(
     model: TwinBert,
     queries: Sequence[TrainingQuery],
@@ -400,77 +377,12 @@ def _calibrate(
     Margin-MSE only fixes score differences, so a student's logits can drift to a level where
     the logistic saturates and every candidate's probability ties (see `calibration`).
     """
-    from twinbert_search.training.calibration import fit_platt
-    from twinbert_search.training.crossing import fold_affine
-
     steps = range(max(1, -(-max_queries // 16)))
     plan = _plan(queries, corpus_ids, steps=steps, batch_size=16, candidates=candidates, seed=seed)
     groups = [g for step in plan for g in step][:max_queries]
-    logits, labels = [], []
-    with torch.no_grad():
-        for i, docs in groups:
-            q = model.encode_queries(torch_batch(q_tok, [queries[i].text]))
-            d = model.encode_documents(torch_batch(d_tok, [corpus[x].encoding_text for x in docs]))
-            logits += model.crossing(q.expand(len(docs), -1), d).tolist()
-            labels += [1.0] + [0.0] * (len(docs) - 1)  # each group's positive comes first
-    try:
-        a, b = fit_platt(np.asarray(logits), np.asarray(labels))
-    except ValueError as exc:
-        return {"skipped": str(exc)}
-    fold_affine(model.crossing, a, b)
-    return {"a": a, "b": b, "pairs": len(logits)}
-
-
-def _step_loss(
-    model: TwinBert,
-    groups: list[tuple[int, list[str]]],
-    queries: Sequence[TrainingQuery],
-    corpus: dict,
-    cache: TeacherScoreCache,
-    fingerprint: str,
-    q_tok: TextTokenizer,
-    d_tok: TextTokenizer,
-    *,
-    loss: str,
-    temperature: float,
-    recall_loss_weight: float,
-    label_weight: float = 0.0,
-) -> dict[str, torch.Tensor]:
-    """The step's loss terms; `total` is what gets minimised."""
-    q_texts = [queries[i].text for i, _ in groups]
-    doc_ids = [d for _, docs in groups for d in docs]
-    keys = [
-        cache.key(fingerprint, queries[i].text, d, corpus[d].content_hash)
-        for i, docs in groups
-        for d in docs
-    ]
-    teacher = torch.from_numpy(cache.get_many(keys))
-    counts = torch.tensor([len(docs) for _, docs in groups])
-    q_vec = model.encode_queries(torch_batch(q_tok, q_texts))
-    d_vec = model.encode_documents(torch_batch(d_tok, [corpus[d].encoding_text for d in doc_ids]))
-    student = model.crossing(q_vec.repeat_interleave(counts, dim=0), d_vec)
-    first = torch.cumsum(counts, 0) - counts  # row of each group's positive
-    terms: dict[str, torch.Tensor] = {}
-    if loss == "soft_ce":
-        terms[loss] = soft_cross_entropy(student, teacher, temperature)
-    else:
-        is_pos = torch.zeros(len(doc_ids), dtype=torch.bool)
-        is_pos[first] = True
-        pos = first.repeat_interleave(counts - 1)  # each negative against its group's positive
-        neg = torch.arange(len(doc_ids))[~is_pos]
-        terms[loss] = margin_mse(student[pos], student[neg], teacher[pos], teacher[neg])
-    total = terms[loss]
-    if label_weight > 0:
-        groups_scores = torch.split(student, counts.tolist())
-        head = [torch.arange(len(g)) == 0 for g in groups_scores]  # the positive comes first
-        terms["labels"] = torch.stack(
-            [label_listwise(g, h) for g, h in zip(groups_scores, head, strict=True)]
-        ).mean()
-        total = total + label_weight * terms["labels"]
-    if recall_loss_weight > 0:
-        positives = [doc_ids[r] for r in first.tolist()]
-        same = torch.tensor([[a == b for b in positives] for a in positives])
-        terms["recall"] = in_batch_negatives(q_vec, d_vec[first], same_doc=same)
-        total = total + recall_loss_weight * terms["recall"]
-    terms["total"] = total
-    return terms
+    lists = []
+    for i, docs in groups:
+        positives = np.zeros(len(docs), dtype=bool)
+        positives[0] = True  # each group's positive comes first
+        lists.append(ScoredList(queries[i].text, tuple(docs), None, positives))
+    return platt_calibrate(model, lists, q_tok, DocumentTower(corpus, d_tok), chunk=1)

@@ -25,6 +25,8 @@ from twinbert_search.runtime.tokenization import TextTokenizer
 from twinbert_search.training.modeling import Tower, TwinBert
 from twinbert_search.training.tokenizer import to_torch
 
+__all__ = ["ExportReport", "eager_attention", "export_model", "quantize_int8"]
+
 log = logging.getLogger(__name__)
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 PARITY_TEXTS = [
@@ -61,7 +63,12 @@ class _TowerGraph(nn.Module):
         super().__init__()
         self.tower = tower
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+    ) -> torch.Tensor:
         return self.tower(input_ids, attention_mask, token_type_ids)
 
 
@@ -106,7 +113,10 @@ def _export_tower(tower: Tower, path: Path, sample: dict[str, torch.Tensor], ops
         )
 
 
-def _quantize(src: Path, dst: Path) -> None:
+def quantize_int8(src: str | Path, dst: str | Path) -> None:
+    """Write `dst`: the ONNX graph `src` with dynamic int8 weights (per-channel), activations
+    quantized at run time. Used for the towers here and for the recipe's teacher graph.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from twinbert_search.quantization import quiet_quantizer
@@ -141,7 +151,7 @@ def export_model(model_dir: str | Path, *, int8: bool = False, opset: int = 17) 
         report.fp32_max_abs_diff[role] = float(np.abs(got - expected).max())
         if int8:
             rel8 = f"onnx/{role}.int8.onnx"
-            _quantize(model_dir / rel, model_dir / rel8)
+            quantize_int8(model_dir / rel, model_dir / rel8)
             onnx_paths[f"{role}_int8"] = rel8
             got8 = OnnxEncoder(make_session(model_dir / rel8), tok).encode(PARITY_TEXTS)
             report.int8_min_cosine[role] = float(row_cosines(got8, expected).min())

@@ -1,8 +1,9 @@
-"""Distillation losses: one function per loss, each checking its input shapes.
+"""Training losses, teacher and student: one function per loss, each checking its input shapes.
 
 Every loss takes the score tensors first and hyperparameters after them, returns the batch
 mean as a 0-d tensor, and raises `ValueError` stating the expected and the actual shapes,
 because a silently broadcast (B,) against (B, 1) trains on the wrong pairs without an error.
+Pointwise losses take (batch,) scores; listwise ones (lists, candidates), one query per row.
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["in_batch_negatives", "label_listwise", "margin_mse", "soft_cross_entropy"]
+__all__ = [
+    "in_batch_negatives",
+    "label_listwise",
+    "listwise_kl",
+    "localized_contrastive",
+    "margin_mse",
+    "pointwise_bce",
+    "soft_cross_entropy",
+]
 
 
 def _check_same_1d(**tensors: torch.Tensor) -> None:
@@ -18,6 +27,21 @@ def _check_same_1d(**tensors: torch.Tensor) -> None:
     first = tensors[names[0]]
     if first.dim() != 1:
         raise ValueError(f"{names[0]} must have shape (batch,), got {tuple(first.shape)}")
+    for name in names[1:]:
+        if tensors[name].shape != first.shape:
+            raise ValueError(
+                f"{name} must have shape {tuple(first.shape)} like {names[0]}, "
+                f"got {tuple(tensors[name].shape)}"
+            )
+
+
+def _check_lists(**tensors: torch.Tensor) -> None:
+    names = list(tensors)
+    first = tensors[names[0]]
+    if first.dim() != 2:
+        raise ValueError(
+            f"{names[0]} must have shape (lists, candidates), got {tuple(first.shape)}"
+        )
     for name in names[1:]:
         if tensors[name].shape != first.shape:
             raise ValueError(
@@ -121,3 +145,56 @@ def label_listwise(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tenso
     if not bool(positives.any()):
         return scores.sum() * 0.0
     return -torch.log_softmax(scores, -1)[positives].mean()
+
+
+def pointwise_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each (query, document) logit against its 0/1 label.
+
+    The pointwise objective of BERT rerankers (Nogueira and Cho 2019, "Passage Re-ranking
+    with BERT", monoBERT): each pair is classified on its own, so the logits keep an absolute
+    meaning (a probability after the logistic) that a listwise loss leaves free.
+
+    logits: (batch,) pair logits; labels: (batch,) 1.0 for a relevant pair, 0.0 otherwise.
+    """
+    _check_same_1d(logits=logits, labels=labels)
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+def localized_contrastive(group_logits: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of each group's positive (column 0) against its hard negatives.
+
+    Localized Contrastive Estimation (Gao, Dai, Callan 2021, "Rethink Training of BERT
+    Rerankers in Multi-Stage Retrieval Pipeline"): a group is one positive and negatives
+    drawn from the first-stage retriever's top candidates, so the reranker learns to order
+    exactly the lists it will see.
+
+    group_logits: (groups, group size) logits, each row's positive first.
+    """
+    if group_logits.dim() != 2 or group_logits.shape[1] < 2:
+        raise ValueError(
+            "group_logits must have shape (groups, group size >= 2), "
+            f"got {tuple(group_logits.shape)}"
+        )
+    target = torch.zeros(group_logits.shape[0], dtype=torch.long, device=group_logits.device)
+    return F.cross_entropy(group_logits, target)
+
+
+def listwise_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher || student) between the softmaxes over each list, at temperature T.
+
+    Listwise distillation (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural
+    Network", over a query's candidates as in ListNet, Cao et al. 2007): only each list's
+    order and spacing are matched, not the scores' level, so a teacher may be any fusion of
+    scores (its softmax is the target). Summed over candidates, averaged over lists.
+
+    student_logits, teacher_logits: (lists, candidates) scores of the same candidates.
+    """
+    _check_lists(student_logits=student_logits, teacher_logits=teacher_logits)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    target = torch.softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, -1)
+    return F.kl_div(
+        torch.log_softmax(student_logits / temperature, -1), target, reduction="batchmean"
+    )

@@ -309,3 +309,40 @@ def _versions() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def frozen_document_student(
+    checkpoint: str | Path,
+    base_model: str | Path,
+    crossing: CrossingConfig,
+    *,
+    pooling: str = "mean",
+    num_layers: int | None = None,
+    max_query_length: int = 64,
+) -> TwinBert:
+    """A student warm-started for distillation behind an existing index.
+
+    Its query tower starts from `checkpoint` (first `num_layers` layers); its document tower
+    is `base_model`'s, frozen, so the vectors an index of the base model stores are this
+    student's document vectors (its manifest says so) and only the query tower and a fresh
+    crossing layer learn. Draws from torch's global generator (the crossing's init): seed first.
+    """
+    base = ModelManifest.load(base_model)
+    query = Tower(load_backbone(checkpoint, num_layers), pooling, None, base.normalize)
+    doc = TwinBert.load(base_model).doc_tower  # the base model's, exactly
+    for p in doc.parameters():
+        p.requires_grad_(False)
+    crossing_module = build_crossing(crossing, query.dim)
+    manifest = ModelManifest(
+        dim=query.dim,
+        pooling=pooling,
+        normalize=base.normalize,
+        shared_towers=False,
+        num_layers=query.backbone.config.num_hidden_layers,
+        max_query_length=max_query_length,
+        max_doc_length=base.max_doc_length,
+        crossing=crossing,
+        base_model=str(checkpoint),
+    )
+    manifest.document_fingerprint = base.document_fingerprint or base.fingerprint
+    return TwinBert(query, doc, crossing_module, manifest)

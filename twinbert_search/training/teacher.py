@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from twinbert_search import __version__
@@ -43,20 +42,18 @@ from twinbert_search.runtime.models import default_checkpoint
 from twinbert_search.runtime.tokenization import TextTokenizer
 from twinbert_search.training.data import (
     CHECKPOINT_DIR,
+    Checkpointing,
     TrainingQuery,
-    batch_indices,
+    Validation,
     build_bm25,
     check_resume_config,
-    linear_schedule,
     load_checkpoint,
     load_training_data,
     mine_queries,
-    sample_group,
-    save_checkpoint,
     split_validation,
-    step_rng,
 )
 from twinbert_search.training.modeling import BERT_LIKE, Pooling, bert_inputs, load_backbone
+from twinbert_search.training.teacher_loop import fit_teacher
 from twinbert_search.training.tokenizer import to_torch, tokenizer_file
 
 __all__ = [
@@ -411,7 +408,8 @@ def train_teacher(
     train queries) and out_dir keeps the best teacher by nDCG@10. The training state is saved
     to out_dir/checkpoint every `checkpoint_every` steps (default: `eval_every`); with
     `resume`, rerunning the same call continues from it. `on_step(step, loss)` runs after each
-    step's bookkeeping (tests raise from it to simulate an interruption).
+    step's bookkeeping (tests raise from it to simulate an interruption). The loop itself is
+    `fit_teacher`, which the SciFact recipe drives with its own candidates and loss.
     """
     _check_positive(
         steps=steps, batch_size=batch_size, lr=lr, negatives=negatives, eval_every=eval_every
@@ -434,15 +432,12 @@ def train_teacher(
     )
     train_q = mine_queries(data, train_ids, index, depth=bm25_depth)
     val_q = mine_queries(data, val_ids, index, depth=rerank_depth)
-    corpus_ids = sorted(data.corpus)
 
     torch.manual_seed(seed)
     model = CrossEncoder.from_checkpoint(checkpoint, pooling)
     tok_path = tokenizer_file(checkpoint)
     max_length = min(max_length, model.backbone.config.max_position_embeddings)
     tokenizer = TextTokenizer.from_file(tok_path, max_length)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = linear_schedule(optimizer, steps, max(1, round(warmup_fraction * steps)))
     run_config = {
         "checkpoint": str(checkpoint.resolve()),
         "data": str(Path(data_dir).resolve()),
@@ -459,84 +454,49 @@ def train_teacher(
         "bm25_depth": bm25_depth,
         "warmup_fraction": warmup_fraction,
     }
-
     ckpt_dir = out_dir / CHECKPOINT_DIR
     state = load_checkpoint(ckpt_dir) if resume else None
-    step, best, history = 0, None, []
     if state is not None:
         check_resume_config(state["config"], run_config, ckpt_dir)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        step, best, history = state["step"], state["best"], state["history"]
-        log.info("resuming teacher training from step %d of %d", step, steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     scorer = TeacherScorer(model, tokenizer, "training")
 
-    def save_best(metrics: dict) -> None:
+    def save_best(step: int, metrics: dict) -> None:
         extra = {
             "base_model": str(checkpoint),
             "training": {"step": step, "steps": steps, "seed": seed, "validation": metrics},
         }
         _replace_teacher(model, out_dir, tok_path, max_length, extra)
 
-    model.train()
-    bar = tqdm(total=steps, initial=step, disable=not progress, desc="teacher", unit="step")
-    while step < steps:
-        rng = step_rng(seed, step)
-        pairs, labels = [], []
-        for i in batch_indices(len(train_q), batch_size, step, seed):
-            query = train_q[i]
-            positive, negs = sample_group(query, negatives, rng, corpus_ids)
-            for doc_id in (positive, *negs):
-                pairs.append((query.text, data.corpus[doc_id].encoding_text))
-            labels += [1.0] + [0.0] * len(negs)
-        batch = to_torch(tokenizer.pad(tokenizer.encode_pairs(pairs)))
-        loss = F.binary_cross_entropy_with_logits(model(**batch), torch.tensor(labels))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        value = float(loss.detach())
-        history.append({"step": step, "loss": value})
-        bar.update(1)
-        bar.set_postfix(loss=f"{value:.4f}")
+    def validate() -> Validation:
+        metrics = rerank_metrics(scorer, val_q, data.corpus, data.qrels)
+        ndcg, bm25 = metrics["teacher"]["ndcg@10"], metrics["bm25"]["ndcg@10"]
+        log.info("validation ndcg@10 %.4f (bm25 %.4f)", ndcg, bm25)
+        return Validation(ndcg, {"validation": metrics})
 
-        if val_q and (step % eval_every == 0 or step == steps):
-            metrics = rerank_metrics(scorer, val_q, data.corpus, data.qrels)
-            history[-1]["validation"] = metrics
-            ndcg = metrics["teacher"]["ndcg@10"]
-            bm25 = metrics["bm25"]["ndcg@10"]
-            log.info("step %d: validation ndcg@10 %.4f (bm25 %.4f)", step, ndcg, bm25)
-            if best is None or ndcg > best["ndcg@10"]:
-                best = {"step": step, "ndcg@10": ndcg}
-                save_best(metrics)
-            model.train()
-        if not val_q and step == steps:
-            save_best({})
-        if step % checkpoint_every == 0 or step == steps:
-            save_checkpoint(
-                ckpt_dir,
-                {
-                    "step": step,
-                    "config": run_config,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "best": best,
-                    "history": history,
-                },
-            )
-        if on_step is not None:
-            on_step(step, value)
-    bar.close()
+    fit = fit_teacher(
+        model,
+        tokenizer,
+        train_q,
+        data.corpus,
+        steps=steps,
+        batch_size=batch_size,
+        negatives=negatives,
+        lr=lr,
+        warmup_steps=max(1, round(warmup_fraction * steps)),
+        seed=seed,
+        corpus_ids=sorted(data.corpus),
+        validate=validate if val_q else None,
+        eval_every=eval_every,
+        on_best=lambda best, result: save_best(best["step"], result.record["validation"]),
+        checkpoint=Checkpointing(ckpt_dir, checkpoint_every, run_config),
+        state=state,
+        progress=progress,
+        on_step=on_step,
+    )
     if not (out_dir / TEACHER_FILE).is_file():
-        # Only after a kill inside the final swap: the last weights are the best we still have.
-        save_best({})
+        # No validation split, or a kill inside the final swap: the last weights.
+        save_best(steps, {})
     log_path = out_dir / "train_log.json"
-    log_path.write_text(json.dumps({"best": best, "history": history}, indent=1) + "\n")
+    log_path.write_text(json.dumps({"best": fit.best, "history": fit.history}, indent=1) + "\n")
     return out_dir

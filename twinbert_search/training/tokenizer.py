@@ -34,8 +34,10 @@ def tokenizer_file(checkpoint: str | Path) -> Path:
 
 
 def to_torch(batch: dict) -> dict[str, torch.Tensor]:
+    """A tokenizer's numpy batch as torch tensors (shared memory, no copy)."""
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
 def torch_batch(tokenizer: TextTokenizer, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Tokenize `texts` into a padded torch batch."""
     return to_torch(tokenizer(texts))

@@ -1,0 +1,127 @@
+"""Steps 1 and 2: the base model's index of the corpus, then the candidates every later step
+reads: query sets (train, validation, test, pseudo), query and document vectors, and each
+query's recall lists (dense, BM25, hybrid RRF), with the rerank recall picked on validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from twinbert_search.errors import ConfigurationError
+from twinbert_search.evaluation.metrics import evaluate
+from twinbert_search.search import reciprocal_rank_fusion
+from twinbert_search.training.recipe.context import Context, ranked, top, write_json
+
+__all__ = ["hybrid_rows", "step_candidates", "step_index"]
+
+
+def hybrid_rows(ctx: Context, dense: Sequence[int], sparse: Sequence[int]) -> list[int]:
+    """Reciprocal rank fusion of a dense and a BM25 row list (the search pipeline's RRF).
+
+    Fused by document id; rows follow the sorted ids, so RRF's ties (by id) fall as by row.
+    """
+    fused = reciprocal_rank_fusion(
+        [[ctx.doc_ids[r] for r in dense], [ctx.doc_ids[r] for r in sparse]]
+    )
+    return [ctx.row_of[d] for d, _ in fused]
+
+
+def step_index(ctx: Context) -> dict[str, Any]:
+    """Reuse the given index of the base model, or build one with it."""
+    from twinbert_search.runtime.model import TwinBertRuntime
+    from twinbert_search.stores.embedded import EmbeddedStore
+
+    runtime = TwinBertRuntime.load(ctx.base_model)
+    if (ctx.index_dir / "store.json").is_file():
+        store = EmbeddedStore.open(ctx.index_dir)
+        try:
+            store.ensure_model(runtime.fingerprint)
+            count = store.info.count
+        finally:
+            store.close()
+        if count != len(ctx.corpus):
+            raise ConfigurationError(
+                f"{ctx.index_dir} holds {count} documents, the corpus {len(ctx.corpus)}"
+            )
+        return {"index": str(ctx.index_dir), "reused": True, "documents": count}
+    from twinbert_search.ingest.indexing import index_documents
+
+    store = EmbeddedStore.create_or_open(ctx.index_dir, dim=runtime.dim, codec="float32")
+    try:
+        report = index_documents(
+            (ctx.corpus[d] for d in ctx.doc_ids), store, runtime, progress=False
+        )
+        store.finalize()
+    finally:
+        store.close()
+    return {"index": str(ctx.index_dir), "reused": False, **report.to_dict()}
+
+
+# --- step 2: candidates ----------------------------------------------------------------------
+
+
+def step_candidates(ctx: Context) -> dict[str, Any]:
+    """Query sets, query and document vectors, recall lists; pick the recall for reranking."""
+    from twinbert_search.runtime.model import TwinBertRuntime
+    from twinbert_search.stores.embedded import EmbeddedStore
+    from twinbert_search.training.data import pseudo_queries, split_validation
+
+    cfg = ctx.cfg
+    store = EmbeddedStore.open(ctx.index_dir, with_documents=False)
+    try:
+        dvec = np.ascontiguousarray(store.fetch(ctx.doc_ids).vectors, dtype=np.float32)
+    finally:
+        store.close()
+    train_ids, val_ids = split_validation(
+        ctx.train.labelled_query_ids(), max_queries=cfg.validation_queries, seed=cfg.seed
+    )
+    queries: list[dict[str, Any]] = []
+    for split, ids, data in (
+        ("train", train_ids, ctx.train),
+        ("val", val_ids, ctx.train),
+        ("test", ctx.test.labelled_query_ids(), ctx.test),
+    ):
+        for qid in ids:
+            queries.append(
+                {
+                    "id": qid,
+                    "text": data.queries[qid].text,
+                    "split": split,
+                    "positives": list(data.positives(qid)),
+                }
+            )
+    for pq in pseudo_queries(ctx.corpus, cfg.pseudo_queries, ctx.bm25, depth=1, seed=cfg.seed):
+        queries.append(
+            {"id": pq.id, "text": pq.text, "split": "pseudo", "positives": list(pq.positives)}
+        )
+    runtime = TwinBertRuntime.load(ctx.base_model)
+    qvec = runtime.encode_queries([q["text"] for q in queries])
+    depth_of = {"test": cfg.deep_depth}
+    for i, q in enumerate(queries):
+        depth = max(depth_of.get(q["split"], cfg.rerank_depth), cfg.rerank_depth)
+        dense = top(dvec @ qvec[i], depth).tolist()
+        sparse = top(ctx.bm25.scores(q["text"]), depth).tolist()
+        q["dense"], q["bm25"] = dense, sparse
+        q["hybrid"] = hybrid_rows(ctx, dense, sparse)[:depth]
+    # The rerank candidates: the recall with the better Recall@100 on validation queries.
+    val = [q for q in queries if q["split"] == "val"]
+    qrels = {q["id"]: {d: 1 for d in q["positives"]} for q in val}
+    recall_val = {}
+    for kind in ("dense", "bm25", "hybrid"):
+        run = {q["id"]: ranked(ctx, q[kind]) for q in val}
+        recall_val[kind] = evaluate(qrels, run, ("recall@100", "ndcg@10"))
+    choice = cfg.recall
+    if choice == "auto":
+        choice = max(("dense", "hybrid"), key=lambda k: recall_val[k]["recall@100"])
+    if choice not in ("dense", "hybrid", "bm25"):
+        raise ConfigurationError(f"recall must be dense, hybrid, bm25 or auto, got {choice!r}")
+    for q in queries:
+        q["recall"] = q[choice]
+    np.save(ctx.work / "doc_vectors.npy", dvec)
+    np.save(ctx.work / "query_vectors.npy", qvec)
+    write_json(ctx.work / "queries.json", {"queries": queries, "recall": choice})
+    counts = {s: sum(q["split"] == s for q in queries) for s in ("train", "val", "test", "pseudo")}
+    return {"recall": choice, "validation": recall_val, "queries": counts}

@@ -1,0 +1,133 @@
+"""What every step reads: the data, the base model, the artefacts under OUT/work; and the
+small helpers the steps share (atomic JSON, top-n, z-scores, ordering rows into runs).
+
+Documents are rows: positions in the corpus ids sorted, so a row's order is its id's order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from twinbert_search.training.recipe.config import RecipeConfig
+
+if TYPE_CHECKING:
+    from twinbert_search.stores.embedded.bm25 import BM25Index
+
+__all__ = [
+    "Context",
+    "order_rows",
+    "ranked",
+    "read_json",
+    "top",
+    "with_tail",
+    "write_json",
+    "zscore",
+]
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a killed step leaves the previous file, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file written by `write_json`."""
+    return json.loads(path.read_text())
+
+
+def zscore(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """`x` standardised by the mean and deviation of `ref` (a query's candidates)."""
+    return (x - ref.mean()) / max(float(ref.std()), 1e-6)
+
+
+def top(scores: np.ndarray, n: int) -> np.ndarray:
+    """The rows of the `n` best scores, best first, ties broken by row."""
+    n = min(n, len(scores))
+    part = np.argpartition(-scores, n - 1)[:n]
+    return part[np.lexsort((part, -scores[part]))]
+
+
+def with_tail(reranked: Sequence[int], recall: Sequence[int]) -> list[int]:
+    """The reranked candidates, then the rest of the recall list in its order."""
+    seen = set(reranked)
+    return [*reranked, *(r for r in recall if r not in seen)]
+
+
+def order_rows(rows: Sequence[int], scores: np.ndarray, doc_ids: Sequence[str]) -> list[int]:
+    """`rows` by descending score, ties broken by document id."""
+    return [rows[i] for i in sorted(range(len(rows)), key=lambda i: (-scores[i], doc_ids[rows[i]]))]
+
+
+class Context:
+    """What every step reads: the data, the base model, the step artefacts under OUT/work."""
+
+    def __init__(self, cfg: RecipeConfig) -> None:
+        from twinbert_search.runtime.models import default_checkpoint, resolve_model
+        from twinbert_search.training.data import load_training_data
+
+        self.cfg = cfg
+        self.out = cfg.out_dir
+        self.work = self.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.train = load_training_data(cfg.data, "train")
+        self.test = load_training_data(cfg.data, "test")
+        self.corpus = self.train.corpus
+        self.doc_ids = sorted(self.corpus)
+        self.row_of = {d: i for i, d in enumerate(self.doc_ids)}
+        self.base_model = (
+            Path(cfg.base_model) if cfg.base_model else resolve_model(None, build_default=True)
+        )
+        self.checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else default_checkpoint()
+        self._bm25: BM25Index | None = None
+
+    @property
+    def index_dir(self) -> Path:
+        return Path(self.cfg.index) if self.cfg.index else self.out / "index"
+
+    @property
+    def bm25(self) -> BM25Index:
+        """BM25 over the corpus in row order, built on first use."""
+        from twinbert_search.training.data import build_bm25
+
+        if self._bm25 is None:
+            ordered = {d: self.corpus[d] for d in self.doc_ids}
+            self._bm25 = build_bm25(ordered)
+        return self._bm25
+
+    def doc_text(self, row: int) -> str:
+        return self.corpus[self.doc_ids[row]].encoding_text
+
+    # artefacts of the candidates step
+    def load_candidates(self) -> dict[str, Any]:
+        if not hasattr(self, "_cand"):
+            self._cand = read_json(self.work / "queries.json")
+            self._cand["qvec"] = np.load(self.work / "query_vectors.npy")
+            self._cand["dvec"] = np.load(self.work / "doc_vectors.npy")
+            self._cand["pos"] = {q["id"]: i for i, q in enumerate(self._cand["queries"])}
+        return self._cand
+
+    def features(self, qi: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """z-scored BM25 and cosine of query `qi` for doc rows (stats over its top candidates)."""
+        cand = self.load_candidates()
+        q = cand["queries"][qi]
+        ref = np.asarray(q["recall"][: self.cfg.rerank_depth], dtype=np.int64)
+        bm = self.bm25.scores(q["text"]).astype(np.float32)
+        cos = cand["dvec"] @ cand["qvec"][qi]
+        return {
+            "bm25": zscore(bm[rows], bm[ref]).astype(np.float32),
+            "dense": zscore(cos[rows], cos[ref]).astype(np.float32),
+        }
+
+
+def ranked(ctx: Context, rows: Sequence[int]) -> list[tuple[str, float]]:
+    """A ranked row list as a run (doc id, descending rank score) for `evaluate`."""
+    return [(ctx.doc_ids[r], float(len(rows) - i)) for i, r in enumerate(rows)]

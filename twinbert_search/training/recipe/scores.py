@@ -1,0 +1,172 @@
+"""Steps 4 and 7: the teacher's ONNX graph, and its logits for the pairs the later steps need.
+
+`scores` scores the distillation (train, pseudo) and validation candidates; `teacher_rerank`
+the test queries' top candidates, timed per query (the teacher's rerank cost in the table).
+Scores are saved as they come, so a killed step resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinbert_search.errors import ConfigurationError
+from twinbert_search.training.recipe.context import Context, read_json, write_json
+
+__all__ = [
+    "OnnxCrossEncoder",
+    "distill_rows",
+    "export_teacher",
+    "step_scores",
+    "step_teacher_rerank",
+]
+
+
+class OnnxCrossEncoder:
+    """The teacher's ONNX graph: (query, document) pairs -> logits, in length-sorted batches."""
+
+    def __init__(
+        self,
+        folder: Path,
+        threads: int | None = None,
+        batch_size: int = 32,
+        *,
+        int8: bool = False,
+        spinning: bool = True,
+    ) -> None:
+        from twinbert_search.runtime.encoder import make_session
+        from twinbert_search.runtime.tokenization import TextTokenizer
+
+        meta = read_json(folder / "teacher.json")
+        self.tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", meta["max_length"])
+        graph = "teacher.int8.onnx" if int8 else "teacher.onnx"
+        self.session = make_session(folder / graph, threads, spinning=spinning)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        self.batch_size = batch_size
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Logits (float32, one per pair, in input order)."""
+        enc = self.tokenizer.encode_pairs(pairs)
+        order = np.argsort([-len(e.ids) for e in enc], kind="stable")
+        out = np.zeros(len(pairs), np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = self.tokenizer.pad([enc[i] for i in rows])
+            feed = {k: v for k, v in batch.items() if k in self._inputs}
+            out[rows] = self.session.run(None, feed)[0].reshape(-1)
+        return out
+
+
+def export_teacher(folder: Path) -> dict[str, float]:
+    """Write folder/teacher.onnx (+ .int8.onnx) from the saved teacher; parity against torch."""
+    import warnings
+
+    import torch
+
+    from twinbert_search.training.export import eager_attention
+    from twinbert_search.training.teacher import load_teacher
+    from twinbert_search.training.tokenizer import to_torch
+
+    scorer = load_teacher(folder)
+    model = scorer.model.eval()
+    pairs = [("what causes disease", "Protein misfolding is linked to disease. " * 20)] * 2
+    pairs.append(("a", "b"))
+    batch = to_torch(scorer.tokenizer.pad(scorer.tokenizer.encode_pairs(pairs)))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    with torch.no_grad(), warnings.catch_warnings(), eager_attention(model):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            tuple(batch[n] for n in names),
+            str(folder / "teacher.onnx"),
+            input_names=names,
+            output_names=["logit"],
+            dynamic_axes={**axes, "logit": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        expected = model(**batch).numpy()
+    got = OnnxCrossEncoder(folder).score(pairs)
+    from twinbert_search.training.export import quantize_int8
+
+    quantize_int8(folder / "teacher.onnx", folder / "teacher.int8.onnx")
+    got8 = OnnxCrossEncoder(folder, int8=True).score(pairs)
+    return {
+        "fp32_max_abs_diff": float(np.abs(got - expected).max()),
+        "int8_max_abs_diff": float(np.abs(got8 - expected).max()),
+    }
+
+
+def distill_rows(ctx: Context, q: dict[str, Any]) -> list[int]:
+    """Positives first, then the top recall candidates, `distill_candidates` (pseudo: own)."""
+    cfg = ctx.cfg
+    size = cfg.pseudo_candidates if q["split"] == "pseudo" else cfg.distill_candidates
+    rows = [ctx.row_of[d] for d in q["positives"]]
+    rows += [r for r in q["recall"] if r not in set(rows)]
+    return rows[:size]
+
+
+def step_scores(ctx: Context) -> dict[str, Any]:
+    """Cross-encoder logits of the validation and distillation pairs."""
+    return _score_splits(ctx, ("train", "pseudo", "val"), "ce_scores.json")
+
+
+def step_teacher_rerank(ctx: Context) -> dict[str, Any]:
+    """The teacher's rerank stage on the test queries' top candidates, timed per query."""
+    return _score_splits(ctx, ("test",), "ce_test_scores.json")
+
+
+def _score_splits(
+    ctx: Context, splits: Sequence[str], filename: str, threads: int | None = None
+) -> dict[str, Any]:
+    cfg = ctx.cfg
+    folder = ctx.out / "teacher"
+    parity_path = folder / "onnx_parity.json"
+    if not parity_path.is_file():
+        parity = export_teacher(folder)
+        if parity["fp32_max_abs_diff"] > 1e-3:
+            raise ConfigurationError(f"teacher ONNX export diverges ({parity})")
+        write_json(parity_path, parity)
+    ce = OnnxCrossEncoder(folder, threads, int8=cfg.teacher_int8)
+    cand = ctx.load_candidates()
+    path = ctx.work / filename  # one file per step: the two steps may run side by side
+    saved: dict[str, Any] = read_json(path) if path.is_file() else {"rows": {}, "timing": {}}
+    plan: list[tuple[str, int, list[int]]] = []
+    for qi, q in enumerate(cand["queries"]):
+        if q["split"] not in splits:
+            continue
+        if q["split"] == "val":
+            rows = q["recall"][: cfg.val_depth]
+        elif q["split"] == "test":
+            rows = q["recall"][: cfg.rerank_depth]
+        else:
+            rows = distill_rows(ctx, q)
+        plan.append((q["split"], qi, rows))
+    order = {"train": 0, "pseudo": 1, "val": 2, "test": 3}
+    plan.sort(key=lambda p: (order[p[0]], p[1]))
+    timing = saved["timing"]
+    last = time.perf_counter()
+    for split, qi, rows in plan:
+        q = cand["queries"][qi]
+        key = f"{split}:{q['id']}"
+        if key in saved["rows"]:
+            continue
+        t0 = time.perf_counter()
+        scores = ce.score([(q["text"], ctx.doc_text(r)) for r in rows])
+        dt = time.perf_counter() - t0
+        saved["rows"][key] = {"rows": list(rows), "ce": scores.tolist()}
+        slot = timing.setdefault(split, {"queries": 0, "pairs": 0, "seconds": 0.0})
+        slot["queries"] += 1
+        slot["pairs"] += len(rows)
+        slot["seconds"] += dt
+        if time.perf_counter() - last > 60:
+            write_json(path, saved)
+            last = time.perf_counter()
+    write_json(path, saved)
+    timing = {k: v for k, v in timing.items() if k in splits}
+    return {"timing": timing, "parity": read_json(parity_path), "int8": cfg.teacher_int8}

@@ -1,0 +1,185 @@
+"""The cross-encoder's training loop, shared by `train_teacher` and the SciFact recipe.
+
+The callers differ in data and in what they measure, not in how a step is taken: each gives
+the queries with their candidate documents, the loss, and a validation that picks the kept
+checkpoint; the loop draws the groups (one positive and hard negatives from the candidates,
+seeded by (seed, step)), steps AdamW with a linear schedule, validates, and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from twinbert_search.documents import Document
+from twinbert_search.errors import ConfigurationError
+from twinbert_search.runtime.tokenization import TextTokenizer
+from twinbert_search.training.data import (
+    Checkpointing,
+    TrainingQuery,
+    Validation,
+    batch_indices,
+    linear_schedule,
+    sample_group,
+    save_checkpoint,
+    step_rng,
+)
+from twinbert_search.training.losses import listwise_kl, localized_contrastive, pointwise_bce
+from twinbert_search.training.tokenizer import to_torch
+
+__all__ = ["TEACHER_LOSSES", "SoftTargets", "TeacherFit", "fit_teacher"]
+
+log = logging.getLogger(__name__)
+
+TEACHER_LOSSES = ("bce", "listwise")
+# (query, its group's document ids, positive first) -> one score per document: the soft
+# target of the listwise KL term (the recipe: fused BM25 + bi-encoder z-scores).
+SoftTargets = Callable[[TrainingQuery, Sequence[str]], np.ndarray]
+StepCallback = Callable[[int, float], None]
+
+
+@dataclass
+class TeacherFit:
+    """What a finished loop leaves: the per-step history and the best validation (None when
+    nothing was validated)."""
+
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+
+
+def fit_teacher(
+    model: nn.Module,
+    tokenizer: TextTokenizer,
+    queries: Sequence[TrainingQuery],
+    corpus: Mapping[str, Document],
+    *,
+    steps: int,
+    batch_size: int,
+    negatives: int,
+    lr: float,
+    warmup_steps: int,
+    seed: int = 0,
+    loss: str = "bce",
+    soft_targets: SoftTargets | None = None,
+    soft_weight: float = 0.0,
+    sample_stream: int = 0,
+    corpus_ids: Sequence[str] = (),
+    validate: Callable[[], Validation] | None = None,
+    eval_every: int = 200,
+    best_key: str = "ndcg@10",
+    on_best: Callable[[dict[str, Any], Validation], None] | None = None,
+    checkpoint: Checkpointing | None = None,
+    state: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    on_step: StepCallback | None = None,
+) -> TeacherFit:
+    """Fine-tune `model` (a cross-encoder: pair batch -> logits) for `steps` steps.
+
+    Each step takes `batch_size` of `queries`, each with its positive and `negatives` hard
+    negatives drawn from its candidates (`TrainingQuery.bm25`: any ranked list; too short a
+    list is filled from `corpus_ids`), from `step_rng(seed, step, sample_stream)`.
+    `loss`: "bce" (`pointwise_bce`, each pair against its label) or "listwise"
+    (`localized_contrastive` per group, plus `soft_weight` x `listwise_kl` towards
+    `soft_targets` when given). Every `eval_every` steps and at the end, `validate()` runs
+    (the model in eval mode); its record joins the step's history and a higher score than
+    any before becomes `best` ({"step", best_key}) and is handed to `on_best` (to save it).
+    With `checkpoint`, the training state is saved every `checkpoint.every` steps; `state`
+    (a saved one, checked by the caller) resumes the run where it stopped.
+    """
+    if loss not in TEACHER_LOSSES:
+        raise ConfigurationError(f"teacher loss must be one of {TEACHER_LOSSES}, got {loss!r}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = linear_schedule(optimizer, steps, warmup_steps)
+    step, best, history = 0, None, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, best, history = state["step"], state["best"], state["history"]
+        log.info("resuming teacher training from step %d of %d", step, steps)
+
+    model.train()
+    bar = tqdm(total=steps, initial=step, disable=not progress, desc="teacher", unit="step")
+    while step < steps:
+        rng = step_rng(seed, step, sample_stream)
+        pairs: list[tuple[str, str]] = []
+        sizes: list[int] = []
+        soft: list[np.ndarray] = []
+        for i in batch_indices(len(queries), batch_size, step, seed):
+            query = queries[i]
+            positive, negs = sample_group(query, negatives, rng, corpus_ids)
+            docs = [positive, *negs]
+            pairs += [(query.text, corpus[d].encoding_text) for d in docs]
+            sizes.append(len(docs))
+            if soft_targets is not None and soft_weight > 0:
+                soft.append(soft_targets(query, docs))
+        logits = model(**to_torch(tokenizer.pad(tokenizer.encode_pairs(pairs))))
+        value_t = _teacher_loss(logits, sizes, loss, soft, soft_weight)
+        optimizer.zero_grad(set_to_none=True)
+        value_t.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        value = float(value_t.detach())
+        record: dict[str, Any] = {"step": step, "loss": value}
+        history.append(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}")
+        if validate is not None and (step % eval_every == 0 or step == steps):
+            model.eval()
+            result = validate()
+            model.train()
+            record.update(result.record)
+            if best is None or result.score > best[best_key]:
+                best = {"step": step, best_key: result.score}
+                if on_best is not None:
+                    on_best(best, result)
+        if checkpoint is not None and (step % checkpoint.every == 0 or step == steps):
+            save_checkpoint(
+                checkpoint.folder,
+                {
+                    "step": step,
+                    "config": dict(checkpoint.config),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best": best,
+                    "history": history,
+                },
+            )
+        if on_step is not None:
+            on_step(step, value)
+    bar.close()
+    return TeacherFit(history, best)
+
+
+def _teacher_loss(
+    logits: torch.Tensor,
+    sizes: Sequence[int],
+    loss: str,
+    soft: Sequence[np.ndarray],
+    soft_weight: float,
+) -> torch.Tensor:
+    if loss == "bce":  # each group's positive comes first
+        labels = [x for n in sizes for x in (1.0, *([0.0] * (n - 1)))]
+        return pointwise_bce(logits, torch.tensor(labels))
+    if len(set(sizes)) != 1:
+        raise ConfigurationError(
+            f"a listwise teacher needs groups of one size, got sizes {sorted(set(sizes))} "
+            "(too few candidates for the negatives asked)"
+        )
+    groups = logits.view(-1, sizes[0])
+    value = localized_contrastive(groups)
+    if soft:
+        value = value + soft_weight * listwise_kl(groups, torch.from_numpy(np.stack(soft)))
+    return value
