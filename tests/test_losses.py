@@ -13,6 +13,7 @@ from twinbert_search.training.losses import (
     localized_contrastive,
     margin_mse,
     pointwise_bce,
+    score_regression,
     soft_cross_entropy,
 )
 
@@ -168,3 +169,14 @@ def test_listwise_kl_is_zero_at_the_teacher_and_averages_over_lists() -> None:
         listwise_kl(student, teacher[:, :2])
     with pytest.raises(ValueError, match="temperature must be positive"):
         listwise_kl(student, teacher, 0.0)
+
+
+def test_score_regression_is_the_mean_squared_error_and_checks_shapes() -> None:
+    logits = torch.tensor([1.0, -1.0, 0.5], requires_grad=True)
+    targets = torch.tensor([2.0, -1.0, 0.0])
+    loss = score_regression(logits, targets)
+    assert float(loss.detach()) == pytest.approx((1.0 + 0.0 + 0.25) / 3)
+    loss.backward()
+    assert logits.grad is not None and logits.grad[0] < 0  # pulls the first logit up
+    with pytest.raises(ValueError, match=r"targets must have shape \(3,\)"):
+        score_regression(logits, torch.zeros(2))

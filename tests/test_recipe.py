@@ -19,6 +19,7 @@ from twinbert_search.training.recipe import (
     STEP_NAMES,
     RecipeConfig,
     StudentSpec,
+    explore_teachers,
     run_recipe,
     student_loss,
 )
@@ -48,6 +49,9 @@ def _config(tmp_path: Path, base_model: Path, checkpoint: Path) -> RecipeConfig:
         student_batch=2,
         max_query_length=16,
         teacher_int8=False,
+        teacher_pseudo_queries=3,
+        teacher_warm_steps=1,
+        teacher_pseudo_labels=True,
         students=[
             StudentSpec("twinbert-res", "residual", "mul", 1, "weighted", hidden=8, label_weight=1),
             StudentSpec("twinbert-cos", "cosine"),
@@ -76,6 +80,14 @@ def test_recipe_runs_every_step_and_resumes(
     state = json.loads((Path(cfg.out) / STATE_FILE).read_text())
     assert set(state["steps"]) == set(STEP_NAMES)
     assert all(s["seconds"] >= 0 for s in state["steps"].values())
+    # The teacher's pseudo-queries have hybrid lists, feed a regression warm start, then
+    # join the label phase; validation and test queries are flagged by overlap.
+    assert state["steps"]["candidates"]["result"]["queries"]["tpseudo"] == 3
+    teacher = state["steps"]["teacher"]["result"]
+    assert teacher["pseudo_queries"] == 3 and len(teacher["warm"]["history"]) == 1
+    assert len(teacher["history"]) == cfg.teacher_steps
+    queries = json.loads((Path(cfg.out) / "work" / "queries.json").read_text())["queries"]
+    assert all(isinstance(q["overlap"], bool) for q in queries if q["split"] in ("val", "test"))
 
     out = Path(cfg.out)
     results = json.loads((out / "results.json").read_text())
@@ -144,6 +156,21 @@ def test_recipe_runs_every_step_and_resumes(
     }
     assert all(0 <= r["ndcg@10"] <= 1 and r["rerank_ms"] > 0 for r in fused.values())
     assert json.loads((out / STATE_FILE).read_text())["steps"].keys() == set(STEP_NAMES)
+
+
+def test_explore_teachers_measures_each_variant_alone_on_validation(
+    finished: tuple[RecipeConfig, list[str]],
+) -> None:
+    cfg = finished[0]
+    variants = {"plain": {"teacher_warm_steps": 0}, "warm": {"teacher_warm_steps": 2}}
+    path = explore_teachers(cfg, variants, depth=3)
+    done = json.loads(path.read_text())
+    assert list(done) == ["plain", "warm"]
+    for name, row in done.items():
+        assert (Path(cfg.out) / "teachers" / name / "teacher.json").is_file()
+        val = row["validation"]["all"]
+        assert val["queries"] >= 1 and 0 <= val["teacher"]["ndcg@10"] <= 1
+        assert row["config"]["teacher_warm_steps"] == variants[name]["teacher_warm_steps"]
 
 
 def test_unknown_step_is_refused(finished: tuple[RecipeConfig, list[str]]) -> None:

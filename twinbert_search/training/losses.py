@@ -18,6 +18,7 @@ __all__ = [
     "localized_contrastive",
     "margin_mse",
     "pointwise_bce",
+    "score_regression",
     "soft_cross_entropy",
 ]
 
@@ -198,3 +199,17 @@ def listwise_kl(
     return F.kl_div(
         torch.log_softmax(student_logits / temperature, -1), target, reduction="batchmean"
     )
+
+
+def score_regression(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between each pair's logit and a target score for it.
+
+    A cross-encoder's warm start before the labels: regressing onto fused BM25 + dense
+    z-scores of hybrid-recall candidates (the cheap strong signal) teaches it lexical and
+    semantic matching from pseudo-queries, which have no labels, at the logit scale of those
+    z-scores. Margin-MSE's pointwise cousin (Hofstätter et al. 2020 regress margins).
+
+    logits, targets: (batch,) scores of the same pairs.
+    """
+    _check_same_1d(logits=logits, targets=targets)
+    return F.mse_loss(logits, targets.detach().to(logits.dtype))

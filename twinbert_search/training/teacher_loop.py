@@ -31,14 +31,19 @@ from twinbert_search.training.data import (
     save_checkpoint,
     step_rng,
 )
-from twinbert_search.training.losses import listwise_kl, localized_contrastive, pointwise_bce
+from twinbert_search.training.losses import (
+    listwise_kl,
+    localized_contrastive,
+    pointwise_bce,
+    score_regression,
+)
 from twinbert_search.training.tokenizer import to_torch
 
 __all__ = ["TEACHER_LOSSES", "SoftTargets", "TeacherFit", "fit_teacher"]
 
 log = logging.getLogger(__name__)
 
-TEACHER_LOSSES = ("bce", "listwise")
+TEACHER_LOSSES = ("bce", "listwise", "regress")
 # (query, its group's document ids, positive first) -> one score per document: the soft
 # target of the listwise KL term (the recipe: fused BM25 + bi-encoder z-scores).
 SoftTargets = Callable[[TrainingQuery, Sequence[str]], np.ndarray]
@@ -85,9 +90,11 @@ def fit_teacher(
     Each step takes `batch_size` of `queries`, each with its positive and `negatives` hard
     negatives drawn from its candidates (`TrainingQuery.bm25`: any ranked list; too short a
     list is filled from `corpus_ids`), from `step_rng(seed, step, sample_stream)`.
-    `loss`: "bce" (`pointwise_bce`, each pair against its label) or "listwise"
+    `loss`: "bce" (`pointwise_bce`, each pair against its label), "listwise"
     (`localized_contrastive` per group, plus `soft_weight` x `listwise_kl` towards
-    `soft_targets` when given). Every `eval_every` steps and at the end, `validate()` runs
+    `soft_targets` when given) or "regress" (`score_regression` of every logit onto its
+    `soft_targets` score: a warm start that needs no label, so pseudo-queries can feed it).
+    Every `eval_every` steps and at the end, `validate()` runs
     (the model in eval mode); its record joins the step's history and a higher score than
     any before becomes `best` ({"step", best_key}) and is handed to `on_best` (to save it).
     With `checkpoint`, the training state is saved every `checkpoint.every` steps; `state`
@@ -95,6 +102,10 @@ def fit_teacher(
     """
     if loss not in TEACHER_LOSSES:
         raise ConfigurationError(f"teacher loss must be one of {TEACHER_LOSSES}, got {loss!r}")
+    if loss == "regress" and soft_targets is None:
+        raise ConfigurationError("a regression warm start needs soft_targets to regress onto")
+    if loss == "regress":
+        soft_weight = soft_weight or 1.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     scheduler = linear_schedule(optimizer, steps, warmup_steps)
     step, best, history = 0, None, []
@@ -170,6 +181,8 @@ def _teacher_loss(
     soft: Sequence[np.ndarray],
     soft_weight: float,
 ) -> torch.Tensor:
+    if loss == "regress":
+        return score_regression(logits, torch.from_numpy(np.concatenate(soft)))
     if loss == "bce":  # each group's positive comes first
         labels = [x for n in sizes for x in (1.0, *([0.0] * (n - 1)))]
         return pointwise_bce(logits, torch.tensor(labels))

@@ -43,6 +43,7 @@ from twinbert_search.training.recipe.config import (
 from twinbert_search.training.recipe.report import RESULTS_JSON, RESULTS_MD, render_markdown
 from twinbert_search.training.recipe.state import DEPENDS, STATE_FILE, STEP_NAMES, run_recipe
 from twinbert_search.training.recipe.students import explore_students, student_loss
+from twinbert_search.training.recipe.teacher_step import explore_teachers
 from twinbert_search.training.recipe.timing import block_timing
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "default_students",
     "exploration_grid",
     "explore_students",
+    "explore_teachers",
     "lexical_fusion",
     "render_markdown",
     "run_recipe",

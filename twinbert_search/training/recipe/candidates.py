@@ -67,6 +67,7 @@ def step_candidates(ctx: Context) -> dict[str, Any]:
     """Query sets, query and document vectors, recall lists; pick the recall for reranking."""
     from twinbert_search.runtime.model import TwinBertRuntime
     from twinbert_search.stores.embedded import EmbeddedStore
+    from twinbert_search.training.corpus import make_pseudo_queries
     from twinbert_search.training.data import pseudo_queries, split_validation
 
     cfg = ctx.cfg
@@ -97,6 +98,17 @@ def step_candidates(ctx: Context) -> dict[str, Any]:
         queries.append(
             {"id": pq.id, "text": pq.text, "split": "pseudo", "positives": list(pq.positives)}
         )
+    for tq in make_pseudo_queries(ctx.corpus, cfg.teacher_pseudo_queries, seed=cfg.seed):
+        queries.append(
+            {
+                "id": tq.id,
+                "text": tq.text,
+                "split": "tpseudo",
+                "positives": [tq.doc_id],
+                "kind": tq.kind,
+            }
+        )
+    _mark_overlap(ctx, queries)
     runtime = TwinBertRuntime.load(ctx.base_model)
     qvec = runtime.encode_queries([q["text"] for q in queries])
     depth_of = {"test": cfg.deep_depth}
@@ -123,5 +135,22 @@ def step_candidates(ctx: Context) -> dict[str, Any]:
     np.save(ctx.work / "doc_vectors.npy", dvec)
     np.save(ctx.work / "query_vectors.npy", qvec)
     write_json(ctx.work / "queries.json", {"queries": queries, "recall": choice})
-    counts = {s: sum(q["split"] == s for q in queries) for s in ("train", "val", "test", "pseudo")}
-    return {"recall": choice, "validation": recall_val, "queries": counts}
+    splits = ("train", "val", "test", "pseudo", "tpseudo")
+    counts = {s: sum(q["split"] == s for q in queries) for s in splits}
+    overlap = {s: sum(bool(q.get("overlap")) for q in queries if q["split"] == s) for s in splits}
+    return {"recall": choice, "validation": recall_val, "queries": counts, "overlap": overlap}
+
+
+def _mark_overlap(ctx: Context, queries: list[dict[str, Any]]) -> None:
+    """Flag validation and test queries with a positive that is a training positive.
+
+    Validation queries against the positives of the queries trained on (the train split);
+    test queries against every train qrel's positives, as `eval --train-qrels` splits them.
+    The no-overlap queries measure what a model learned rather than what it memorised.
+    """
+    trained = {d for q in queries if q["split"] == "train" for d in q["positives"]}
+    every = {d for qid in ctx.train.labelled_query_ids() for d in ctx.train.positives(qid)}
+    for q in queries:
+        if q["split"] in ("val", "test"):
+            seen = trained if q["split"] == "val" else every
+            q["overlap"] = any(d in seen for d in q["positives"])

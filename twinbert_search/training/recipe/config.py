@@ -78,6 +78,15 @@ class RecipeConfig:
     teacher_val_depth: int = 10
     val_depth: int = 30
     teacher_int8: bool = True
+    # Pseudo-queries (title, sentence, keyphrase; `training.corpus`) from the corpus for the
+    # teacher, each with its hybrid recall list; a warm start of `teacher_warm_steps` steps
+    # regresses the cross-encoder onto the fused BM25 + dense z-scores of their candidates
+    # and the train queries' before the labels; `teacher_pseudo_labels` also puts them in
+    # the label phase, their source document as the positive.
+    teacher_pseudo_queries: int = 0
+    teacher_warm_steps: int = 0
+    teacher_warm_lr: float | None = None  # None: teacher_lr
+    teacher_pseudo_labels: bool = False
     timing_queries: int = 30  # test queries timed back to back, teacher vs students
     teacher_threads: int | None = None
     # distillation
