@@ -16,6 +16,7 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.training.recipe.context import Context, read_json, write_json
+from twinbert_search.training.teacher_onnx import OnnxCrossEncoder
 
 __all__ = [
     "OnnxCrossEncoder",
@@ -24,41 +25,6 @@ __all__ = [
     "step_scores",
     "step_teacher_rerank",
 ]
-
-
-class OnnxCrossEncoder:
-    """The teacher's ONNX graph: (query, document) pairs -> logits, in length-sorted batches."""
-
-    def __init__(
-        self,
-        folder: Path,
-        threads: int | None = None,
-        batch_size: int = 32,
-        *,
-        int8: bool = False,
-        spinning: bool = True,
-    ) -> None:
-        from twinbert_search.runtime.encoder import make_session
-        from twinbert_search.runtime.tokenization import TextTokenizer
-
-        meta = read_json(folder / "teacher.json")
-        self.tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", meta["max_length"])
-        graph = "teacher.int8.onnx" if int8 else "teacher.onnx"
-        self.session = make_session(folder / graph, threads, spinning=spinning)
-        self._inputs = {i.name for i in self.session.get_inputs()}
-        self.batch_size = batch_size
-
-    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Logits (float32, one per pair, in input order)."""
-        enc = self.tokenizer.encode_pairs(pairs)
-        order = np.argsort([-len(e.ids) for e in enc], kind="stable")
-        out = np.zeros(len(pairs), np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batch = self.tokenizer.pad([enc[i] for i in rows])
-            feed = {k: v for k, v in batch.items() if k in self._inputs}
-            out[rows] = self.session.run(None, feed)[0].reshape(-1)
-        return out
 
 
 def export_teacher(folder: Path) -> dict[str, float]:
