@@ -32,9 +32,26 @@ def base_model(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     return build_tiny_model(tiny_checkpoint, folder, pooling="mean", crossing=CrossingConfig())
 
 
+def _ood(folder: Path) -> Path:
+    """A second tiny collection, one document a title with an empty text (as in CACM)."""
+    docs = {
+        "c1": ("sorting networks", "parallel sorting of the keys. a network of comparators."),
+        "c2": ("compilers", "the compiler parses the code. code and data of the program."),
+        "c3": ("Storage allocation in recursive procedures", ""),
+        "c4": ("queues", "the queue and the stack. a list of the jobs in the memory."),
+    }
+    write_tiny_beir(folder, docs=docs, train=[])
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq4\tc2\t1\n")
+    return folder
+
+
 def _config(tmp_path: Path, base_model: Path, checkpoint: Path) -> RecipeConfig:
     return RecipeConfig(
         data=str(write_tiny_beir(tmp_path / "beir")),
+        ood_data=str(_ood(tmp_path / "ood")),
+        adapt_pseudo_queries=4,
+        adapt_candidates=3,
+        adapt_steps=2,
         out=str(tmp_path / "run"),
         base_model=str(base_model),
         checkpoint=str(checkpoint),
@@ -137,6 +154,24 @@ def test_recipe_runs_every_step_and_resumes(
     for qid, rows in lists["twinbert-res"].items():
         assert len(set(rows)) == len(rows)
         assert set(rows[: cfg.rerank_depth]) <= set(scored[f"test:{qid}"]["rows"])
+
+    # Every row is split by overlap with the training positives; the out-of-domain rows
+    # cover every model zero-shot, the adapted student included, with the teacher alone.
+    main = [r for r in results["rows"] if r["section"] == "main"]
+    assert all(set(r["subsets"]) <= {"overlap", "no_overlap"} for r in main)
+    ood = [r["system"] for r in results["rows"] if r["section"] == "ood"]
+    assert ood[0] == "BM25" and "recall: hybrid with the default model's query vector" in ood
+    for name in ("twinbert-res", "twinbert-cos", "twinbert-res-adapted"):
+        assert f"{name}: served rerank (search --hybrid), top {cfg.rerank_depth}" in ood
+        assert f"teacher alone (cross-encoder) on top {cfg.rerank_depth} of {name}'s recall" in ood
+    adapted = ModelManifest.load(out / "twinbert-res-adapted")
+    assert adapted.document_fingerprint == base.fingerprint
+    assert adapted.extra["adaptation"]["steps"] == 2
+    # Each student's served fusion is tuned on validation and kept in its manifest.
+    for name in ("twinbert-res", "twinbert-cos"):
+        tuned = ModelManifest.load(out / name).extra["rerank_fusion"]
+        assert tuned["ndcg@10"] >= tuned["recall_ndcg@10"] and tuned["subset"] == "all"
+        assert f"{name} served rerank (search --hybrid) of its own recall" in systems
 
     # Finished: a rerun does nothing; --redo reruns that step and the ones after it.
     again: list[str] = []

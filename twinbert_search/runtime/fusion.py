@@ -21,7 +21,14 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 
-__all__ = ["FEATURES", "MANIFEST_KEY", "RECALL_ORDER", "RerankFusion", "zscore"]
+__all__ = [
+    "FEATURES",
+    "MANIFEST_KEY",
+    "RECALL_ORDER",
+    "RerankFusion",
+    "served_fusion",
+    "zscore",
+]
 
 FEATURES = ("crossing", "recall", "bm25", "cosine")
 MANIFEST_KEY = "rerank_fusion"
@@ -110,3 +117,16 @@ class RerankFusion:
 
 
 RECALL_ORDER = RerankFusion(crossing=0.0, recall=1.0)
+
+
+def served_fusion(manifest: Any) -> RerankFusion:
+    """The fusion a model is served with: its tuned weights (`extra.rerank_fusion`); else,
+    for a cosine crossing, the recall order (the crossing is the cosine recall already
+    weighed, and re-sorting a hybrid list by it would undo the fusion with BM25); else the
+    crossing alone, as models distilled before the fusion existed were served."""
+    tuned = RerankFusion.from_manifest(manifest.extra)
+    if tuned is not None:
+        return tuned
+    if manifest.crossing.type == "cosine":
+        return RECALL_ORDER
+    return RerankFusion()

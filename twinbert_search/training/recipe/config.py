@@ -44,10 +44,20 @@ def default_students() -> list[StudentSpec]:
     # scores (KL + 2 x label loss). The second residual student keeps the paper's max
     # combination, to compare; the cosine student is the recall-only TwinBERT.
     residual = {"hidden": 128, "pooling": "weighted", "pseudo": False, "label_weight": 2.0}
+    # The supervised baseline (no teacher): the bi-encoder's query tower fine-tuned on the
+    # same train labels, over the same candidates and frozen document vectors.
     return [
         StudentSpec("twinbert-res", combine="mul", **residual),
         StudentSpec("twinbert-res-max", combine="max", **residual),
         StudentSpec("twinbert-cos", "cosine", pooling="mean", label_weight=2.0),
+        StudentSpec(
+            "bi-encoder-ft",
+            "cosine",
+            pooling="mean",
+            pseudo=False,
+            label_weight=1.0,
+            distill_weight=0.0,
+        ),
     ]
 
 
@@ -99,6 +109,19 @@ class RecipeConfig:
     crossing_lr: float = 1e-3
     students: list[StudentSpec] = field(default_factory=default_students)
     max_query_length: int = 64
+    # The served rerank fusion (`runtime.fusion`) is tuned per student on the validation
+    # queries of this subset: "no_overlap" (positives never a trained query's: the queries a
+    # model cannot have memorised, as a user's are) or "all"; fewer than
+    # `fusion_min_queries` there falls back to all.
+    fusion_subset: str = "no_overlap"
+    fusion_min_queries: int = 10
+    # Out of domain (a BEIR folder with test qrels, e.g. CACM): every model zero-shot, and
+    # `adapt_student` adapted to its corpus text by `training.adapt` (never its labels).
+    ood_data: str | None = None
+    adapt_student: str = "twinbert-res"
+    adapt_pseudo_queries: int = 400
+    adapt_candidates: int = 30
+    adapt_steps: int = 300
 
     @property
     def out_dir(self) -> Path:

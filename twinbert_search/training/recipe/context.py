@@ -18,6 +18,7 @@ from twinbert_search.training.recipe.config import RecipeConfig
 
 if TYPE_CHECKING:
     from twinbert_search.stores.embedded.bm25 import BM25Index
+    from twinbert_search.training.recipe.signals import Collection
 
 __all__ = [
     "Context",
@@ -105,6 +106,16 @@ class Context:
 
     def doc_text(self, row: int) -> str:
         return self.corpus[self.doc_ids[row]].encoding_text
+
+    def collection(self) -> Collection:
+        """The corpus as the served setting sees it: stored vectors and BM25, by row."""
+        from twinbert_search.training.recipe.signals import Collection
+
+        return Collection(self.doc_ids, self.load_candidates()["dvec"], self.bm25, self.doc_text)
+
+    def split(self, name: str) -> list[dict[str, Any]]:
+        """The candidates step's queries of one split (train, val, test, pseudo, tpseudo)."""
+        return [q for q in self.load_candidates()["queries"] if q["split"] == name]
 
     # artefacts of the candidates step
     def load_candidates(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from twinbert_search.evaluation.metrics import evaluate
+from twinbert_search.evaluation.metrics import evaluate_per_query
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.runtime.crossing import lexical_fusion
 from twinbert_search.training.recipe.config import StudentSpec
@@ -37,9 +37,33 @@ from twinbert_search.training.recipe.timing import (
 if TYPE_CHECKING:
     from twinbert_search.runtime.model import TwinBertRuntime
 
-__all__ = ["METRICS", "step_evaluate"]
+__all__ = ["METRICS", "SUBSETS", "step_evaluate", "subset_metrics"]
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
+SUBSETS = ("overlap", "no_overlap")
+
+
+def subset_metrics(
+    qrels: Mapping[str, Mapping[str, int]],
+    run: Mapping[str, Any],
+    overlap: Mapping[str, bool] | None = None,
+) -> dict[str, Any]:
+    """METRICS over every query, and with `overlap` (query id -> whether a positive was a
+    training positive) over the overlap and no-overlap queries too ("subsets")."""
+    per_query = evaluate_per_query(qrels, run, METRICS)
+    ids = list(per_query)
+
+    def mean(keep: list[str]) -> dict[str, float]:
+        return {m: float(np.mean([per_query[q][m] for q in keep])) for m in METRICS}
+
+    out: dict[str, Any] = {**mean(ids), "queries": len(ids)}
+    if overlap is not None:
+        out["subsets"] = {}
+        for subset, flag in (("overlap", True), ("no_overlap", False)):
+            keep = [q for q in ids if bool(overlap.get(q)) == flag]
+            if keep:
+                out["subsets"][subset] = {**mean(keep), "queries": len(keep)}
+    return out
 
 
 def step_evaluate(ctx: Context) -> dict[str, Any]:
@@ -60,11 +84,19 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     ce_timing = saved["timing"].get("test", {})
     ce_ms = 1e3 * ce_timing.get("seconds", 0.0) / max(1, ce_timing.get("queries", 1))
     rows_out: list[dict[str, Any]] = []
+    overlap = {q["id"]: bool(q.get("overlap")) for _, q in test}
 
-    def add(name: str, run_rows: Mapping[str, list[int]], ms: float | None, note: str) -> None:
+    def add(
+        name: str,
+        run_rows: Mapping[str, list[int]],
+        ms: float | None,
+        note: str,
+        section: str = "main",
+    ) -> None:
         run = {qid: ranked(ctx, r) for qid, r in run_rows.items()}
+        metrics = subset_metrics(qrels, run, overlap)
         rows_out.append(
-            {"system": name, **evaluate(qrels, run, METRICS), "rerank_ms": ms, "note": note}
+            {"system": name, "section": section, **metrics, "rerank_ms": ms, "note": note}
         )
 
     add("BM25", {q["id"]: q["bm25"] for _, q in test}, None, "own ranking (bm25s)")
@@ -80,6 +112,12 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
             {q["id"]: q["recall"] for _, q in test},
             None,
             "the list every rerank row below reranks",
+        )
+        add(
+            "default model served (search --hybrid)",
+            _default_served(ctx, test),
+            None,
+            "a cosine crossing keeps the hybrid order (`served_fusion`)",
         )
     ce_runs: dict[str, list[int]] = {}
     teacher_runs: dict[str, list[int]] = {}
@@ -166,6 +204,25 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
             )
     paired = paired_timing(ctx, test[: cfg.timing_queries])
     served_timing = served_rows(ctx, add, ce_ms)
+    if cfg.ood_data:
+        from twinbert_search.training.recipe.ood import OodData, ood_runs
+
+        data = OodData(ctx)
+        ood_qrels = data.qrels()
+        for name, run_rows, note in ood_runs(ctx, data):
+            run = {
+                q: [(data.doc_ids[r], float(-i)) for i, r in enumerate(v)]
+                for q, v in run_rows.items()
+            }
+            rows_out.append(
+                {
+                    "system": name,
+                    "section": "ood",
+                    **subset_metrics(ood_qrels, run),
+                    "rerank_ms": None,
+                    "note": note,
+                }
+            )
     result = {
         "rows": rows_out,
         "paired_timing": paired,
@@ -177,6 +234,30 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     }
     write_json(ctx.out / RESULTS_JSON, result)
     return result
+
+
+def _default_served(
+    ctx: Context, test: Sequence[tuple[int, dict[str, Any]]]
+) -> dict[str, list[int]]:
+    """The default model served with --hybrid: its hybrid list under its served fusion."""
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.runtime.fusion import served_fusion
+    from twinbert_search.runtime.model import TwinBertRuntime
+    from twinbert_search.training.recipe.signals import served_lists
+
+    cfg = ctx.cfg
+    fusion = served_fusion(ModelManifest.load(ctx.base_model))
+    lists = served_lists(
+        ctx.collection(),
+        TwinBertRuntime.load(ctx.base_model),
+        [(q["id"], q["text"]) for _, q in test],
+        depth=cfg.rerank_depth,
+        recall_depth=cfg.deep_depth,
+    )
+    return {
+        qid: with_tail(order_rows(x.rows, fusion.scores(**x.signals), ctx.doc_ids), rows)
+        for qid, (rows, x) in lists.items()
+    }
 
 
 def _fused_runs(
@@ -254,8 +335,9 @@ def served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[st
             own,
             None,
             "served: the student's query vector recalls",
+            "served",
         )
-        teacher_runs, student_runs, cross_s = {}, {}, 0.0
+        teacher_runs, ce_runs, student_runs, cross_s = {}, {}, {}, 0.0
         for q in test:
             key, rows = f"test:{q['id']}", own[q["id"]][:depth]
             have = dict(zip(scored[key]["rows"], scored[key]["ce"], strict=True))
@@ -263,21 +345,39 @@ def served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[st
             teacher_runs[q["id"]] = with_tail(
                 order_rows(rows, combine(f, weights), ctx.doc_ids), own[q["id"]]
             )
+            ce_runs[q["id"]] = with_tail(order_rows(rows, f["ce"], ctx.doc_ids), own[q["id"]])
             t0 = time.perf_counter()
             scores = runtime.score(qvec[q["id"]], dvec[rows])
             cross_s += time.perf_counter() - t0
             student_runs[q["id"]] = with_tail(order_rows(rows, scores, ctx.doc_ids), own[q["id"]])
         add(
+            f"teacher alone (cross-encoder) reranking top {depth} of {spec.name}'s recall",
+            ce_runs,
+            ce_ms,
+            "served: the cross-encoder on the student's own candidates, no fusion",
+            "served",
+        )
+        add(
             f"teacher reranking top {depth} of {spec.name}'s recall",
             teacher_runs,
             ce_ms,
             "served: the teacher on the student's own candidates",
+            "served",
         )
         add(
             f"{spec.name} reranking top {depth} of its own recall",
             student_runs,
             1e3 * cross_s / len(test),
             "served: the recall's query vector reranks; time = crossing only",
+            "served",
+        )
+        fused_runs, fusion_note = _served_fusion_runs(ctx, spec, runtime, test)
+        add(
+            f"{spec.name} served rerank (search --hybrid) of its own recall",
+            fused_runs,
+            None,
+            f"served score: {fusion_note}",
+            "served",
         )
         weight = _fusion_weight(ctx.out / spec.name)
         if weight is not None:
@@ -288,6 +388,7 @@ def served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[st
                 ms,
                 f"served: z(student logit) + {weight} z(BM25), weight tuned on validation; "
                 "time = crossing + fusion",
+                "served",
             )
 
         def teacher_run(q: dict[str, Any], rows_of: Mapping[str, list[int]] = own) -> None:
@@ -311,3 +412,29 @@ def served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[st
         systems = {"teacher": teacher_run, "crossing": crossing, "query tower + crossing": whole}
         timings[spec.name] = {"candidates": depth, **speedups(block_timing(systems, timed, warm))}
     return timings
+
+
+def _served_fusion_runs(
+    ctx: Context, spec: StudentSpec, runtime: TwinBertRuntime, test: Sequence[dict[str, Any]]
+) -> tuple[dict[str, list[int]], str]:
+    """The student's own hybrid recall reranked by its served fusion (`served_fusion`: the
+    weights tuned on validation and kept in its manifest), as `Searcher.search` serves it."""
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.runtime.fusion import served_fusion
+    from twinbert_search.training.recipe.signals import served_lists
+
+    cfg = ctx.cfg
+    fusion = served_fusion(ModelManifest.load(ctx.out / spec.name))
+    lists = served_lists(
+        ctx.collection(),
+        runtime,
+        [(q["id"], q["text"]) for q in test],
+        depth=cfg.rerank_depth,
+        recall_depth=cfg.deep_depth,
+    )
+    runs = {
+        qid: with_tail(order_rows(x.rows, fusion.scores(**x.signals), ctx.doc_ids), rows)
+        for qid, (rows, x) in lists.items()
+    }
+    note = ", ".join(f"{w:g} x z({k})" for k, w in fusion.weights().items() if w)
+    return runs, note + " (weights tuned on validation)"

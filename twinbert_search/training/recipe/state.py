@@ -21,6 +21,7 @@ from twinbert_search.training.recipe.config import RecipeConfig, config_dict
 from twinbert_search.training.recipe.context import Context, read_json, write_json
 from twinbert_search.training.recipe.ensemble import step_ensemble
 from twinbert_search.training.recipe.evaluate import step_evaluate
+from twinbert_search.training.recipe.ood import step_adapt, step_ood
 from twinbert_search.training.recipe.scores import step_scores, step_teacher_rerank
 from twinbert_search.training.recipe.served import step_served
 from twinbert_search.training.recipe.students import step_students
@@ -48,8 +49,21 @@ def _steps() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
         ("students", step_students),
         ("teacher_rerank", step_teacher_rerank),
         ("served", step_served),
+        ("ood", _if_ood(step_ood)),
+        ("adapt", _if_ood(step_adapt)),
         ("evaluate", step_evaluate),
     ]
+
+
+def _if_ood(step: Callable[[Context], dict[str, Any]]) -> Callable[[Context], dict[str, Any]]:
+    """The step when an out-of-domain collection is configured, else a recorded skip."""
+
+    def run(ctx: Context) -> dict[str, Any]:
+        if not ctx.cfg.ood_data:
+            return {"skipped": "no out-of-domain collection (ood_data)"}
+        return step(ctx)
+
+    return run
 
 
 STEP_NAMES = (
@@ -61,6 +75,8 @@ STEP_NAMES = (
     "students",
     "teacher_rerank",
     "served",
+    "ood",
+    "adapt",
     "evaluate",
 )
 
@@ -75,7 +91,9 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "students": ("ensemble",),
     "teacher_rerank": ("teacher",),
     "served": ("students", "teacher_rerank"),
-    "evaluate": ("students", "teacher_rerank", "ensemble", "served"),
+    "ood": ("students", "teacher_rerank"),
+    "adapt": ("ood",),
+    "evaluate": ("students", "teacher_rerank", "ensemble", "served", "ood", "adapt"),
 }
 
 

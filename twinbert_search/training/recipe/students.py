@@ -215,9 +215,10 @@ def step_students(ctx: Context) -> dict[str, Any]:
         t0 = time.perf_counter()
         done[spec.name] = train_student(ctx, spec, targets)
         done[spec.name]["lexical_fusion"] = _store_lexical_fusion(ctx, ctx.out / spec.name)
+        done[spec.name]["rerank_fusion"] = store_rerank_fusion(ctx, spec)
         done[spec.name]["seconds"] = time.perf_counter() - t0
         write_json(done_path, done)
-    keys = ("val_ndcg@10", "seconds", "lexical_fusion")
+    keys = ("val_ndcg@10", "seconds", "lexical_fusion", "rerank_fusion")
     return {name: {k: v.get(k) for k in keys} for name, v in done.items()}
 
 
@@ -229,6 +230,43 @@ def _store_lexical_fusion(ctx: Context, folder: Path) -> dict[str, Any]:
     tuned = tune_lexical_fusion(ctx, TwinBertRuntime.load(folder))
     manifest = ModelManifest.load(folder)
     manifest.extra["lexical_fusion"] = tuned
+    manifest.save(folder)
+    return tuned
+
+
+def store_rerank_fusion(ctx: Context, spec: StudentSpec) -> dict[str, Any]:
+    """Tune the student's served rerank fusion on validation queries, keep it in its manifest.
+
+    The lists are the student's own hybrid recall (as `Searcher.search(hybrid=True)` serves
+    it), the queries those of `fusion_subset` (see `RecipeConfig`), never test's.
+    """
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.runtime.fusion import MANIFEST_KEY
+    from twinbert_search.training.recipe.served import served_runtime
+    from twinbert_search.training.recipe.signals import served_lists, tune_served_fusion
+
+    cfg = ctx.cfg
+    val = ctx.split("val")
+    subset = cfg.fusion_subset
+    chosen = [q for q in val if not q.get("overlap")] if subset == "no_overlap" else val
+    if len(chosen) < cfg.fusion_min_queries:
+        subset, chosen = "all", val
+    if not chosen:
+        return {"skipped": "no validation queries"}
+    coll = ctx.collection()
+    lists = served_lists(
+        coll,
+        served_runtime(ctx, spec),
+        [(q["id"], q["text"]) for q in chosen],
+        depth=cfg.rerank_depth,
+        recall_depth=cfg.deep_depth,
+    )
+    qrels = {q["id"]: {d: 1 for d in q["positives"]} for q in chosen}
+    tuned = tune_served_fusion(coll, {k: v for k, (_, v) in lists.items()}, qrels)
+    tuned.update({"subset": subset, "candidates": cfg.rerank_depth})
+    folder = ctx.out / spec.name
+    manifest = ModelManifest.load(folder)
+    manifest.extra[MANIFEST_KEY] = tuned
     manifest.save(folder)
     return tuned
 
