@@ -5,23 +5,30 @@ One call runs the whole chain, step by step, each step recording its wall time i
 stopped. Steps:
 
 1. `index`       the default model's embedded index of the corpus (reused when given)
-2. `candidates`  query vectors, BM25 scores, recall lists (dense, BM25, hybrid RRF)
-3. `teacher`     a cross-encoder fine-tuned from the default checkpoint: listwise loss on the
-                 labels (positive vs BM25 + dense hard negatives) plus a KL term towards the
-                 fused BM25 + bi-encoder ranking (a cheap strong signal), checkpoint picked
-                 on a validation split carved from the train queries
+2. `candidates`  query vectors, BM25 scores, recall lists (dense, BM25, hybrid RRF); the
+                 teacher's pseudo-queries (`training.corpus`); validation and test queries
+                 flagged by overlap with the training positives
+3. `teacher`     a cross-encoder fine-tuned from the default checkpoint: optionally a warm start
+                 regressing onto fused BM25 + dense scores (train and pseudo-queries), then a
+                 listwise loss on the labels (positive vs BM25 + dense hard negatives) plus a KL
+                 term towards the fused ranking, checkpoint picked on a validation split
+                 carved from the train queries
 4. `scores`      cross-encoder logits for the validation and distillation candidates
 5. `ensemble`    the teacher actually distilled: cross-encoder, BM25 and bi-encoder scores
                  fused with weights tuned on the validation split (weights may zero out the
                  cross-encoder; the table names what won)
 6. `students`    TwinBERT-res and TwinBERT-cos with a FROZEN document tower (the default
                  model's), so the index's stored vectors are the students' document vectors:
-                 only query towers and crossing layers learn, from the teacher's scores
+                 only query towers and crossing layers learn, from the teacher's scores; the
+                 supervised baseline (the bi-encoder's query tower on the labels alone); each
+                 student's served rerank fusion tuned on no-overlap validation queries
 7. `teacher_rerank` the cross-encoder on the test queries' top candidates, timed per query
 8. `served`      each student as a search serves it: its own query vector recalls (hybrid with
                  BM25) and reranks; the teacher scores those candidates too
-9. `evaluate`    every row on the same test candidates, then the served rows (each student's
-                 own recall, with the teacher on the same list); results.json (results.md: CLI)
+9. `ood`         with `ood_data` (e.g. CACM): every model zero-shot on another collection
+10. `adapt`      with `ood_data`: a student adapted to that corpus's text (`training.adapt`)
+11. `evaluate`   every row on the same test candidates, split by overlap (no-overlap first),
+                 the served rows, the out-of-domain rows; results.json (results.md: CLI)
 
 Scores are z-normalised per query over its recall candidates (BM25, cosine) or globally (the
 cross-encoder logit), so the fusion weights are comparable across queries.
@@ -29,7 +36,8 @@ cross-encoder logit), so the fusion weights are comparable across queries.
 Package map, one module per step: `config` (settings), `context` (what steps read),
 `candidates` (1, 2), `teacher_step` (3, driving `training.teacher_loop.fit_teacher`),
 `scores` (4, 7), `ensemble` (5), `students` (6, driving `training.student_loop.fit_student`),
-`served` (8), `evaluate` (9), `timing`, `report` (results.md) and `state` (the runner).
+`served` (8), `ood` (9, 10), `evaluate` (11), `signals` (the served lists and fusion signals),
+`timing`, `report` (results.md) and `state` (the runner).
 """
 
 from twinbert_search.runtime.crossing import lexical_fusion
