@@ -133,3 +133,20 @@ def test_learning_the_document_tower_asks_for_an_index_of_its_own(
         TwinBertRuntime.load(student).fingerprint
     )
     assert "index the corpus again" in "\n".join(report.lines())
+
+
+def test_the_command_ends_with_its_summary(
+    corpus: Path, student: Path, teacher: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from twinbert_search.cli.adapt import adapt as adapt_command
+
+    args = [str(corpus), "--model", str(student), "--out", str(tmp_path / "cli")]
+    args += ["--teacher", str(teacher), "--pseudo-queries", "4", "--candidates", "3"]
+    args += ["--steps", "2", "--batch-size", "2", "--no-progress"]
+    result = CliRunner().invoke(adapt_command, args)
+    assert result.exit_code == 0, result.output
+    assert "pseudo-queries: 4 (" in result.output and "training: 2 steps" in result.output
+    again = CliRunner().invoke(adapt_command, [*args, "--json"])
+    assert json.loads(again.output)["pairs_scored_now"] == 0
