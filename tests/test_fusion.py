@@ -77,3 +77,17 @@ def test_tuning_weighs_a_crossing_that_helps() -> None:
     assert tuned["ndcg@10"] == pytest.approx(1.0)
     assert tuned["recall_ndcg@10"] < 0.5
     assert tuned["queries"] == 12 and tuned["candidates_tried"] > 2
+
+
+def test_re_weighting_the_recall_signals_alone_is_not_a_rerank() -> None:
+    """BM25 finds the positive and the crossing does not: the recall's own signals would win
+    on validation, but without the crossing the served rerank is the recall order itself."""
+    lists, qrels = _lists(informative=False)
+    for item in lists:
+        bm25 = np.zeros(20)
+        bm25[5] = 10.0
+        item.signals["bm25"] = bm25
+    tuned = tune_rerank_fusion(lists, qrels, features=("crossing", "recall", "bm25"))
+    assert RerankFusion.from_dict(tuned["weights"]) == RECALL_ORDER
+    assert tuned["without_crossing_ndcg@10"] == pytest.approx(1.0)
+    assert tuned["ndcg@10"] == tuned["recall_ndcg@10"] < 0.5

@@ -2,9 +2,11 @@
 
 A grid over the weights of the crossing logit, the recall score, BM25 and the cosine, each
 z-scored over one query's candidates, scored by nDCG@10 of the fused order on validation
-queries (never test). The recall order alone is always a candidate, and it wins unless a
-combination beats it: where the crossing adds nothing, the served rerank keeps the recall
-order, so a rerank tuned this way does not lose to its recall on the validation queries.
+queries (never test). The crossing must earn its place: the best combination that weighs it
+is kept only if it beats every combination that does not (the recall stage's own signals,
+re-weighted); otherwise the crossing adds nothing and the served rerank keeps the recall
+order itself. Re-weighting the recall signals without the crossing is not kept either: that
+would re-tune the recall's fusion on a few validation queries, not rerank.
 """
 
 from __future__ import annotations
@@ -72,9 +74,10 @@ def tune_rerank_fusion(
 ) -> dict[str, Any]:
     """The best weights by `metric` on `lists` (validation queries), and what they scored.
 
-    `features`: the signals the grid may weigh (each list must hold them). Ties go to the
-    recall order, then to fewer signals. Returns {"weights", metric, "recall_" + metric,
-    "queries", "candidates_tried"}.
+    `features`: the signals the grid may weigh (each list must hold them). The best
+    combination with the crossing (ties: fewer signals) is kept if it beats the best without
+    it; else the recall order. Returns {"weights", metric, "recall_" + metric,
+    "without_crossing_" + metric, "queries", "candidates_tried"}.
     """
     if not lists:
         raise ConfigurationError("tuning the rerank fusion needs validation queries")
@@ -87,13 +90,18 @@ def tune_rerank_fusion(
     for fusion in candidates:
         value = evaluate(judged, _run(fusion, lists), (metric,))[metric]
         used = sum(1 for w in fusion.weights().values() if w)
-        scored.append((value, -int(not fusion.is_recall_order), -used, fusion))
-    recall_value = scored[0][0]
-    best = max(scored, key=lambda s: s[:3])
+        scored.append((value, -used, fusion))
+    recall_value = scored[0][0]  # RECALL_ORDER comes first
+    with_crossing = [s for s in scored if s[2].uses_crossing]
+    without = max(s[0] for s in scored if not s[2].uses_crossing)
+    best = max(with_crossing, key=lambda s: s[:2]) if with_crossing else None
+    if best is None or best[0] <= without:
+        best = scored[0]
     return {
-        "weights": best[3].weights(),
+        "weights": best[2].weights(),
         metric: best[0],
         f"recall_{metric}": recall_value,
+        f"without_crossing_{metric}": without,
         "queries": len(lists),
         "candidates_tried": len(candidates),
     }
