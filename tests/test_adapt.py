@@ -150,3 +150,23 @@ def test_the_command_ends_with_its_summary(
     assert "pseudo-queries: 4 (" in result.output and "training: 2 steps" in result.output
     again = CliRunner().invoke(adapt_command, [*args, "--json"])
     assert json.loads(again.output)["pairs_scored_now"] == 0
+
+
+def test_the_ensemble_a_teacher_directory_records_is_what_is_distilled(
+    corpus: Path, student: Path, teacher: Path, tmp_path: Path
+) -> None:
+    ensemble = tmp_path / "teacher"
+    shutil.copytree(teacher, ensemble)
+    weights = {"ce": 1.0, "bm25": 0.5, "dense": 0.25}
+    (ensemble / "ensemble.json").write_text(
+        json.dumps({"weights": weights, "ce_stats": [0.0, 2.0]})
+    )
+    fused = _adapt(corpus, student, tmp_path / "fused", ensemble)
+    assert "(ensemble: 1 ce, 0.5 bm25, 0.25 dense)" in fused.teacher
+    config = ModelManifest.load(tmp_path / "fused").extra["adaptation"]["config"]
+    assert config["teacher_fusion"]["weights"] == weights
+    alone = _adapt(corpus, student, tmp_path / "alone", ensemble, use_teacher_fusion=False)
+    assert alone.teacher == str(ensemble)
+    assert not torch.equal(
+        _crossing(tmp_path / "fused")["out.weight"], _crossing(tmp_path / "alone")["out.weight"]
+    )

@@ -28,6 +28,12 @@ _DIR = click.Path(path_type=Path, file_okay=False)
     "sequence-classification checkpoint (config.json, weights, tokenizer.json).",
 )
 @click.option(
+    "--teacher-alone",
+    is_flag=True,
+    help="Distil the teacher's logits alone, not the ensemble its directory records "
+    "(ensemble.json: the recipe's cross-encoder + BM25 + cosine).",
+)
+@click.option(
     "--index-dir",
     type=_DIR,
     default=None,
@@ -64,6 +70,7 @@ def adapt(
     model: Path,
     out: Path,
     teacher: Path,
+    teacher_alone: bool,
     index_dir: Path | None,
     pseudo_queries: int,
     candidates: int,
@@ -89,6 +96,7 @@ def adapt(
         model,
         out,
         teacher=teacher,
+        use_teacher_fusion=not teacher_alone,
         index_dir=index_dir,
         pseudo_queries=pseudo_queries,
         candidates=candidates,

@@ -95,6 +95,35 @@ class AdaptReport:
         return out
 
 
+FUSION_FILE = "ensemble.json"
+
+
+def teacher_fusion(teacher: str | Path) -> dict[str, Any] | None:
+    """The ensemble a teacher directory was distilled as (the recipe writes `ensemble.json`:
+    weights of the z-scored cross-encoder logit, BM25 and cosine, and the logit's mean and
+    deviation), or None: the teacher's logits alone."""
+    path = Path(teacher) / FUSION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fused_targets(
+    logits: np.ndarray, bm25: np.ndarray, cosine: np.ndarray, fusion: Mapping[str, Any]
+) -> np.ndarray:
+    """One list's teacher scores under the ensemble: w_ce z(logit) with the teacher's global
+    statistics, plus w_bm25 z(BM25) and w_dense z(cosine) over the list."""
+    from twinbert_search.runtime.fusion import zscore
+
+    w = fusion["weights"]
+    mean, std = fusion["ce_stats"]
+    out = w.get("ce", 0.0) * (np.asarray(logits, np.float64) - mean) / max(std, 1e-6)
+    out = out + w.get("bm25", 0.0) * zscore(bm25) + w.get("dense", 0.0) * zscore(cosine)
+    return out.astype(np.float32)
+
+
+def _weights_text(fusion: Mapping[str, Any]) -> str:
+    return ", ".join(f"{w:g} {k}" for k, w in fusion["weights"].items() if w)
+
+
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -141,21 +170,32 @@ def _candidate_lists(
     texts: Sequence[str],
     sources: Sequence[str],
     depth: int,
-) -> list[list[str]]:
-    """Each pseudo-query's source document, then its hybrid recall (RRF of BM25 and kNN)."""
+) -> list[dict[str, Any]]:
+    """Each pseudo-query's source document, then its hybrid recall (RRF of BM25 and kNN),
+    with every candidate's BM25 score and cosine (the ensemble teacher's other signals)."""
     from twinbert_search.search import reciprocal_rank_fusion
     from twinbert_search.training.data import build_bm25
 
     bm25 = build_bm25({d: docs[d] for d in ids})
     qvec = runtime.encode_queries(list(texts))
+    norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+    row_of = {d: i for i, d in enumerate(ids)}
     out = []
     for i, text in enumerate(texts):
-        sims = vectors @ qvec[i]
+        sims = vectors @ qvec[i] / (norms * max(float(np.linalg.norm(qvec[i])), 1e-12))
         top = np.argsort(-sims, kind="stable")[:depth]
         dense = [ids[r] for r in top]
-        sparse = [d for d, _ in bm25.search(text, depth)]
+        lexical = bm25.scores(text)
+        sparse = [ids[r] for r in np.argsort(-lexical, kind="stable")[:depth]]
         fused = [d for d, _ in reciprocal_rank_fusion([dense, sparse])]
-        out.append([sources[i], *[d for d in fused if d != sources[i]]][:depth])
+        rows = [row_of[d] for d in [sources[i], *[d for d in fused if d != sources[i]]][:depth]]
+        out.append(
+            {
+                "docs": [ids[r] for r in rows],
+                "bm25": lexical[rows].tolist(),
+                "cosine": sims[rows].tolist(),
+            }
+        )
     return out
 
 
@@ -194,6 +234,7 @@ def adapt(
     learn_documents: bool = False,
     seed: int = 0,
     teacher_batch_size: int = 32,
+    use_teacher_fusion: bool = True,
     checkpoint_every: int = 50,
     resume: bool = True,
     progress: bool = True,
@@ -201,7 +242,9 @@ def adapt(
 ) -> AdaptReport:
     """Adapt the student at `model_dir` to `corpus` (see the module docstring); save and
     export it to `out_dir` and return the summary. `index_dir`: an embedded index of the
-    corpus by this model, whose stored vectors are reused instead of encoding the corpus."""
+    corpus by this model, whose stored vectors are reused instead of encoding the corpus.
+    The teacher's targets are its logits, or the ensemble its directory records
+    (`teacher_fusion`, as the recipe distils it) unless `use_teacher_fusion` is False."""
     import torch
 
     from twinbert_search.runtime.model import TwinBertRuntime
@@ -275,13 +318,13 @@ def adapt(
     scorer = load_pair_scorer(teacher, batch_size=teacher_batch_size)
     cache = TeacherScoreCache(out / "cache")
     keys = [
-        [cache.key(scorer.fingerprint, q.text, d, docs[d].content_hash) for d in rows]
-        for q, rows in zip(queries, lists, strict=True)
+        [cache.key(scorer.fingerprint, q.text, d, docs[d].content_hash) for d in item["docs"]]
+        for q, item in zip(queries, lists, strict=True)
     ]
     missing = {
         k: (q.text, docs[d].encoding_text)
-        for q, rows, ks in zip(queries, lists, keys, strict=True)
-        for d, k in zip(rows, ks, strict=True)
+        for q, item, ks in zip(queries, lists, keys, strict=True)
+        for d, k in zip(item["docs"], ks, strict=True)
         if k not in cache
     }
     bar = tqdm(total=len(missing), disable=not progress, desc="teacher scores", unit="pair")
@@ -305,19 +348,28 @@ def adapt(
         documents = DocumentTower(docs, TextTokenizer.from_file(tok_path, manifest.max_doc_length))
     else:
         documents = StoredVectors(torch.from_numpy(vectors), {d: i for i, d in enumerate(ids)})
+    fusion = teacher_fusion(teacher) if use_teacher_fusion else None
+
+    def target(item: Mapping[str, Any], ks: Sequence[str]) -> np.ndarray:
+        logits = cache.get_many(ks)
+        if fusion is None:
+            return logits
+        return _fused_targets(logits, np.asarray(item["bm25"]), np.asarray(item["cosine"]), fusion)
+
     scored = [
         ScoredList(
             q.text,
-            tuple(rows),
-            cache.get_many(ks),
-            np.array([d == q.doc_id for d in rows], dtype=bool),
+            tuple(item["docs"]),
+            target(item, ks),
+            np.array([d == q.doc_id for d in item["docs"]], dtype=bool),
         )
-        for q, rows, ks in zip(queries, lists, keys, strict=True)
+        for q, item, ks in zip(queries, lists, keys, strict=True)
     ]
     run_config = {
         "corpus": _digest([docs[d].content_hash for d in ids]),
         "model": manifest.fingerprint,
         "teacher": scorer.fingerprint,
+        "teacher_fusion": fusion,
         "pseudo_queries": len(queries),
         "candidates": candidates,
         "steps": steps,
@@ -358,12 +410,12 @@ def adapt(
         documents=len(docs),
         pseudo_queries=dict(Counter(q.kind for q in queries)),
         candidates=candidates,
-        pairs=sum(len(rows) for rows in lists),
+        pairs=sum(len(item["docs"]) for item in lists),
         pairs_scored_now=len(missing),
         steps=steps,
         resumed_at=int(state["step"]) if state is not None else 0,
         learn_documents=learn_documents,
-        teacher=str(teacher),
+        teacher=str(teacher) + (" (ensemble: " + _weights_text(fusion) + ")" if fusion else ""),
         loss_first=fit.history[0]["total"] if fit.history else None,
         loss_last=fit.history[-1]["total"] if fit.history else None,
         calibration=calibration,

@@ -82,6 +82,8 @@ def step_ensemble(ctx: Context) -> dict[str, Any]:
     }
     teacher = {"weights": best["weights"], "ce_stats": list(stats)}
     write_json(ctx.work / "teacher_ensemble.json", teacher)
+    # Beside the teacher, so `adapt --teacher OUT/teacher` distils the same ensemble.
+    write_json(ctx.out / "teacher" / "ensemble.json", teacher)
     return {"teacher": teacher, "best_val": best, "validation": singles, "grid": grid}
 
 
