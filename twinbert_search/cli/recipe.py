@@ -44,6 +44,13 @@ def recipe() -> None:
     default=None,
     help="Rerank candidates (auto: the better Recall@100 on validation).",
 )
+@click.option(
+    "--ood-data",
+    type=_DIR,
+    default=None,
+    help="An out-of-domain BEIR folder (e.g. CACM): every model zero-shot on it, and a student "
+    "adapted to its corpus text; its qrels only score the final table.",
+)
 @click.option("--until", default=None, help="Stop after this step.")
 @click.option("--redo", multiple=True, help="Run this step (and the later ones) again.")
 @click.option("--seed", type=int, default=None)
@@ -58,6 +65,7 @@ def scifact(
     pseudo_queries: int | None,
     validation_queries: int | None,
     recall: str | None,
+    ood_data: Path | None,
     until: str | None,
     redo: tuple[str, ...],
     seed: int | None,
@@ -79,6 +87,7 @@ def scifact(
         "validation_queries": validation_queries,
         "recall": recall,
         "seed": seed,
+        "ood_data": None if ood_data is None else str(ood_data),
     }
     cfg = RecipeConfig(
         data=str(data),
@@ -127,3 +136,32 @@ def explore(out: Path) -> None:
     path = explore_students(config_from_dict(state["config"]))
     for name, row in json.loads(path.read_text()).items():
         click.echo(f"{name}\t{row['val_ndcg@10']:.4f}\t{row['seconds']:.0f} s")
+
+
+@recipe.command("explore-teachers")
+@click.option(
+    "--out", type=_DIR, required=True, help="A recipe run directory (after `candidates`)."
+)
+def explore_teachers_command(out: Path) -> None:
+    """Teacher variants (more steps, a regression warm start) alone on validation
+    (OUT/explore_teachers.json; models under OUT/teachers/)."""
+    import logging
+
+    from twinbert_search.training.recipe import (
+        STATE_FILE,
+        config_from_dict,
+        explore_teachers,
+        teacher_exploration,
+    )
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    state = json.loads((out / STATE_FILE).read_text())
+    path = explore_teachers(config_from_dict(state["config"]), teacher_exploration())
+    for name, row in json.loads(path.read_text()).items():
+        val = row["validation"]
+        cells = [
+            f"{s} {val[s]['teacher']['ndcg@10']:.4f} (recall {val[s]['recall']['ndcg@10']:.4f})"
+            for s in ("all", "no_overlap")
+            if s in val
+        ]
+        click.echo(f"{name}\t" + "\t".join(cells) + f"\t{row['seconds']:.0f} s")

@@ -47,6 +47,7 @@ from twinbert_search.training.recipe.config import (
     config_from_dict,
     default_students,
     exploration_grid,
+    teacher_exploration,
 )
 from twinbert_search.training.recipe.report import RESULTS_JSON, RESULTS_MD, render_markdown
 from twinbert_search.training.recipe.state import DEPENDS, STATE_FILE, STEP_NAMES, run_recipe
@@ -72,4 +73,5 @@ __all__ = [
     "render_markdown",
     "run_recipe",
     "student_loss",
+    "teacher_exploration",
 ]
