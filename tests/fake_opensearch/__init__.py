@@ -2,7 +2,7 @@
 
 The real client builds and serialises every request; `FakeConnection.perform_request` hands it
 to `FakeCluster`, which first validates it against the official API specification (and the
-project's strict checks, tests/opensearch_spec.py) and only then answers. A request outside
+project's strict checks, tests/opensearch_checks.py) and only then answers. A request outside
 the specification, or one the fake does not implement, fails the test loudly.
 
 Implemented, with the documented semantics the store relies on:
