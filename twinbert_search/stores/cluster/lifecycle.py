@@ -45,6 +45,7 @@ def generation_of(name: str, base: str | None = None) -> int | None:
 
 
 def generation_name(base: str, generation: int) -> str:
+    """`<base>-NNNNNN`: zero-padded, so generations sort by name as by number."""
     return f"{base}-{generation:06d}"
 
 
@@ -126,6 +127,7 @@ class Generations:
         return generation_name(base, max(gens, default=0) + 1)
 
     def mark_created(self, name: str) -> None:
+        """Record an index the caller just created: writes go there, finalize() makes it live."""
         self.created = name
         self.write_index = name
 

@@ -60,6 +60,7 @@ def source_includes(include_text: bool) -> dict[str, Any]:
 
 
 def match_query(text: str) -> dict[str, Any]:
+    """BM25 on `search_text`, the field title and text are both copied to."""
     return {"match": {FIELD_SEARCH: {"query": text}}}
 
 

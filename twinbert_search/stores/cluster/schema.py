@@ -101,6 +101,7 @@ def mappings(meta: dict[str, Any], vector: dict[str, Any]) -> dict[str, Any]:
 
 
 def vector_to_list(vector: np.ndarray) -> list[float]:
+    """A vector as the JSON array the vector field takes (float32 values, exact)."""
     return np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
 
 
@@ -110,6 +111,7 @@ def encode_floats(values: np.ndarray) -> str:
 
 
 def decode_floats(text: str) -> np.ndarray:
+    """The inverse of `encode_floats`."""
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
 
 

@@ -42,8 +42,9 @@ from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.lifecycle import Generations, check_name
 from twinbert_search.stores.cluster.queries import scan_ids
-from twinbert_search.stores.opensearch import assets, bulk
+from twinbert_search.stores.opensearch import assets
 from twinbert_search.stores.opensearch.assets import IndexOptions
+from twinbert_search.stores.opensearch.bulk import delete_ids, send_actions
 from twinbert_search.stores.opensearch.connection import (
     ERRORS,
     ConnectionOptions,
@@ -115,6 +116,7 @@ class OpenSearchStore(VectorStore):
 
     @property
     def read_target(self) -> str:
+        """What queries name: the alias when there is one (it follows rebuilds), else the index."""
         return self.alias or self.index or ""
 
     def _index_meta(self, index: str) -> dict[str, Any]:
@@ -344,7 +346,7 @@ class OpenSearchStore(VectorStore):
 
     def _run_bulk(self, actions: list[dict[str, Any]], *, pipeline: str | None) -> int:
         """Send actions; resend 429/5xx failures with backoff; raise once for the rest."""
-        return bulk.send_actions(
+        return send_actions(
             self.client,
             actions,
             self.bulk,
@@ -359,7 +361,7 @@ class OpenSearchStore(VectorStore):
         if not ids or index is None:
             return 0
         with self._errors(f"delete from {index}"):
-            return bulk.delete_ids(self.client, index, ids, self.bulk)
+            return delete_ids(self.client, index, ids, self.bulk)
 
     # -- reads ------------------------------------------------------------------------------
 
