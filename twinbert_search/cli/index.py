@@ -25,7 +25,7 @@ from twinbert_search.cli.options import (
     model_options,
     no_progress_option,
 )
-from twinbert_search.errors import ConfigurationError, InputError
+from twinbert_search.errors import ConfigurationError
 from twinbert_search.stores.factory import OPENSEARCH
 
 __all__ = ["build_default", "delete", "index", "quantize"]
@@ -114,17 +114,8 @@ def index(
     Re-running is incremental: unchanged documents are skipped, changed ones re-encoded.
     With --backend opensearch the index template and pipelines are created when missing.
     """
-    from dataclasses import replace
+    from twinbert_search.ingest.corpus import index_corpus
 
-    from twinbert_search.ingest.indexing import index_documents, index_in_cluster
-    from twinbert_search.ingest.readers import read_corpus
-    from twinbert_search.manifest import ModelManifest
-    from twinbert_search.runtime import TwinBertRuntime
-    from twinbert_search.runtime.models import resolve_model
-    from twinbert_search.stores.factory import check_options, open_store
-    from twinbert_search.stores.opensearch.ml import vector_fingerprint
-
-    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
     if backend != OPENSEARCH:
         flags = {
             "--rebuild": rebuild,
@@ -138,86 +129,39 @@ def index(
         raise ConfigurationError("--delete-old goes with --rebuild")
     if encode_in_cluster != bool(model_id):
         raise ConfigurationError("--encode-in-cluster and --model-id go together")
-    if openvino and encode_in_cluster:
-        raise ConfigurationError(
-            "--openvino encodes locally; it does not go with --encode-in-cluster"
-        )
-    runtime = None
-    if encode_in_cluster:  # no local encoding: the manifest is enough
-        manifest = ModelManifest.load(resolve_model(model, build_default=True))
-        fingerprint = vector_fingerprint(manifest, int8)
-    else:
-        runtime = TwinBertRuntime.load(
-            resolve_model(model, build_default=True),
-            int8=int8,
-            threads=threads,
-            document_graph="openvino-int8" if openvino else None,
-        )
-        manifest, fingerprint = runtime.manifest, runtime.fingerprint
-    manifest = replace(manifest, fingerprint=fingerprint)  # the graph variant is recorded too
-    errors: list[InputError] = []
-    docs = read_corpus(
+    run = index_corpus(
         corpus,
+        backend=backend,
+        index_dir=index_dir,
+        model=model,
+        int8=int8,
+        threads=threads,
+        openvino=openvino,
         fmt=fmt,
         id_field=id_field,
         text_fields=text_fields,
-        on_error="skip" if skip_errors else "raise",
-        errors=errors,
-    )
-    out: dict[str, Any] = {}
-    with open_store(
-        backend,
-        index_dir=index_dir,
-        writable=True,
-        dim=manifest.dim,
         codec=codec,
         ann=ann,
-        manifest=manifest,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        prune=prune,
+        skip_errors=skip_errors,
+        rebuild=rebuild,
+        delete_old=delete_old,
+        model_id=model_id,
+        progress=not no_progress,
         **opensearch_kwargs,
-    ) as store:
-        if backend == OPENSEARCH:
-            if not rebuild:  # refuse another model before touching the template and pipelines
-                store.ensure_model(fingerprint)
-            out["assets"] = store.put_assets(manifest, model_id=model_id)
-            if rebuild:
-                store.begin_rebuild(resume=True, delete_old=delete_old)
-        if runtime is not None:
-            report = index_documents(
-                docs,
-                store,
-                runtime,
-                batch_size=batch_size,
-                chunk_size=chunk_size,
-                prune=prune,
-                progress=not no_progress,
-            )
-        else:
-            report = index_in_cluster(
-                docs,
-                store,
-                model_fingerprint=fingerprint,
-                model_id=str(model_id),
-                chunk_size=chunk_size,
-                prune=prune,
-                progress=not no_progress,
-            )
-        if backend == OPENSEARCH:
-            info = store.info
-            out.update(target=store.read_target, indices=info.extra.get("indices", []))
-    report.errors = errors
-    for err in errors:
+    )
+    report = run.report
+    for err in report.errors:
         click.echo(f"skipped: {err}", err=True)
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "backend": backend, **out}))
+        click.echo(json.dumps(run.to_dict()))
         return
-    where = str(index_dir)
-    if backend == OPENSEARCH:  # the alias and the index behind it, or the index
-        target, indices = out["target"], out["indices"]
-        where = target if indices in ([], [target]) else f"{target} ({', '.join(indices)})"
     click.echo(
-        f"indexed {report.seen} documents into {where}: {report.added} added, "
+        f"indexed {report.seen} documents into {run.location['where']}: {report.added} added, "
         f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
-        f"{len(errors)} skipped; {report.docs_per_s:.1f} docs/s encoding, "
+        f"{len(report.errors)} skipped; {report.docs_per_s:.1f} docs/s encoding, "
         f"{report.seconds:.1f}s total"
     )
 

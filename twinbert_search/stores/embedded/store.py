@@ -322,6 +322,10 @@ class EmbeddedStore(VectorStore):
             },
         )
 
+    def location(self) -> dict[str, Any]:
+        """The store directory."""
+        return {"where": str(self.path)}
+
     def close(self) -> None:
         """Record counts in store.json (writer), then release SQLite, files and the lock."""
         with self._db.lock:

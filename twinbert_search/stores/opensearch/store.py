@@ -146,6 +146,34 @@ class OpenSearchStore(VectorStore):
             return replace(self.manifest, fingerprint=fingerprint)
         return ModelManifest(dim=dim, fingerprint=fingerprint, normalize=unit)
 
+    def prepare_index(
+        self,
+        manifest: ModelManifest,
+        *,
+        rebuild: bool = False,
+        delete_old: bool = False,
+        model_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Refuse another model, put the template and pipelines, start a rebuild if asked.
+
+        The model check comes first so a mismatch leaves the template and pipelines as they
+        were; a rebuild may hold another model (that is what it is for).
+        """
+        if delete_old and not rebuild:
+            raise ConfigurationError("delete_old goes with rebuild")
+        if not rebuild:
+            self.ensure_model(manifest.fingerprint)
+        done = {"assets": self.put_assets(manifest, model_id=model_id)}
+        if rebuild:
+            self.begin_rebuild(resume=True, delete_old=delete_old)
+        return done
+
+    def location(self) -> dict[str, Any]:
+        """The read target (alias or index) and the concrete indices behind it."""
+        target, indices = self.read_target, self.info.extra.get("indices", [])
+        where = target if indices in ([], [target]) else f"{target} ({', '.join(indices)})"
+        return {"where": where, "target": target, "indices": indices}
+
     # -- assets -----------------------------------------------------------------------------
 
     def put_assets(self, manifest: ModelManifest, *, model_id: str | None = None) -> dict[str, str]:
