@@ -118,7 +118,7 @@ def candidate_ids(cfg: suite.BenchConfig, store: EmbeddedStore, queries: np.ndar
     it replaced (the B side patches the store module's `RowIds` with a list builder)."""
     import operator
 
-    from twinbert_search.stores import embedded
+    from twinbert_search.stores.embedded import reader as embedded
 
     runtime = suite.with_residual(suite.load_runtime(cfg, int8=True, threads=1), cfg, cfg.combine)
     searcher = Searcher(runtime, store)

@@ -18,6 +18,8 @@
 #     nmslib index is created, but its first refresh kills the node (UnsatisfiedLinkError).
 #   - with ML Commons: libtorch (ai.djl.pytorch:pytorch-native-cpu) and DJL's JNI bridge
 #     (ai.djl.pytorch:pytorch-jni), which DJL would otherwise download at the first deploy.
+#   Central serves every plugin for 2.19.1 (k-NN, job-scheduler, ML Commons, neural-search);
+#   for 3.5.0, k-NN only.
 #
 # Nothing is written inside the repository. One directory per version and plugin set:
 #   $TWINBERT_NODE_CACHE/opensearch-<v>-<plugins>/home   the assembled installation
@@ -246,7 +248,9 @@ stage_pytorch() {
     || die "Maven could not fetch libtorch $torch"
   unzip -q -j "$work/djl/pytorch-native-cpu-$torch-$platform.jar" "pytorch/cpu/$platform/*" -d "$dest"
   for jni in "$torch-$djl" $(jni_fallback "$torch-$djl"); do
-    if fetch_artifact "ai.djl.pytorch:pytorch-jni:$jni" "$work/djl"; then
+    log "fetching ai.djl.pytorch:pytorch-jni:$jni"
+    if mvn_quiet "$DEPENDENCY_PLUGIN:copy" "-Dartifact=ai.djl.pytorch:pytorch-jni:$jni" \
+      "-DoutputDirectory=$work/djl" 2>/dev/null; then
       unzip -p "$work/djl/pytorch-jni-$jni.jar" "jnilib/$platform/cpu/libdjl_torch.so" >"$dest/$djl-libdjl_torch.so"
       break
     fi

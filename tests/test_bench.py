@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
 from benchmarks import report, run
 from benchmarks.synthetic import ClusteredSphere
+from twinbert_search.cli import main
 from twinbert_search.runtime.openvino import openvino_available
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "examples" / "sample" / "corpus.jsonl"
@@ -146,3 +150,64 @@ def test_cli_bench_finds_the_suite_of_this_checkout() -> None:
     from twinbert_search.cli.bench import suite_script
 
     assert suite_script() == Path(run.__file__).resolve()
+
+
+def _fake_suite(root: Path, exit_code: int = 0) -> Path:
+    """A benchmarks/run.py that records its arguments and working directory."""
+    script = root / "benchmarks" / "run.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(
+        "import json, os, sys\n"
+        "open(os.path.join(os.path.dirname(__file__), 'args.json'), 'w').write("
+        "json.dumps([sys.argv[1:], os.getcwd()]))\n"
+        f"sys.exit({exit_code})\n"
+    )
+    return script
+
+
+def test_cli_bench_looks_for_the_suite_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twinbert_search.cli import bench
+    from twinbert_search.errors import ConfigurationError
+
+    option, env, cwd, checkout = (_fake_suite(tmp_path / n) for n in ("a", "b", "c", "d"))
+    monkeypatch.chdir(cwd.parents[1])
+    monkeypatch.setenv(bench.ENV_SUITE, str(env.parent))  # its folder will do
+    monkeypatch.setattr(bench, "PACKAGE_CHECKOUT", checkout.parents[1])
+    assert bench.suite_script(option) == option
+    assert bench.suite_script(option.parent) == option
+    assert bench.suite_script() == env
+    monkeypatch.delenv(bench.ENV_SUITE)
+    assert bench.suite_script() == cwd
+    monkeypatch.chdir(tmp_path)
+    assert bench.suite_script() == checkout
+    checkout.unlink()
+    with pytest.raises(ConfigurationError) as missing:
+        bench.suite_script()
+    message = str(missing.value)
+    assert "\n" not in message and "source repository" in message
+    for tried in (
+        "--suite",
+        bench.ENV_SUITE,
+        str(tmp_path / "benchmarks" / "run.py"),
+        str(checkout),
+    ):
+        assert tried in message
+    # A suite named explicitly is never passed over for another one.
+    monkeypatch.setenv(bench.ENV_SUITE, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigurationError, match=bench.ENV_SUITE):
+        bench.suite_script()
+
+
+def test_cli_bench_runs_the_suite_from_its_repository(tmp_path: Path) -> None:
+    script = _fake_suite(tmp_path / "repo", exit_code=3)
+    result = CliRunner().invoke(
+        main, ["bench", "--quick", "--suite", str(script), "--sizes", "100", "--help"]
+    )
+    assert result.exit_code == 3, result.output
+    args, cwd = json.loads((script.parent / "args.json").read_text())
+    assert args == ["--quick", "--sizes", "100", "--help"]
+    assert Path(cwd).resolve() == (tmp_path / "repo").resolve()
+    missing = CliRunner().invoke(main, ["bench", "--suite", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: --suite: no benchmark")

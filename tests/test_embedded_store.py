@@ -21,7 +21,7 @@ from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, ModelMismatchError, StoreError
 from twinbert_search.stores.base import RowIds
 from twinbert_search.stores.embedded import EmbeddedStore
-from twinbert_search.stores.embedded import store as embedded
+from twinbert_search.stores.embedded import reader as embedded
 
 DIM = 16
 MODEL = "f" * 64
@@ -569,7 +569,7 @@ def test_sigkill_mid_run_loses_at_most_the_batch_in_flight(tmp_path) -> None:
     ids=["float32-2d", "int8-1d", "empty", "fortran"],
 )
 def test_snapshot_arrays_load_mapped_read_only_and_equal(tmp_path: Path, array) -> None:
-    from twinbert_search.stores.embedded.store import _load_npy
+    from twinbert_search.stores.embedded.reader import _load_npy
 
     path = tmp_path / "a.npy"
     np.save(path, array)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.opensearch_spec import SpecViolation, check_knn_vector, load_spec
+from tests.opensearch_checks import check_knn_vector
+from tests.opensearch_spec import SpecViolation, load_spec
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.opensearch import assets

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.fake_opensearch import FakeCluster, FakeConnection, build_onnx_model_dir
-from twinbert_search.cli.opensearch import opensearch, opensearch_options
+from twinbert_search.cli.opensearch import opensearch
+from twinbert_search.cli.options import opensearch_options
 from twinbert_search.errors import ConfigurationError, StoreError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.opensearch import ConnectionOptions, assets

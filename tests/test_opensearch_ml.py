@@ -19,7 +19,7 @@ from tests.fake_opensearch import (
     build_onnx_model_dir,
     encode_with_onnx,
 )
-from tests.opensearch_spec import MAX_CHUNK_BYTES
+from tests.opensearch_checks import MAX_CHUNK_BYTES
 from twinbert_search.documents import Document
 from twinbert_search.errors import BackendUnavailableError, ModelError, StoreError
 from twinbert_search.manifest import ModelManifest

@@ -1,88 +1,35 @@
 """`twinbert-search opensearch ...`: put the templates, register the encoder, show the status.
 
-`opensearch_options` is the one set of connection flags, reused by index/search/serve:
---url (or OPENSEARCH_URL), --index, --alias, --username (OPENSEARCH_USERNAME), --password
-(OPENSEARCH_PASSWORD; never echoed, shown in help or printed), --ca-certs
-(OPENSEARCH_CA_CERTS), --no-verify-certs (OPENSEARCH_VERIFY_CERTS=false), --timeout.
-`stores.opensearch.connection.store_from_options(**kwargs)` builds the store from them.
+The connection flags are `options.opensearch_options`, the same set that index, search, eval
+and serve take; `stores.opensearch.connection.store_from_options(**kwargs)` builds the store
+from them. The main CLI registers the `opensearch` group and maps the errors it raises.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from twinbert_search.manifest import ModelManifest
-from twinbert_search.stores.opensearch import (
-    ENV_CA_CERTS,
-    ENV_PASSWORD,
-    ENV_URL,
-    ENV_USERNAME,
-    ENV_VERIFY_CERTS,
-    assets,
-    translate_errors,
+from twinbert_search.cli.options import (
+    ann_option,
+    force_option,
+    int8_option,
+    json_option,
+    model_id_option,
+    model_option,
+    opensearch_options,
+    stack,
 )
+from twinbert_search.manifest import ModelManifest
+from twinbert_search.stores.opensearch import assets, translate_errors
 from twinbert_search.stores.opensearch.connection import (
     connection_from_options,
     store_from_options,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def opensearch_options(func: F) -> F:
-    """Connection and target flags for every command that talks to OpenSearch."""
-    options = [
-        click.option(
-            "--url",
-            envvar=ENV_URL,
-            show_envvar=True,
-            default=None,
-            help="Cluster URL, e.g. https://localhost:9200.",
-        ),
-        click.option("--index", default=None, help="Concrete index name."),
-        click.option(
-            "--alias",
-            default=None,
-            help="Alias searched and moved by blue/green rebuilds (indices <alias>-000001...).",
-        ),
-        click.option("--username", envvar=ENV_USERNAME, show_envvar=True, default=None),
-        click.option(
-            "--password",
-            envvar=ENV_PASSWORD,
-            show_envvar=True,
-            default=None,
-            show_default=False,
-            help=f"Basic-auth password; prefer {ENV_PASSWORD} (flags show up in `ps`).",
-        ),
-        click.option(
-            "--ca-certs",
-            envvar=ENV_CA_CERTS,
-            show_envvar=True,
-            type=click.Path(exists=True, dir_okay=False),
-            default=None,
-            help="CA bundle (PEM) to verify the cluster's TLS certificate.",
-        ),
-        click.option(
-            "--verify-certs/--no-verify-certs",
-            envvar=ENV_VERIFY_CERTS,
-            show_envvar=True,
-            default=True,
-            show_default=True,
-            help="Verify TLS certificates (turn off only for local demo clusters).",
-        ),
-        click.option(
-            "--timeout", type=float, default=30.0, show_default=True, help="Request timeout (s)."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 def _load_manifest(model: Path | None) -> tuple[Path, ModelManifest]:
@@ -101,15 +48,15 @@ def _index_options(ann: str | None, shards: int | None, replicas: int | None) ->
     return assets.IndexOptions.parse(ann or assets.IndexOptions().describe(), **overrides)
 
 
-def ann_options(func: F) -> F:
-    func = click.option("--replicas", type=int, default=None, help="Replicas per shard.")(func)
-    func = click.option("--shards", type=int, default=None, help="Primary shards.")(func)
-    return click.option(
-        "--ann",
-        default=None,
+ann_options = stack(
+    ann_option(
         help="Index description, e.g. faiss:hnsw16:efc128:fp16:innerproduct "
         "(engine faiss|lucene, hnsw<M>, efc<ef_construction>, fp32|fp16|byte, space type).",
-    )(func)
+    ),
+    click.option("--shards", type=int, default=None, help="Primary shards."),
+    click.option("--replicas", type=int, default=None, help="Replicas per shard."),
+)
+"""How `put-templates` shapes the indices it creates: the k-NN field, shards and replicas."""
 
 
 @click.group("opensearch")
@@ -119,16 +66,16 @@ def opensearch() -> None:
 
 @opensearch.command("put-templates")
 @opensearch_options
-@click.option("--model", type=click.Path(path_type=Path), default=None, help="Model directory.")
+@model_option("Model directory.")
 @ann_options
-@click.option("--model-id", default=None, help="ML Commons model id: also put pipeline (b).")
+@model_id_option("ML Commons model id: also put pipeline (b).")
 @click.option(
     "--render-to",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Write the rendered JSON files here instead of sending them (no cluster needed).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def put_templates(
     model: Path | None,
     ann: str | None,
@@ -172,8 +119,8 @@ def put_templates(
 
 @opensearch.command("register-model")
 @opensearch_options
-@click.option("--model", type=click.Path(path_type=Path), default=None, help="Model directory.")
-@click.option("--int8", is_flag=True, help="Package the int8 document encoder.")
+@model_option("Model directory.")
+@int8_option("Package the int8 document encoder.")
 @click.option("--name", "model_name", default=None, help="ML Commons model name.")
 @click.option("--model-version", default=None, help="ML Commons model version string.")
 @click.option("--model-group-id", default=None, help="Register into this model group.")
@@ -192,9 +139,9 @@ def put_templates(
 )
 @click.option("--package-only", is_flag=True, help="Build the zip and print its metadata.")
 @click.option("--no-deploy", is_flag=True, help="Register without deploying.")
-@click.option("--force", is_flag=True, help="Register again even if this zip is registered.")
+@force_option("Register again even if this zip is registered.")
 @click.option("--wait-timeout", type=float, default=600.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def register_model(
     model: Path | None,
     int8: bool,

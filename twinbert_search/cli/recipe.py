@@ -12,9 +12,17 @@ from pathlib import Path
 
 import click
 
-__all__ = ["recipe"]
+from twinbert_search.cli.options import (
+    DIR,
+    checkpoint_option,
+    data_option,
+    out_option,
+    pseudo_queries_option,
+    seed_option,
+    validation_queries_option,
+)
 
-_DIR = click.Path(path_type=Path, file_okay=False)
+__all__ = ["recipe"]
 
 
 @click.group()
@@ -23,21 +31,21 @@ def recipe() -> None:
 
 
 @recipe.command("scifact")
-@click.option("--data", type=_DIR, required=True, help="BEIR folder (qrels/train.tsv, test.tsv).")
-@click.option("--out", type=_DIR, required=True, help="Run directory (state, models, results).")
+@data_option("BEIR folder (qrels/train.tsv, test.tsv).")
+@out_option("Run directory (state, models, results).")
 @click.option(
     "--index",
     "index_dir",
-    type=_DIR,
+    type=DIR,
     default=None,
     help="An existing embedded index of the corpus by the base model, reused (else built).",
 )
-@click.option("--base-model", type=_DIR, default=None, help="Base TwinBERT (default model).")
-@click.option("--checkpoint", type=_DIR, default=None, help="HF checkpoint (all-MiniLM-L6-v2).")
+@click.option("--base-model", type=DIR, default=None, help="Base TwinBERT (default model).")
+@checkpoint_option("HF checkpoint (all-MiniLM-L6-v2).")
 @click.option("--teacher-steps", type=int, default=None)
 @click.option("--student-steps", type=int, default=None)
-@click.option("--pseudo-queries", type=int, default=None)
-@click.option("--validation-queries", type=int, default=None)
+@pseudo_queries_option(None)
+@validation_queries_option(None)
 @click.option(
     "--recall",
     type=click.Choice(["auto", "dense", "hybrid", "bm25"]),
@@ -53,7 +61,7 @@ def recipe() -> None:
 )
 @click.option("--until", default=None, help="Stop after this step.")
 @click.option("--redo", multiple=True, help="Run this step (and the later ones) again.")
-@click.option("--seed", type=int, default=None)
+@seed_option(None)
 def scifact(
     data: Path,
     out: Path,
@@ -124,7 +132,7 @@ def _command_line(ctx: click.Context) -> str:
 
 
 @recipe.command("explore")
-@click.option("--out", type=_DIR, required=True, help="A recipe run directory (after `students`).")
+@out_option("A recipe run directory (after `students`).")
 def explore(out: Path) -> None:
     """Student variants, one change at a time, by validation nDCG@10 (OUT/explore.json)."""
     import logging

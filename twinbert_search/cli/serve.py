@@ -16,7 +16,14 @@ from typing import Any
 
 import click
 
-from twinbert_search.cli.opensearch import opensearch_options
+from twinbert_search.cli.options import (
+    backend_option,
+    index_dir_option,
+    int8_option,
+    model_option,
+    opensearch_options,
+    threads_option,
+)
 from twinbert_search.service.config import (
     DEFAULT_CACHE_SIZE,
     DEFAULT_HOST,
@@ -27,7 +34,6 @@ from twinbert_search.service.config import (
     ServiceConfig,
     default_workers,
 )
-from twinbert_search.stores.factory import BACKENDS
 from twinbert_search.stores.opensearch.connection import OPTION_NAMES
 
 __all__ = ["serve"]
@@ -46,27 +52,11 @@ def _is_loopback(host: str) -> bool:
 
 
 @click.command("serve")
-@click.option(
-    "--backend",
-    type=click.Choice(BACKENDS),
-    default="embedded",
-    show_default=True,
-    help="Where documents live: an embedded store (--index-dir) or OpenSearch (--url ...).",
-)
-@click.option(
-    "--index-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Embedded store directory (--backend embedded).",
-)
-@click.option(
-    "--model",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Exported model directory (default: MiniLM-based TwinBERT, built once).",
-)
-@click.option("--int8", is_flag=True, help="Use the int8 ONNX query graph.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+@backend_option("Where documents live: an embedded store (--index-dir) or OpenSearch (--url ...).")
+@index_dir_option(help="Embedded store directory (--backend embedded).")
+@model_option()
+@int8_option("Use the int8 ONNX query graph.")
+@threads_option
 @click.option(
     "--workers",
     type=int,

@@ -9,54 +9,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from twinbert_search.cli.options import (
+    DIR,
+    batch_size_option,
+    candidates_option,
+    checkpoint_option,
+    data_option,
+    int8_option,
+    lr_option,
+    model_option,
+    out_option,
+    pooling_option,
+    progress_option,
+    pseudo_queries_option,
+    resume_option,
+    seed_option,
+    steps_option,
+    student_options,
+    validation_queries_option,
+)
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import CrossingConfig
 
+if TYPE_CHECKING:
+    from twinbert_search.training.modeling import TwinBertConfig
+
 __all__ = ["distill", "export", "teacher"]
-
-_DIR = click.Path(path_type=Path, file_okay=False)
-# Existence is checked by the library, which raises the project's errors with the path.
-_data = click.option("--data", type=_DIR, required=True, help="BEIR folder (qrels/train.tsv).")
-_seed = click.option("--seed", type=int, default=0, show_default=True)
-_resume = click.option(
-    "--resume/--no-resume",
-    default=True,
-    show_default=True,
-    help="Continue from OUT/checkpoint when it exists.",
-)
-_progress = click.option("--progress/--no-progress", default=True, help="Progress bars.")
-_crossing = click.option(
-    "--crossing", type=click.Choice(["cosine", "residual"]), default="cosine", show_default=True
-)
-_combine = click.option(
-    "--combine",
-    type=click.Choice(["max", "concat", "mul"]),
-    default="max",
-    show_default=True,
-    help="How the residual crossing joins query and document vectors.",
-)
-_hidden = click.option(
-    "--hidden",
-    type=int,
-    default=CrossingConfig.hidden,
-    show_default=True,
-    help="Hidden size of the residual crossing (its rerank cost grows with it).",
-)
-_num_layers = click.option(
-    "--num-layers", type=int, default=None, help="Keep only the first N transformer layers."
-)
-_max_query = click.option("--max-query-length", type=int, default=64, show_default=True)
-_max_doc = click.option("--max-doc-length", type=int, default=256, show_default=True)
-
-
-def _student_options(command):
-    """The model-shape options shared by `distill` and `export --out` (in this order)."""
-    for option in reversed((_crossing, _combine, _hidden, _num_layers, _max_query, _max_doc)):
-        command = option(command)
-    return command
 
 
 def _student_config(
@@ -67,7 +49,8 @@ def _student_config(
     num_layers: int | None,
     max_query_length: int,
     max_doc_length: int,
-):
+) -> TwinBertConfig:
+    """The student's shape from the `student_options` flags (torch is imported here only)."""
     from twinbert_search.training.modeling import TwinBertConfig
 
     return TwinBertConfig(
@@ -85,20 +68,20 @@ def teacher() -> None:
 
 
 @teacher.command("train")
-@_data
-@click.option("--out", type=_DIR, required=True, help="Teacher directory to write.")
-@click.option("--checkpoint", type=_DIR, default=None, help="HF BERT checkpoint [MiniLM].")
-@click.option("--steps", type=int, default=1000, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Queries per step.")
-@click.option("--lr", type=float, default=2e-5, show_default=True)
+@data_option()
+@out_option("Teacher directory to write.")
+@checkpoint_option("HF BERT checkpoint [MiniLM].")
+@steps_option()
+@batch_size_option(8, "Queries per step.")
+@lr_option(2e-5)
 @click.option("--negatives", type=int, default=3, show_default=True, help="Per query and step.")
 @click.option("--max-length", type=int, default=192, show_default=True, help="Pair tokens.")
-@click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True)
+@pooling_option("cls", ("cls", "mean"))
 @click.option("--eval-every", type=int, default=200, show_default=True)
-@click.option("--validation-queries", type=int, default=50, show_default=True)
-@_seed
-@_resume
-@_progress
+@validation_queries_option(50)
+@seed_option()
+@resume_option
+@progress_option
 def teacher_train(
     data: Path,
     out: Path,
@@ -144,15 +127,15 @@ def teacher_train(
     click.echo(f"teacher written to {out_dir}")
 
 
-@click.command()
-@_data
-@click.option("--teacher", "teacher_dir", type=_DIR, required=True, help="Teacher directory.")
-@click.option("--out", type=_DIR, required=True, help="Model directory to write.")
-@click.option("--checkpoint", type=_DIR, default=None, help="Student HF checkpoint [MiniLM].")
-@click.option("--steps", type=int, default=1000, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Queries per step.")
-@click.option("--candidates", type=int, default=8, show_default=True, help="Docs per query.")
-@click.option("--lr", type=float, default=3e-5, show_default=True)
+@click.command("distill")
+@data_option()
+@click.option("--teacher", "teacher_dir", type=DIR, required=True, help="Teacher directory.")
+@out_option("Model directory to write.")
+@checkpoint_option("Student HF checkpoint [MiniLM].")
+@steps_option()
+@batch_size_option(16, "Queries per step.")
+@candidates_option(8, "Docs per query.")
+@lr_option(3e-5)
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option(
     "--loss",
@@ -160,7 +143,7 @@ def teacher_train(
     default="soft_ce",
     show_default=True,
 )
-@click.option("--pseudo-queries", type=int, default=0, show_default=True)
+@pseudo_queries_option(0)
 @click.option(
     "--recall-loss-weight",
     type=float,
@@ -175,19 +158,14 @@ def teacher_train(
     show_default=True,
     help="Add the qrels' hard labels (listwise, per query's group) to the teacher's soft ones.",
 )
-@click.option(
-    "--pooling",
-    type=click.Choice(["mean", "weighted", "cls"]),
-    default="weighted",
-    show_default=True,
-)
-@_student_options
+@pooling_option("weighted")
+@student_options
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)
-@click.option("--cache", type=_DIR, default=None, help="Teacher score cache [OUT/cache].")
-@click.option("--int8/--no-int8", default=True, show_default=True, help="Also export int8.")
-@_seed
-@_resume
-@_progress
+@click.option("--cache", type=DIR, default=None, help="Teacher score cache [OUT/cache].")
+@int8_option("Also export int8.", negatable=True)
+@seed_option()
+@resume_option
+@progress_option
 def distill(
     data: Path,
     teacher_dir: Path,
@@ -251,19 +229,14 @@ def distill(
     click.echo(f"model written to {out_dir}")
 
 
-@click.command()
-@click.option("--model", type=_DIR, default=None, help="Saved model directory to re-export.")
-@click.option("--checkpoint", type=_DIR, default=None, help="HF checkpoint to build from.")
-@click.option("--out", type=_DIR, default=None, help="Model directory (with --checkpoint).")
-@click.option(
-    "--pooling",
-    type=click.Choice(["mean", "weighted", "cls"]),
-    default="mean",
-    show_default=True,
-)
-@_student_options
-@click.option("--int8", is_flag=True, help="Also write int8 graphs.")
-@_seed
+@click.command("export")
+@model_option("Saved model directory to re-export.", directory=True)
+@checkpoint_option("HF checkpoint to build from.")
+@out_option("Model directory (with --checkpoint).", required=False)
+@pooling_option("mean")
+@student_options
+@int8_option("Also write int8 graphs.")
+@seed_option()
 def export(
     model: Path | None,
     checkpoint: Path | None,

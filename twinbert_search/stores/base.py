@@ -9,12 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from twinbert_search.documents import Document
-from twinbert_search.errors import ModelMismatchError
+from twinbert_search.errors import ConfigurationError, ModelMismatchError
+
+if TYPE_CHECKING:
+    from twinbert_search.manifest import ModelManifest
 
 # A filter is {metadata_field: value} or {metadata_field: [allowed values]}; all must hold.
 Filters = Mapping[str, Any]
@@ -134,6 +137,34 @@ class VectorStore(ABC):
                 expected=recorded,
                 actual=fingerprint,
             )
+
+    def prepare_index(
+        self,
+        manifest: ModelManifest,
+        *,
+        rebuild: bool = False,
+        delete_old: bool = False,
+        model_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Ready the store for an indexing run of `manifest`'s model; returns what it did.
+
+        The embedded store needs nothing (its writer checks the model per write). Cluster
+        stores override this to refuse another model, put their index template and pipelines,
+        and start a blue/green rebuild; `rebuild`, `delete_old` and `model_id` (the
+        in-cluster encoder) exist only there.
+        """
+        used = [f for f, v in (("rebuild", rebuild), ("delete_old", delete_old)) if v]
+        if model_id:
+            used.append("model_id")
+        if used:
+            raise ConfigurationError(
+                f"{', '.join(used)} needs a cluster backend, not {self.info.backend}"
+            )
+        return {}
+
+    def location(self) -> dict[str, Any]:
+        """Where this store writes and reads, for summaries: `where` is one readable line."""
+        return {"where": self.info.backend}
 
     @abstractmethod
     def recall(

@@ -1,4 +1,10 @@
-"""The embedded store: SQLite documents, FAISS recall and a BM25 index in one directory."""
+"""The embedded store: SQLite documents, FAISS recall and a BM25 index in one directory.
+
+`EmbeddedStore` (store.py) composes one module per job: `layout` (the directory and
+store.json), `database` (SQLite), `writer` (the writer lock, upserts, deletes), `snapshot`
+(building and publishing a search snapshot), `reader` (recall, fetch, BM25 on a snapshot)
+and `bm25` (the BM25 index itself).
+"""
 
 from twinbert_search.stores.embedded.store import EmbeddedStore
 

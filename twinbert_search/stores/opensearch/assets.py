@@ -5,23 +5,14 @@ template and index body (a `knn_vector` field sized from the manifest), the inge
 the hybrid search pipeline and the search bodies. The JSON files under `index_templates/` and
 `pipelines/` are `render_defaults()` for a 384-dimensional model; a test keeps them equal.
 
-Documents are stored as:
-
-    doc_id        keyword   the document id (also `_id`, so re-indexing is idempotent)
-    title, text   text      BM25; both copied into `search_text`, the one field BM25 queries
-    metadata      object    strings mapped as keywords, so filters are exact term matches
-    content_hash  keyword   what incremental indexing compares
-    embedding     knn_vector the unit-length document vector (returned in `_source`, exact)
-    precomputed   binary    base64 float32: the crossing layer's document half, never indexed
-
-The index is described by a short string (see `IndexOptions.parse`), recorded in the mapping's
-`_meta` beside the model fingerprint, so a store opened later knows how to read its scores.
+The document's fields, the filters and the BM25 bodies are the same on every cluster engine
+(`stores/cluster/schema.py`, `queries.py`) and re-exported here; what is OpenSearch's own is
+the `knn_vector` mapping (`index_options.py`), the `knn` and `hybrid` queries, the
+ML Commons `text_embedding` pipeline and the hybrid search pipeline.
 """
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,118 +21,95 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
+from twinbert_search.stores.cluster import schema
+from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
+from twinbert_search.stores.cluster.queries import (
+    bm25_scores_body,
+    bm25_search_body,
+    filter_clauses,
+    filter_query,
+    filtered_match,
+    match_query,
+    source_includes,
+)
+from twinbert_search.stores.cluster.schema import (
+    FIELD_ENCODING_TEXT,
+    FIELD_HASH,
+    FIELD_ID,
+    FIELD_METADATA,
+    FIELD_PRECOMPUTED,
+    FIELD_SEARCH,
+    FIELD_TEXT,
+    FIELD_TITLE,
+    FIELD_VECTOR,
+    FORMAT,
+    META_KEY,
+    SOURCE_FIELDS,
+    SQUARED_NORM_TOLERANCE,
+    decode_floats,
+    encode_floats,
+    vector_to_list,
+)
+from twinbert_search.stores.opensearch.index_options import (
+    ENCODINGS,
+    ENGINES,
+    MAX_DIMENSION,
+    SPACE_TYPES,
+    IndexOptions,
+    knn_vector_mapping,
+    score_to_similarity,
+)
 
-FORMAT = 1
-META_KEY = "twinbert_search"
+__all__ = [
+    "DEFAULT_BASE",
+    "DEFAULT_HYBRID_WEIGHTS",
+    "ENCODINGS",
+    "ENGINES",
+    "FIELD_ENCODING_TEXT",
+    "FIELD_HASH",
+    "FIELD_ID",
+    "FIELD_METADATA",
+    "FIELD_PRECOMPUTED",
+    "FIELD_SEARCH",
+    "FIELD_TEXT",
+    "FIELD_TITLE",
+    "FIELD_VECTOR",
+    "FORMAT",
+    "MAX_DIMENSION",
+    "META_KEY",
+    "MODEL_ID_PLACEHOLDER",
+    "SOURCE_FIELDS",
+    "SPACE_TYPES",
+    "SQUARED_NORM_TOLERANCE",
+    "AssetNames",
+    "IndexOptions",
+    "bm25_scores_body",
+    "bm25_search_body",
+    "decode_floats",
+    "elasticsearch_index_template",
+    "embedding_pipeline",
+    "encode_floats",
+    "filter_clauses",
+    "hybrid_search_body",
+    "hybrid_search_pipeline",
+    "index_body",
+    "index_mappings",
+    "index_meta",
+    "index_settings",
+    "index_template",
+    "knn_query",
+    "knn_search_body",
+    "knn_vector_mapping",
+    "live_settings",
+    "match_query",
+    "render_defaults",
+    "score_to_similarity",
+    "vector_pipeline",
+    "vector_to_list",
+]
 
-FIELD_ID = "doc_id"
-FIELD_TITLE = "title"
-FIELD_TEXT = "text"
-FIELD_SEARCH = "search_text"
-FIELD_METADATA = "metadata"
-FIELD_HASH = "content_hash"
-FIELD_VECTOR = "embedding"
-FIELD_PRECOMPUTED = "precomputed"
-FIELD_ENCODING_TEXT = "encoding_text"  # only sent with in-cluster encoding; removed by pipeline
-SOURCE_FIELDS = (FIELD_ID, FIELD_TITLE, FIELD_TEXT, FIELD_METADATA, FIELD_VECTOR, FIELD_PRECOMPUTED)
-
-ENGINES = ("faiss", "lucene")
-SPACE_TYPES = ("innerproduct", "cosinesimil", "l2")
-ENCODINGS = ("fp32", "fp16", "byte")
-MAX_DIMENSION = 16000
-DEFAULT_BASE = "twinbert"
 DEFAULT_HYBRID_WEIGHTS = (0.3, 0.7)  # (BM25, kNN), in the order of the hybrid query's clauses
 MODEL_ID_PLACEHOLDER = "<model-id from `twinbert-search opensearch register-model`>"
-SQUARED_NORM_TOLERANCE = 1e-3
-
-_INT_TOKEN = re.compile(r"^(hnsw|efc|efs)(\d+)$")
-
-
-@dataclass(frozen=True)
-class IndexOptions:
-    """How the `knn_vector` field is indexed; `describe()` and `parse()` round-trip.
-
-    Compact encodings are limited to those that keep recall: Faiss SQfp16 (`fp16`, 2x smaller;
-    unit vectors are far inside its range) and Lucene's scalar quantizer (`byte`, 4x smaller,
-    int7 with per-segment confidence intervals). Both quantize only the ANN graph's copy:
-    `_source` keeps the float32 values, so the rerank reads exact vectors either way.
-    """
-
-    engine: str = "faiss"
-    space_type: str = "innerproduct"
-    m: int = 16
-    ef_construction: int = 128
-    encoding: str = "fp16"
-    ef_search: int = 100  # index default (Faiss); a query may override it
-    shards: int = 1
-    replicas: int = 1
-
-    def validate(self) -> None:
-        if self.engine not in ENGINES:
-            raise ConfigurationError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.space_type not in SPACE_TYPES:
-            raise ConfigurationError(
-                f"space type must be one of {SPACE_TYPES}, got {self.space_type!r}"
-            )
-        if self.encoding not in ENCODINGS:
-            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        if self.engine == "lucene" and self.encoding == "fp16":
-            raise ConfigurationError(
-                "fp16 is a Faiss encoding (SQfp16); with lucene use fp32 or byte"
-            )
-        if self.engine == "faiss" and self.encoding == "byte":
-            raise ConfigurationError(
-                "byte is Lucene's scalar quantizer; with faiss use fp32 or fp16"
-            )
-        if not 2 <= self.m <= 100:
-            raise ConfigurationError(f"m must be between 2 and 100, got {self.m}")
-        if self.ef_construction < 2:
-            raise ConfigurationError(
-                f"ef_construction must be at least 2, got {self.ef_construction}"
-            )
-        if self.ef_search < 1:
-            raise ConfigurationError(f"ef_search must be positive, got {self.ef_search}")
-        if self.shards < 1 or self.replicas < 0:
-            raise ConfigurationError("shards must be positive and replicas not negative")
-
-    def describe(self) -> str:
-        """The short string recorded in `_meta`: `faiss:hnsw16:efc128:fp16:innerproduct`."""
-        hnsw = f"hnsw{self.m}:efc{self.ef_construction}"
-        return f"{self.engine}:{hnsw}:{self.encoding}:{self.space_type}"
-
-    @classmethod
-    def parse(cls, text: str, **overrides: Any) -> IndexOptions:
-        """Parse `describe()` output; tokens in any order, missing ones take the defaults.
-
-        `efs<N>` sets the index-level ef_search; `overrides` (shards, replicas...) apply last.
-        """
-        values: dict[str, Any] = {}
-        for raw in text.strip().lower().split(":"):
-            token = raw.strip()
-            if not token:
-                continue
-            match = _INT_TOKEN.match(token)
-            if token in ENGINES:
-                key, value = "engine", token
-            elif token in SPACE_TYPES:
-                key, value = "space_type", token
-            elif token in ENCODINGS:
-                key, value = "encoding", token
-            elif match:
-                key = {"hnsw": "m", "efc": "ef_construction", "efs": "ef_search"}[match[1]]
-                value = int(match[2])
-            else:
-                raise ConfigurationError(
-                    f"cannot parse index description {text!r}: unknown token {token!r} "
-                    f"(expected an engine {ENGINES}, hnsw<M>, efc<N>, efs<N>, an encoding "
-                    f"{ENCODINGS} or a space type {SPACE_TYPES})"
-                )
-            if key in values:
-                raise ConfigurationError(f"index description {text!r} sets {key} twice")
-            values[key] = value
-        options = replace(cls(**values), **overrides)
-        options.validate()
-        return options
 
 
 @dataclass(frozen=True)
@@ -173,73 +141,11 @@ class AssetNames:
 
 def index_meta(manifest: ModelManifest, options: IndexOptions) -> dict[str, Any]:
     """What the index records about itself: enough to read scores and refuse other models."""
-    return {
-        META_KEY: {
-            "format": FORMAT,
-            "model_fingerprint": manifest.fingerprint or None,
-            "dim": manifest.dim,
-            "normalize": manifest.normalize,
-            "ann": options.describe(),
-        }
-    }
-
-
-def knn_vector_mapping(dim: int, options: IndexOptions) -> dict[str, Any]:
-    """The `knn_vector` field: HNSW with the chosen engine, space type and encoding."""
-    options.validate()
-    if not 1 <= dim <= MAX_DIMENSION:
-        raise ConfigurationError(f"dimension must be between 1 and {MAX_DIMENSION}, got {dim}")
-    parameters: dict[str, Any] = {"m": options.m, "ef_construction": options.ef_construction}
-    if options.encoding == "fp16":
-        parameters["encoder"] = {"name": "sq", "parameters": {"type": "fp16", "clip": False}}
-    elif options.encoding == "byte":
-        parameters["encoder"] = {"name": "sq"}
-    return {
-        "type": "knn_vector",
-        "dimension": dim,
-        "method": {
-            "name": "hnsw",
-            "engine": options.engine,
-            "space_type": options.space_type,
-            "parameters": parameters,
-        },
-    }
-
-
-def _document_properties() -> dict[str, Any]:
-    return {
-        FIELD_ID: {"type": "keyword"},
-        FIELD_TITLE: {"type": "text", "copy_to": [FIELD_SEARCH]},
-        FIELD_TEXT: {"type": "text", "copy_to": [FIELD_SEARCH]},
-        FIELD_SEARCH: {"type": "text"},
-        FIELD_METADATA: {"type": "object", "dynamic": True},
-        FIELD_HASH: {"type": "keyword", "doc_values": False},
-        FIELD_PRECOMPUTED: {"type": "binary"},
-    }
-
-
-def _mappings(meta: dict[str, Any], vector: dict[str, Any]) -> dict[str, Any]:
-    properties = _document_properties()
-    properties[FIELD_VECTOR] = vector
-    return {
-        "_meta": meta,
-        # strict: a misspelt field fails its bulk item instead of growing the mapping
-        "dynamic": "strict",
-        "dynamic_templates": [
-            {
-                "metadata_strings": {
-                    "path_match": f"{FIELD_METADATA}.*",
-                    "match_mapping_type": "string",
-                    "mapping": {"type": "keyword", "ignore_above": 1024},
-                }
-            }
-        ],
-        "properties": dict(sorted(properties.items())),
-    }
+    return schema.index_meta(manifest, options.describe())
 
 
 def index_mappings(manifest: ModelManifest, options: IndexOptions) -> dict[str, Any]:
-    return _mappings(index_meta(manifest, options), knn_vector_mapping(manifest.dim, options))
+    return schema.mappings(index_meta(manifest, options), knn_vector_mapping(manifest.dim, options))
 
 
 def index_settings(options: IndexOptions, *, building: bool = False) -> dict[str, Any]:
@@ -331,7 +237,7 @@ def elasticsearch_index_template(
                     "number_of_replicas": options.replicas,
                 }
             },
-            "mappings": _mappings(meta, vector),
+            "mappings": schema.mappings(meta, vector),
         },
         "_meta": meta,
     }
@@ -457,41 +363,6 @@ def hybrid_search_pipeline(
     }
 
 
-def filter_clauses(filters: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """`{field: value}` or `{field: [values]}` on metadata, as exact term filters."""
-    clauses: list[dict[str, Any]] = []
-    for name, value in sorted((filters or {}).items()):
-        field = f"{FIELD_METADATA}.{name}"
-        if isinstance(value, (list, tuple, set, frozenset)):
-            values = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
-            if not values or not all(_is_scalar(v) for v in values):
-                raise ConfigurationError(
-                    f"filter {name!r} must list strings, numbers or booleans, got {value!r}"
-                )
-            clauses.append({"terms": {field: values}})
-        elif _is_scalar(value):
-            clauses.append({"term": {field: value}})
-        else:
-            raise ConfigurationError(
-                f"filter {name!r} must be a string, number, boolean or a list of them, "
-                f"got {type(value).__name__}"
-            )
-    return clauses
-
-
-def _is_scalar(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) and value is not None
-
-
-def _filter_query(filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    clauses = filter_clauses(filters)
-    return {"bool": {"filter": clauses}} if clauses else None
-
-
-def vector_to_list(vector: np.ndarray) -> list[float]:
-    return np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
-
-
 def knn_query(
     vector: np.ndarray,
     k: int,
@@ -501,17 +372,12 @@ def knn_query(
 ) -> dict[str, Any]:
     """A `knn` query clause; filters run inside the ANN search (efficient filtering)."""
     clause: dict[str, Any] = {"vector": vector_to_list(vector), "k": int(k)}
-    filter_query = _filter_query(filters)
-    if filter_query is not None:
-        clause["filter"] = filter_query
+    restrict = filter_query(filters)
+    if restrict is not None:
+        clause["filter"] = restrict
     if ef_search is not None:
         clause["method_parameters"] = {"ef_search": int(ef_search)}
     return {"knn": {FIELD_VECTOR: clause}}
-
-
-def _source(include_text: bool) -> dict[str, Any]:
-    fields = list(SOURCE_FIELDS) if include_text else [FIELD_ID, FIELD_VECTOR, FIELD_PRECOMPUTED]
-    return {"includes": fields}
 
 
 def knn_search_body(
@@ -526,30 +392,8 @@ def knn_search_body(
     return {
         "size": int(n),
         "query": knn_query(vector, n, filters=filters, ef_search=ef_search),
-        "_source": _source(include_text),
+        "_source": source_includes(include_text),
     }
-
-
-def match_query(text: str) -> dict[str, Any]:
-    return {"match": {FIELD_SEARCH: {"query": text}}}
-
-
-def bm25_search_body(
-    text: str, n: int, *, filters: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """BM25 over title and text (one `match` on the field both are copied to)."""
-    query: dict[str, Any] = match_query(text)
-    clauses = filter_clauses(filters)
-    if clauses:
-        query = {"bool": {"must": [query], "filter": clauses}}
-    return {"size": int(n), "query": query, "_source": False}
-
-
-def bm25_scores_body(text: str, ids: Sequence[str]) -> dict[str, Any]:
-    """The BM25 recall's `match`, restricted to given documents: their scores for a rerank
-    that fuses BM25 (documents the query does not match come back without a hit)."""
-    query = {"bool": {"must": [match_query(text)], "filter": [{"ids": {"values": list(ids)}}]}}
-    return {"size": len(ids), "query": query, "_source": False}
 
 
 def hybrid_search_body(
@@ -562,10 +406,7 @@ def hybrid_search_body(
     include_text: bool = True,
 ) -> dict[str, Any]:
     """A `hybrid` query (BM25 clause first, then kNN), run with the hybrid search pipeline."""
-    bm25: dict[str, Any] = match_query(text)
-    clauses = filter_clauses(filters)
-    if clauses:
-        bm25 = {"bool": {"must": [bm25], "filter": clauses}}
+    bm25 = filtered_match(text, filters)
     return {
         "size": int(n),
         "query": {
@@ -573,35 +414,8 @@ def hybrid_search_body(
                 "queries": [bm25, knn_query(vector, n, filters=filters, ef_search=ef_search)]
             }
         },
-        "_source": _source(include_text),
+        "_source": source_includes(include_text),
     }
-
-
-def score_to_similarity(space_type: str, scores: np.ndarray) -> np.ndarray:
-    """Invert the k-NN plugin's score so recall scores are the cosine of unit vectors.
-
-    Documented scores: innerproduct `1 + ip` when ip >= 0 else `1 / (1 - ip)`; cosinesimil
-    `(2 - (1 - cos)) / 2`; l2 `1 / (1 + d^2)` (and for unit vectors cos = 1 - d^2 / 2).
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    if space_type == "innerproduct":
-        sim = np.where(s >= 1.0, s - 1.0, 1.0 - 1.0 / np.maximum(s, 1e-30))
-    elif space_type == "cosinesimil":
-        sim = 2.0 * s - 1.0
-    elif space_type == "l2":
-        sim = 1.0 - (1.0 / np.maximum(s, 1e-30) - 1.0) / 2.0
-    else:
-        raise ConfigurationError(f"unknown space type {space_type!r}")
-    return sim.astype(np.float32)
-
-
-def encode_floats(values: np.ndarray) -> str:
-    """float32 little-endian, base64: exact and about a third of a JSON float array."""
-    return base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode("ascii")
-
-
-def decode_floats(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
 
 
 def render_defaults(

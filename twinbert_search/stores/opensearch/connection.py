@@ -1,19 +1,52 @@
-"""From a command's keyword arguments to a connection and an OpenSearchStore.
+"""Connecting to OpenSearch: options, the opensearch-py client, its errors, a store from flags.
 
 The CLI's connection flags and the service's config carry the same names (`OPTION_NAMES`):
 --url (or OPENSEARCH_URL), --index, --alias, --username, --password, --ca-certs,
 --verify-certs, --timeout. `store_from_options(**kwargs)` takes them as they are and ignores
 keys it does not know, so a command can pass all of its own.
+
+Credentials never reach logs, reprs or error messages: the URL is stored without them and the
+password field is excluded from the options' repr (`stores/cluster/connection.py`).
+`translate_errors` maps opensearch-py's exceptions onto the shared error table.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from twinbert_search.stores.opensearch import assets
-from twinbert_search.stores.opensearch.store import ConnectionOptions, OpenSearchStore
+from twinbert_search.stores.cluster.connection import ClusterConnection
+from twinbert_search.stores.cluster.errors import ErrorTable
+from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
 
-__all__ = ["OPTION_NAMES", "STORE_KWARGS", "connection_from_options", "store_from_options"]
+if TYPE_CHECKING:
+    from twinbert_search.stores.opensearch.store import OpenSearchStore
+
+__all__ = [
+    "ENV_CA_CERTS",
+    "ENV_PASSWORD",
+    "ENV_URL",
+    "ENV_USERNAME",
+    "ENV_VERIFY_CERTS",
+    "OPTION_NAMES",
+    "STORE_KWARGS",
+    "ConnectionOptions",
+    "connection_from_options",
+    "store_from_options",
+    "translate_errors",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_URL = "OPENSEARCH_URL"
+ENV_USERNAME = "OPENSEARCH_USERNAME"
+ENV_PASSWORD = "OPENSEARCH_PASSWORD"
+ENV_CA_CERTS = "OPENSEARCH_CA_CERTS"
+ENV_VERIFY_CERTS = "OPENSEARCH_VERIFY_CERTS"  # "false" only for local demo clusters
+ERRORS = ErrorTable(engine="OpenSearch", password_env=ENV_PASSWORD)
 
 OPTION_NAMES = (
     "url",
@@ -26,6 +59,61 @@ OPTION_NAMES = (
     "timeout",
 )
 STORE_KWARGS = ("manifest", "index_options", "bulk", "ef_search", "hybrid_weights")
+
+
+@dataclass(frozen=True)
+class ConnectionOptions(ClusterConnection):
+    """Where the cluster is and how to authenticate; `url` never keeps credentials.
+
+    Credentials in the URL (`https://user:pass@host:9200`) move to `username`/`password`, and
+    explicit values win over them. `client_kwargs` reaches opensearch-py unchanged (a custom
+    `connection_class` in tests, for instance).
+    """
+
+    ENGINE = "OpenSearch"
+    ENV_PREFIX = "OPENSEARCH"
+
+    def client(self) -> Any:
+        """An opensearch-py client; TLS verification stays on unless explicitly disabled."""
+        from opensearchpy import OpenSearch
+
+        kwargs: dict[str, Any] = {
+            "hosts": [self.host()],
+            "use_ssl": self.use_ssl,
+            "verify_certs": self.verify_certs,
+            "ssl_show_warn": self.verify_certs,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "retry_on_timeout": True,
+            "retry_on_status": (502, 503, 504),
+        }
+        if self.username is not None:
+            kwargs["http_auth"] = (self.username, self.password or "")
+        if self.ca_certs:
+            kwargs["ca_certs"] = self.ca_certs
+        if self.use_ssl and not self.verify_certs:
+            logger.warning("TLS certificate verification is disabled for %s", self.safe_url)
+        kwargs.update(self.client_kwargs)
+        return OpenSearch(**kwargs)
+
+
+@contextmanager
+def translate_errors(safe_url: str, what: str) -> Iterator[None]:
+    """Turn opensearch-py exceptions into the package's errors, naming no credentials."""
+    from opensearchpy import exceptions as os_exc
+
+    try:
+        yield
+    except os_exc.ConnectionTimeout as exc:
+        raise ERRORS.timed_out(what, safe_url) from exc
+    except os_exc.ConnectionError as exc:
+        raise ERRORS.unreachable(what, safe_url, exc) from exc
+    except os_exc.AuthenticationException as exc:
+        raise ERRORS.rejected_credentials(what, safe_url) from exc
+    except os_exc.AuthorizationException as exc:
+        raise ERRORS.forbidden(what, exc) from exc
+    except os_exc.TransportError as exc:
+        raise ERRORS.answered(what, exc.status_code, exc) from exc
 
 
 def connection_from_options(**kwargs: Any) -> ConnectionOptions:
@@ -48,9 +136,11 @@ def store_from_options(**kwargs: Any) -> OpenSearchStore:
     (manifest, index_options, bulk, ef_search, hybrid_weights) and `client_kwargs`.
     Without --index or --alias the target is the alias `twinbert`.
     """
+    from twinbert_search.stores.opensearch.store import OpenSearchStore
+
     connection = connection_from_options(**kwargs)
     index, alias = kwargs.get("index"), kwargs.get("alias")
     if not index and not alias:
-        alias = assets.DEFAULT_BASE
+        alias = DEFAULT_BASE
     extra = {k: kwargs[k] for k in STORE_KWARGS if kwargs.get(k) is not None}
     return OpenSearchStore(connection, index=index, alias=alias, **extra)

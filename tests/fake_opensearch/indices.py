@@ -1,0 +1,309 @@
+"""Index, alias, template and pipeline handlers of the fake cluster.
+
+Index templates are matched by pattern and priority and merged under the create body;
+`_aliases` is validated and applied as a whole (add, remove, remove_index), as the server does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tests.fake_opensearch.common import (
+    ApiError,
+    FakeIndex,
+    FakeUnsupported,
+    as_list,
+    deep_merge,
+    flatten_settings,
+)
+
+
+class IndicesApi:
+    """The cluster-level, `indices.*`, `ingest.*` and `search_pipeline.*` handlers.
+
+    A mixin of FakeCluster, which holds the state; `resolve` and `write_index` serve the
+    other handlers too.
+    """
+
+    indices: dict[str, FakeIndex]
+    aliases: dict[str, set[str]]
+    templates: dict[str, dict[str, Any]]
+    pipelines: dict[str, dict[str, Any]]
+    search_pipelines: dict[str, dict[str, Any]]
+    models: dict[str, dict[str, Any]]
+    neural_search: bool
+
+    # -- names --------------------------------------------------------------------------------
+
+    def resolve(self, expression: str, *, allow_missing: bool = False) -> list[str]:
+        """Concrete indices for an expression of indices, aliases and wildcards."""
+        found: list[str] = []
+        for part in expression.split(","):
+            if "*" in part:
+                found += [n for n in self.indices if fnmatch.fnmatch(n, part)]
+                for alias, members in self.aliases.items():
+                    if fnmatch.fnmatch(alias, part):
+                        found += sorted(members)
+            elif part in self.indices:
+                found.append(part)
+            elif part in self.aliases:
+                found += sorted(self.aliases[part])
+            elif not allow_missing:
+                raise ApiError(404, "index_not_found_exception", f"no such index [{part}]")
+        return list(dict.fromkeys(found))
+
+    def write_index(self, name: str) -> FakeIndex:
+        if name in self.aliases:
+            members = self.aliases[name]
+            if len(members) != 1:
+                raise ApiError(
+                    400,
+                    "illegal_argument_exception",
+                    f"no write index is defined for alias [{name}]",
+                )
+            return self.indices[next(iter(members))]
+        if name not in self.indices:
+            self._create_index(name, {})
+        return self.indices[name]
+
+    def _check_index_name(self, name: str) -> None:
+        if (
+            name != name.lower()
+            or name.startswith(("_", "-", "+"))
+            or re.search(r'[\\/*?"<>| ,#:]', name)
+        ):
+            raise ApiError(400, "invalid_index_name_exception", f"Invalid index name [{name}]")
+        if name in self.indices:
+            raise ApiError(
+                400, "resource_already_exists_exception", f"index [{name}] already exists"
+            )
+        if name in self.aliases:
+            raise ApiError(400, "invalid_index_name_exception", f"[{name}] is an alias")
+
+    def _create_index(self, name: str, body: Mapping[str, Any]) -> FakeIndex:
+        self._check_index_name(name)
+        matching = [
+            t
+            for t in self.templates.values()
+            if any(fnmatch.fnmatch(name, p) for p in as_list(t.get("index_patterns")))
+        ]
+        template = max(matching, key=lambda t: t.get("priority", 0), default={}).get("template", {})
+        settings = flatten_settings(template.get("settings", {}))
+        settings.update(flatten_settings(body.get("settings", {})))
+        mappings = deep_merge(template.get("mappings", {}), body.get("mappings", {}))
+        index = FakeIndex(name=name, settings=settings, mappings=mappings)
+        for prop_name, prop in index.properties.items():
+            if prop.get("type") == "knn_vector" and settings.get("index.knn") != "true":
+                raise ApiError(
+                    400,
+                    "illegal_argument_exception",
+                    f"[{prop_name}] knn_vector needs index.knn=true",
+                )
+        self.indices[name] = index
+        for alias in {**template.get("aliases", {}), **body.get("aliases", {})}:
+            self.aliases.setdefault(alias, set()).add(name)
+        return index
+
+    # -- cluster ------------------------------------------------------------------------------
+
+    def _h_info(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
+        return 200, {
+            "cluster_name": "fake",
+            "version": {"distribution": "opensearch", "number": "3.1.0"},
+        }
+
+    def _h_cluster_health(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
+        return 200, {"cluster_name": "fake", "status": "green", "number_of_nodes": 2}
+
+    # -- indices ------------------------------------------------------------------------------
+
+    def _h_indices_exists(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        try:
+            return (200 if self.resolve(pp["index"]) else 404), ""
+        except ApiError:
+            return 404, ""
+
+    def _h_indices_create(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        self._create_index(pp["index"], body or {})
+        return 200, {"acknowledged": True, "shards_acknowledged": True, "index": pp["index"]}
+
+    def _h_indices_get(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        names = self.resolve(pp["index"])
+        return 200, {
+            n: {
+                "aliases": {a: {} for a, m in self.aliases.items() if n in m},
+                "mappings": self.indices[n].mappings,
+                "settings": self.indices[n].settings,
+            }
+            for n in names
+        }
+
+    def _h_indices_delete(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        for name in pp["index"].split(","):
+            if name in self.aliases:
+                raise ApiError(
+                    400, "illegal_argument_exception", f"[{name}] is an alias, not an index"
+                )
+        for name in self.resolve(pp["index"]):
+            self._delete_index(name)
+        return 200, {"acknowledged": True}
+
+    def _delete_index(self, name: str) -> None:
+        del self.indices[name]
+        for alias in list(self.aliases):
+            self.aliases[alias].discard(name)
+            if not self.aliases[alias]:
+                del self.aliases[alias]
+
+    def _h_indices_get_mapping(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        return 200, {n: {"mappings": self.indices[n].mappings} for n in self.resolve(pp["index"])}
+
+    def _h_indices_put_settings(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        for name in self.resolve(pp["index"]):
+            self.indices[name].settings.update(flatten_settings(body))
+        return 200, {"acknowledged": True}
+
+    def _h_indices_get_settings(
+        self, pp: dict[str, str], params: dict[str, Any], body: Any
+    ) -> tuple[int, Any]:
+        if params.get("flat_settings") != "true":
+            raise FakeUnsupported("nested settings output")
+        return 200, {
+            n: {"settings": dict(self.indices[n].settings)} for n in self.resolve(pp["index"])
+        }
+
+    def _h_indices_refresh(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        names = self.resolve(pp["index"])
+        for name in names:
+            self.indices[name].refresh()
+        return 200, {"_shards": {"total": len(names), "successful": len(names), "failed": 0}}
+
+    def _h_indices_exists_alias(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        return (200 if pp["name"] in self.aliases else 404), ""
+
+    def _h_indices_get_alias(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        name = pp["name"]
+        if name not in self.aliases:
+            raise ApiError(404, "aliases_not_found_exception", f"alias [{name}] missing")
+        return 200, {i: {"aliases": {name: {}}} for i in sorted(self.aliases[name])}
+
+    def _h_indices_update_aliases(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
+        aliases = {k: set(v) for k, v in self.aliases.items()}
+        # validated as a whole: an index removed in this call frees its name for an alias
+        removed = [a["remove_index"]["index"] for a in body["actions"] if "remove_index" in a]
+        for action in body["actions"]:
+            ((kind, cfg),) = action.items()
+            if kind == "remove_index":
+                name = cfg["index"]
+                if name not in self.indices:
+                    raise ApiError(404, "index_not_found_exception", f"no such index [{name}]")
+                continue
+            index, alias = cfg["index"], cfg["alias"]
+            if index not in self.indices:
+                raise ApiError(404, "index_not_found_exception", f"no such index [{index}]")
+            if kind == "add":
+                if alias in self.indices and alias not in removed:
+                    raise ApiError(
+                        400,
+                        "invalid_alias_name_exception",
+                        f"an index exists with the same name as the alias [{alias}]",
+                    )
+                aliases.setdefault(alias, set()).add(index)
+            else:
+                if index not in aliases.get(alias, set()):
+                    raise ApiError(404, "aliases_not_found_exception", f"aliases [{alias}] missing")
+                aliases[alias].discard(index)
+        for name in removed:
+            del self.indices[name]
+            for members in aliases.values():
+                members.discard(name)
+        self.aliases = {k: v for k, v in aliases.items() if v}
+        return 200, {"acknowledged": True}
+
+    # -- templates and pipelines --------------------------------------------------------------
+
+    def _h_indices_put_index_template(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        self.templates[pp["name"]] = body
+        return 200, {"acknowledged": True}
+
+    def _h_indices_get_index_template(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        names = [n for n in self.templates if fnmatch.fnmatch(n, pp["name"])]
+        if not names:
+            raise ApiError(
+                404,
+                "resource_not_found_exception",
+                f"index template matching [{pp['name']}] not found",
+            )
+        return 200, {
+            "index_templates": [{"name": n, "index_template": self.templates[n]} for n in names]
+        }
+
+    def _h_indices_exists_index_template(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        return (200 if pp["name"] in self.templates else 404), ""
+
+    def _h_indices_delete_index_template(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        if self.templates.pop(pp["name"], None) is None:
+            raise ApiError(404, "index_template_missing_exception", f"[{pp['name']}] missing")
+        return 200, {"acknowledged": True}
+
+    def _h_ingest_delete_pipeline(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        if self.pipelines.pop(pp["id"], None) is None:
+            raise ApiError(404, "resource_not_found_exception", f"pipeline [{pp['id']}] is missing")
+        return 200, {"acknowledged": True}
+
+    def _h_search_pipeline_delete(
+        self, pp: dict[str, str], params: Any, body: Any
+    ) -> tuple[int, Any]:
+        if self.search_pipelines.pop(pp["id"], None) is None:
+            raise ApiError(404, "resource_not_found_exception", f"pipeline [{pp['id']}] is missing")
+        return 200, {"acknowledged": True}
+
+    def _h_ingest_put_pipeline(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        for proc in body["processors"]:
+            ((kind, cfg),) = proc.items()
+            if kind == "text_embedding" and cfg["model_id"] not in self.models:
+                raise ApiError(
+                    400, "illegal_argument_exception", f"model [{cfg['model_id']}] not found"
+                )
+        self.pipelines[pp["id"]] = body
+        return 200, {"acknowledged": True}
+
+    def _h_ingest_get_pipeline(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        found = {i: self.pipelines[i] for i in pp["id"].split(",") if i in self.pipelines}
+        return (200 if found else 404), found
+
+    def _h_search_pipeline_put(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        for proc in body.get("phase_results_processors", []):
+            if not self.neural_search and "normalization-processor" in proc:
+                raise ApiError(
+                    400,
+                    "illegal_argument_exception",
+                    "Invalid processor type normalization-processor",
+                )
+        self.search_pipelines[pp["id"]] = body
+        return 200, {"acknowledged": True}
+
+    def _h_search_pipeline_get(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        found = {
+            i: self.search_pipelines[i] for i in pp["id"].split(",") if i in self.search_pipelines
+        }
+        if not found:
+            raise ApiError(404, "resource_not_found_exception", f"pipeline [{pp['id']}] not found")
+        return 200, found

@@ -1,0 +1,239 @@
+"""Commands that write a store or a model: `index`, `delete`, `quantize`, `build-default-model`.
+
+`index` reads a corpus (BEIR folder, JSONL or TSV) and writes it into either backend;
+re-running it is incremental. The main CLI registers these and maps the errors they raise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from twinbert_search.cli.options import (
+    ann_option,
+    backend_options,
+    batch_size_option,
+    corpus_options,
+    force_option,
+    index_dir_option,
+    json_option,
+    model_id_option,
+    model_option,
+    model_options,
+    no_progress_option,
+)
+from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.factory import OPENSEARCH
+
+__all__ = ["build_default", "delete", "index", "quantize"]
+
+
+@click.command("index")
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@backend_options
+@model_options
+@corpus_options
+@click.option(
+    "--codec",
+    type=click.Choice(["float32", "float16", "int8"]),
+    default=None,
+    help="Stored vector codec (embedded; default float32, or what the store records).",
+)
+@ann_option(
+    "auto",
+    "ANN index. Embedded: auto (exact below 50k docs, else ivf2048), flat, ivf2048, "
+    "ivf2048,sq8, hnsw32, hnsw32,efc=100 ... OpenSearch: "
+    "faiss:hnsw16:efc128:fp16:innerproduct (engine, hnsw<M>, efc<N>, encoding, space type).",
+)
+@batch_size_option(32)
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Documents per store transaction (the most a killed run can lose).",
+)
+@click.option("--prune", is_flag=True, help="Delete stored documents absent from CORPUS.")
+@click.option(
+    "--skip-errors", is_flag=True, help="Skip bad records (reported) instead of stopping."
+)
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="OpenSearch: build a new index behind --alias and move the alias when done "
+    "(blue/green); re-running after a failure resumes the unfinished build.",
+)
+@click.option(
+    "--delete-old", is_flag=True, help="With --rebuild: delete the old index after the switch."
+)
+@click.option(
+    "--encode-in-cluster",
+    is_flag=True,
+    help="OpenSearch: the cluster encodes documents with the ML Commons model --model-id "
+    "(see `opensearch register-model`); --int8 if the int8 encoder was registered.",
+)
+@model_id_option("ML Commons model id for --encode-in-cluster.")
+@click.option(
+    "--openvino",
+    is_flag=True,
+    help="Encode documents with the calibrated static int8 graph on OpenVINO (build it with "
+    "`twinbert-search quantize`; needs twinbert-search[openvino]). Faster than --int8.",
+)
+@no_progress_option
+@json_option
+def index(
+    corpus: Path,
+    backend: str,
+    index_dir: Path | None,
+    model: Path | None,
+    int8: bool,
+    threads: int | None,
+    fmt: str,
+    id_field: str,
+    text_fields: tuple[str, ...],
+    codec: str | None,
+    ann: str | None,
+    batch_size: int,
+    chunk_size: int,
+    prune: bool,
+    skip_errors: bool,
+    rebuild: bool,
+    delete_old: bool,
+    encode_in_cluster: bool,
+    model_id: str | None,
+    openvino: bool,
+    no_progress: bool,
+    as_json: bool,
+    **opensearch_kwargs: Any,
+) -> None:
+    """Encode CORPUS (BEIR folder, corpus.jsonl, JSONL or TSV) into a store.
+
+    Re-running is incremental: unchanged documents are skipped, changed ones re-encoded.
+    With --backend opensearch the index template and pipelines are created when missing.
+    """
+    from twinbert_search.ingest.corpus import index_corpus
+
+    if backend != OPENSEARCH:
+        flags = {
+            "--rebuild": rebuild,
+            "--encode-in-cluster": encode_in_cluster,
+            "--model-id": model_id,
+        }
+        used = [flag for flag, value in flags.items() if value]
+        if used:
+            raise ConfigurationError(f"{', '.join(used)} needs --backend opensearch")
+    if delete_old and not rebuild:
+        raise ConfigurationError("--delete-old goes with --rebuild")
+    if encode_in_cluster != bool(model_id):
+        raise ConfigurationError("--encode-in-cluster and --model-id go together")
+    run = index_corpus(
+        corpus,
+        backend=backend,
+        index_dir=index_dir,
+        model=model,
+        int8=int8,
+        threads=threads,
+        openvino=openvino,
+        fmt=fmt,
+        id_field=id_field,
+        text_fields=text_fields,
+        codec=codec,
+        ann=ann,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        prune=prune,
+        skip_errors=skip_errors,
+        rebuild=rebuild,
+        delete_old=delete_old,
+        model_id=model_id,
+        progress=not no_progress,
+        **opensearch_kwargs,
+    )
+    report = run.report
+    for err in report.errors:
+        click.echo(f"skipped: {err}", err=True)
+    if as_json:
+        click.echo(json.dumps(run.to_dict()))
+        return
+    click.echo(
+        f"indexed {report.seen} documents into {run.location['where']}: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
+        f"{len(report.errors)} skipped; {report.docs_per_s:.1f} docs/s encoding, "
+        f"{report.seconds:.1f}s total"
+    )
+
+
+@click.command("delete")
+@click.argument("ids", nargs=-1, required=True)
+@index_dir_option(required=True, help="Embedded store directory.")
+def delete(ids: tuple[str, ...], index_dir: Path) -> None:
+    """Delete documents by id from an embedded store."""
+    from twinbert_search.stores.embedded import EmbeddedStore
+
+    with EmbeddedStore.open(index_dir, read_only=False) as store:
+        removed = store.delete(ids)
+        store.finalize()
+    click.echo(f"deleted {removed} of {len(ids)} ids")
+
+
+@click.command("quantize")
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@model_option("Exported model directory (default: the default model).")
+@corpus_options
+@click.option(
+    "--docs", type=int, default=128, show_default=True, help="Calibration documents (the first)."
+)
+@click.option(
+    "--alpha", type=float, default=0.5, show_default=True, help="SmoothQuant migration strength."
+)
+@force_option("Replace an existing graph (re-index its stores after).")
+@json_option
+def quantize(
+    corpus: Path,
+    model: Path | None,
+    fmt: str,
+    id_field: str,
+    text_fields: tuple[str, ...],
+    docs: int,
+    alpha: float,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Build the static int8 document graph for `index --openvino`, calibrated on CORPUS.
+
+    Calibrate on documents like the ones you will index: the first --docs of CORPUS are
+    read. The graph goes into the model directory; the cosine of its vectors to the fp32
+    graph's, on those documents, is printed.
+    """
+    from itertools import islice
+
+    from twinbert_search.ingest.readers import read_corpus
+    from twinbert_search.quantization import quantize_documents
+    from twinbert_search.runtime.models import resolve_model
+
+    if docs < 1:
+        raise ConfigurationError(f"--docs must be positive, got {docs}")
+    records = read_corpus(corpus, fmt=fmt, id_field=id_field, text_fields=text_fields)
+    texts = [d.encoding_text for d in islice(records, docs)]
+    report = quantize_documents(
+        resolve_model(model, build_default=True), texts, alpha=alpha, overwrite=force
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(
+        f"wrote {report.path} (calibrated on {report.calibration_docs} documents, alpha "
+        f"{report.alpha}); cosine to fp32 min {report.min_cosine:.4f} "
+        f"mean {report.mean_cosine:.4f}"
+    )
+
+
+@click.command("build-default-model")
+def build_default() -> None:
+    """Build (once) and print the path of the default MiniLM-based TwinBERT."""
+    from twinbert_search.runtime.models import resolve_model
+
+    click.echo(str(resolve_model(None, build_default=True)))

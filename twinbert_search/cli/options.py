@@ -1,0 +1,328 @@
+"""Every flag that more than one command takes, declared once.
+
+A flag has one name, type and parameter name on every command, so `--model` or `--backend`
+cannot drift apart between commands. Where a command reads a flag its own way (a training
+`--batch-size` counts queries, `export --model` is a saved model to re-export) it passes its
+own help or default to the same factory. Bundles (`backend_options`, `model_options`,
+`corpus_options`, `student_options`) list their flags in the order `--help` shows them.
+
+The OpenSearch connection flags carry the names of `stores.opensearch.connection.OPTION_NAMES`,
+so a command hands them on as `**kwargs` to `open_store`, `open_searcher` or the service config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from twinbert_search.errors import InputError
+from twinbert_search.manifest import CrossingConfig
+from twinbert_search.stores.factory import BACKENDS, EMBEDDED
+from twinbert_search.stores.opensearch import (
+    ENV_CA_CERTS,
+    ENV_PASSWORD,
+    ENV_URL,
+    ENV_USERNAME,
+    ENV_VERIFY_CERTS,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+DIR = click.Path(path_type=Path, file_okay=False)
+"""A directory path; existence is checked by the library, which names the path in its error."""
+
+
+def stack(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
+    """Several option decorators as one; the first listed is the first in `--help`."""
+
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+# --- where the vectors live ---------------------------------------------------------------------
+
+BACKEND_HELP = "Where the vectors live: an embedded store directory, or an OpenSearch cluster."
+INDEX_DIR_HELP = "Embedded store directory (needed by --backend embedded)."
+
+
+def backend_option(help: str = BACKEND_HELP) -> Decorator:
+    return click.option(
+        "--backend", type=click.Choice(BACKENDS), default=EMBEDDED, show_default=True, help=help
+    )
+
+
+def index_dir_option(*, required: bool = False, help: str = INDEX_DIR_HELP) -> Decorator:
+    """--index-dir: optional beside --backend, required where only the embedded store goes."""
+    extra: dict[str, Any] = {"required": True} if required else {"default": None}
+    return click.option(
+        "--index-dir", type=click.Path(file_okay=False, path_type=Path), help=help, **extra
+    )
+
+
+def opensearch_options(func: F) -> F:
+    """Connection and target flags for every command that talks to OpenSearch.
+
+    --password (OPENSEARCH_PASSWORD) is never echoed, shown as a default or printed.
+    """
+    return stack(
+        click.option(
+            "--url",
+            envvar=ENV_URL,
+            show_envvar=True,
+            default=None,
+            help="Cluster URL, e.g. https://localhost:9200.",
+        ),
+        click.option("--index", default=None, help="Concrete index name."),
+        click.option(
+            "--alias",
+            default=None,
+            help="Alias searched and moved by blue/green rebuilds (indices <alias>-000001...).",
+        ),
+        click.option("--username", envvar=ENV_USERNAME, show_envvar=True, default=None),
+        click.option(
+            "--password",
+            envvar=ENV_PASSWORD,
+            show_envvar=True,
+            default=None,
+            show_default=False,
+            help=f"Basic-auth password; prefer {ENV_PASSWORD} (flags show up in `ps`).",
+        ),
+        click.option(
+            "--ca-certs",
+            envvar=ENV_CA_CERTS,
+            show_envvar=True,
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="CA bundle (PEM) to verify the cluster's TLS certificate.",
+        ),
+        click.option(
+            "--verify-certs/--no-verify-certs",
+            envvar=ENV_VERIFY_CERTS,
+            show_envvar=True,
+            default=True,
+            show_default=True,
+            help="Verify TLS certificates (turn off only for local demo clusters).",
+        ),
+        click.option(
+            "--timeout", type=float, default=30.0, show_default=True, help="Request timeout (s)."
+        ),
+    )(func)
+
+
+backend_options = stack(backend_option(), index_dir_option(), opensearch_options)
+"""--backend, the embedded store's --index-dir and OpenSearch's connection flags."""
+
+
+def ann_option(default: str | None = None, help: str | None = None) -> Decorator:
+    return click.option("--ann", default=default, show_default=default is not None, help=help)
+
+
+def model_id_option(help: str) -> Decorator:
+    """--model-id: an ML Commons model id (`opensearch register-model` prints it)."""
+    return click.option("--model-id", default=None, help=help)
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+MODEL_HELP = "Exported model directory (default: MiniLM-based TwinBERT, built once)."
+
+
+def model_option(help: str = MODEL_HELP, *, directory: bool = False) -> Decorator:
+    """--model; `directory` refuses a file at parse time (a saved model to re-export)."""
+    return click.option(
+        "--model",
+        type=DIR if directory else click.Path(path_type=Path),
+        default=None,
+        help=help,
+    )
+
+
+def int8_option(help: str = "Use the int8 ONNX graphs.", *, negatable: bool = False) -> Decorator:
+    """--int8 as a flag, or `negatable` as --int8/--no-int8 on by default (distill's export)."""
+    if negatable:
+        return click.option("--int8/--no-int8", default=True, show_default=True, help=help)
+    return click.option("--int8", is_flag=True, help=help)
+
+
+threads_option = click.option(
+    "--threads", type=int, default=None, help="ONNX Runtime intra-op threads."
+)
+
+model_options = stack(model_option(), int8_option(), threads_option)
+"""--model, --int8 and --threads: the model the runtime loads, as every search command takes it."""
+
+
+# --- output -------------------------------------------------------------------------------------
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+no_progress_option = click.option("--no-progress", is_flag=True)
+progress_option = click.option("--progress/--no-progress", default=True, help="Progress bars.")
+"""Training's spelling of --no-progress (on by default, either way can be given)."""
+
+
+def force_option(help: str) -> Decorator:
+    return click.option("--force", is_flag=True, help=help)
+
+
+# --- reading a corpus ---------------------------------------------------------------------------
+
+
+def _split_fields(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    return tuple(field.strip() for field in value.split(",") if field.strip())
+
+
+corpus_options = stack(
+    click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "tsv"]), default="auto"),
+    click.option("--id-field", default="_id", show_default=True),
+    click.option(
+        "--text-fields",
+        default="title,text",
+        show_default=True,
+        help="Comma-separated.",
+        callback=_split_fields,
+    ),
+)
+"""--format, --id-field and --text-fields (given to the command as a tuple of names)."""
+
+
+def batch_size_option(default: int, help: str | None = None) -> Decorator:
+    return click.option("--batch-size", type=int, default=default, show_default=True, help=help)
+
+
+# --- search -------------------------------------------------------------------------------------
+
+k_option = click.option("-k", "k", type=int, default=10, show_default=True)
+
+
+def candidates_option(default: int = 100, help: str | None = None) -> Decorator:
+    """--candidates: how many recall candidates the crossing layer reranks (training: scores)."""
+    return click.option("--candidates", type=int, default=default, show_default=True, help=help)
+
+
+def hybrid_option(help: str | None = None) -> Decorator:
+    return click.option("--hybrid", is_flag=True, help=help)
+
+
+lexical_weight_option = click.option(
+    "--lexical-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Fuse BM25 into the rerank with this weight (default: the model's tuned weight, "
+    "if any; 0: off).",
+)
+
+
+def _parse_filters(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, list[str]] | None:
+    """Repeated FIELD=VALUE into {field: [values]} (a field given twice matches either)."""
+    filters: dict[str, list[str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--filter expects FIELD=VALUE, got {item!r}", field="--filter")
+        filters.setdefault(key, []).append(value)
+    return filters or None
+
+
+filter_option = click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    callback=_parse_filters,
+    help="FIELD=VALUE on metadata; repeatable.",
+)
+"""--filter, given to the command as {field: [values]} or None."""
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def data_option(help: str = "BEIR folder (qrels/train.tsv).") -> Decorator:
+    return click.option("--data", type=DIR, required=True, help=help)
+
+
+def out_option(help: str, *, required: bool = True) -> Decorator:
+    extra: dict[str, Any] = {"required": True} if required else {"default": None}
+    return click.option("--out", type=DIR, help=help, **extra)
+
+
+def checkpoint_option(help: str) -> Decorator:
+    return click.option("--checkpoint", type=DIR, default=None, help=help)
+
+
+def steps_option(default: int = 1000) -> Decorator:
+    return click.option("--steps", type=int, default=default, show_default=True)
+
+
+def lr_option(default: float) -> Decorator:
+    return click.option("--lr", type=float, default=default, show_default=True)
+
+
+def seed_option(default: int | None = 0) -> Decorator:
+    return click.option("--seed", type=int, default=default, show_default=default is not None)
+
+
+def pseudo_queries_option(default: int | None = 0) -> Decorator:
+    return click.option(
+        "--pseudo-queries", type=int, default=default, show_default=default is not None
+    )
+
+
+def validation_queries_option(default: int | None = 50) -> Decorator:
+    return click.option(
+        "--validation-queries", type=int, default=default, show_default=default is not None
+    )
+
+
+def pooling_option(
+    default: str, choices: tuple[str, ...] = ("mean", "weighted", "cls")
+) -> Decorator:
+    return click.option(
+        "--pooling", type=click.Choice(list(choices)), default=default, show_default=True
+    )
+
+
+resume_option = click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue from OUT/checkpoint when it exists.",
+)
+
+student_options = stack(
+    click.option(
+        "--crossing",
+        type=click.Choice(["cosine", "residual"]),
+        default="cosine",
+        show_default=True,
+    ),
+    click.option(
+        "--combine",
+        type=click.Choice(["max", "concat", "mul"]),
+        default="max",
+        show_default=True,
+        help="How the residual crossing joins query and document vectors.",
+    ),
+    click.option(
+        "--hidden",
+        type=int,
+        default=CrossingConfig.hidden,
+        show_default=True,
+        help="Hidden size of the residual crossing (its rerank cost grows with it).",
+    ),
+    click.option(
+        "--num-layers", type=int, default=None, help="Keep only the first N transformer layers."
+    ),
+    click.option("--max-query-length", type=int, default=64, show_default=True),
+    click.option("--max-doc-length", type=int, default=256, show_default=True),
+)
+"""The student's shape, shared by `distill` and `export --out` (in this order)."""

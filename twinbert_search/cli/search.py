@@ -1,0 +1,166 @@
+"""Commands that read a store: `search` (one query) and `eval` (a query set against qrels).
+
+Both open a searcher through `search.factory.open_searcher` from the shared flags, so they
+take the same store and model flags as `index` and `serve`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from twinbert_search.cli.options import (
+    backend_options,
+    candidates_option,
+    filter_option,
+    hybrid_option,
+    json_option,
+    k_option,
+    lexical_weight_option,
+    model_options,
+    no_progress_option,
+)
+
+__all__ = ["eval_cmd", "search"]
+
+
+@click.command("search")
+@click.argument("query")
+@backend_options
+@model_options
+@k_option
+@candidates_option(help="How many kNN candidates the crossing layer reranks.")
+@hybrid_option("Fuse BM25 and kNN recall by reciprocal rank.")
+@click.option("--no-rerank", is_flag=True, help="Recall only.")
+@lexical_weight_option
+@filter_option
+@click.option("--explain", is_flag=True, help="Show both stages' scores and ranks, and timings.")
+@json_option
+def search(
+    query: str,
+    backend: str,
+    index_dir: Path | None,
+    model: Path | None,
+    int8: bool,
+    threads: int | None,
+    k: int,
+    candidates: int,
+    hybrid: bool,
+    no_rerank: bool,
+    lexical_weight: float | None,
+    filters: dict[str, list[str]] | None,
+    explain: bool,
+    as_json: bool,
+    **opensearch_kwargs: Any,
+) -> None:
+    """Two-stage search: kNN recall, then the crossing-layer rerank."""
+    from twinbert_search.search.factory import open_searcher
+
+    searcher = open_searcher(
+        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **opensearch_kwargs
+    )
+    with searcher.store:
+        result = searcher.search(
+            query,
+            k,
+            candidates,
+            filters=filters,
+            rerank=not no_rerank,
+            hybrid=hybrid,
+            lexical_weight=lexical_weight,
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    for hit in result.hits:
+        title = (hit.document or {}).get("title") or (hit.document or {}).get("text", "")[:70]
+        line = f"{hit.rank:>3}  {hit.score:.4f}  {hit.id}  {title}"
+        if explain:
+            rerank = "-" if hit.rerank_score is None else f"{hit.rerank_score:.4f}"
+            line += (
+                f"\n      recall #{hit.recall_rank} score {hit.recall_score:.4f}; rerank {rerank}"
+            )
+        click.echo(line)
+    if explain:
+        timing = ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings_ms.items())
+        click.echo(f"reranked={result.reranked} candidates={result.candidates}; {timing}")
+
+
+@click.command("eval")
+@backend_options
+@model_options
+@click.option("--queries", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--qrels", required=True, type=click.Path(exists=True, path_type=Path))
+@candidates_option()
+@click.option("--recall-depth", type=int, default=1000, show_default=True)
+@hybrid_option()
+@lexical_weight_option
+@click.option(
+    "--run-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the reranked run (TREC format); the recall run goes beside it.",
+)
+@no_progress_option
+@json_option
+def eval_cmd(
+    backend: str,
+    index_dir: Path | None,
+    model: Path | None,
+    int8: bool,
+    threads: int | None,
+    queries: Path,
+    qrels: Path,
+    candidates: int,
+    recall_depth: int,
+    hybrid: bool,
+    lexical_weight: float | None,
+    run_file: Path | None,
+    no_progress: bool,
+    as_json: bool,
+    **opensearch_kwargs: Any,
+) -> None:
+    """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked, and latency p50/p99."""
+    from twinbert_search.evaluation.runfile import write_run
+    from twinbert_search.evaluation.searcher import evaluate_searcher
+    from twinbert_search.ingest.readers import read_qrels, read_queries
+    from twinbert_search.search.factory import open_searcher
+    from twinbert_search.stores.factory import check_options
+
+    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
+    judgments = read_qrels(qrels)
+    searcher = open_searcher(
+        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **opensearch_kwargs
+    )
+    with searcher.store:
+        report = evaluate_searcher(
+            searcher,
+            read_queries(queries),
+            judgments,
+            candidates=candidates,
+            recall_depth=recall_depth,
+            hybrid=hybrid,
+            lexical_weight=lexical_weight,
+            progress=not no_progress,
+        )
+    if run_file is not None:
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        write_run(run_file, report.runs["reranked"], "twinbert-rerank")
+        write_run(
+            run_file.with_suffix(".recall" + run_file.suffix),
+            report.runs["recall"],
+            "twinbert-recall",
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(f"{report.queries} queries; rerank of the top {candidates} recall candidates")
+    names = list(report.recall)
+    click.echo(f"{'':10}" + "".join(f"{n:>13}" for n in names))
+    for label, values in (("recall", report.recall), ("reranked", report.reranked)):
+        click.echo(f"{label:10}" + "".join(f"{values[n]:>13.4f}" for n in names))
+    for stage, stats in report.latency.items():
+        click.echo(f"latency {stage:8} p50 {stats['p50_ms']:.2f} ms  p99 {stats['p99_ms']:.2f} ms")

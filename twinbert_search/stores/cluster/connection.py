@@ -1,0 +1,94 @@
+"""Where a cluster is and how to authenticate, for any engine; the client is the engine's.
+
+`ClusterConnection` parses the URL once: credentials in it (`https://user:pass@host:9200`)
+move to `username`/`password` (explicit values win), and `url` keeps no secret, so it may
+appear in messages and logs; the password is left out of the repr. Flags come first, then
+the engine's environment variables (`<PREFIX>_URL`, `_USERNAME`, `_PASSWORD`, `_CA_CERTS`,
+`_VERIFY_CERTS`). An engine subclasses it, names itself and builds its client.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from twinbert_search.errors import ConfigurationError
+
+C = TypeVar("C", bound="ClusterConnection")
+
+
+@dataclass(frozen=True)
+class ClusterConnection:
+    """Connection options; subclasses set ENGINE ("OpenSearch") and ENV_PREFIX ("OPENSEARCH")."""
+
+    ENGINE: ClassVar[str] = "cluster"
+    ENV_PREFIX: ClassVar[str] = "CLUSTER"
+
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    timeout: float = 30.0
+    max_retries: int = 3
+    client_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
+        if parts.scheme not in ("http", "https"):
+            raise ConfigurationError(f"the {self.ENGINE} URL must be http(s), got {parts.scheme!r}")
+        if not parts.hostname:
+            raise ConfigurationError(f"the {self.ENGINE} URL has no host")
+        if parts.username and self.username is None:
+            object.__setattr__(self, "username", unquote(parts.username))
+        if parts.password and self.password is None:
+            object.__setattr__(self, "password", unquote(parts.password))
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        port = f":{parts.port}" if parts.port else ""
+        object.__setattr__(self, "url", f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}")
+        if self.password is not None and self.username is None:
+            raise ConfigurationError("a password was given without a username")
+
+    @classmethod
+    def env_name(cls, key: str) -> str:
+        """The environment variable for `key` (URL, USERNAME, PASSWORD, CA_CERTS...)."""
+        return f"{cls.ENV_PREFIX}_{key}"
+
+    @classmethod
+    def from_env(cls: type[C], url: str | None = None, **overrides: Any) -> C:
+        """Flags first, then <PREFIX>_URL/_USERNAME/_PASSWORD/_CA_CERTS/_VERIFY_CERTS."""
+        url = url or os.environ.get(cls.env_name("URL"))
+        if not url:
+            raise ConfigurationError(
+                f"no {cls.ENGINE} URL: pass --url or set {cls.env_name('URL')}"
+            )
+        overrides.setdefault("username", os.environ.get(cls.env_name("USERNAME")) or None)
+        overrides.setdefault("password", os.environ.get(cls.env_name("PASSWORD")) or None)
+        overrides.setdefault("ca_certs", os.environ.get(cls.env_name("CA_CERTS")) or None)
+        verify = os.environ.get(cls.env_name("VERIFY_CERTS"), "true").strip().lower()
+        overrides.setdefault("verify_certs", verify not in ("0", "false", "no", "off"))
+        return cls(url=url, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def safe_url(self) -> str:
+        """The URL as it may appear in messages (it never holds credentials)."""
+        return self.url
+
+    def host(self) -> dict[str, Any]:
+        """The URL as a client's host entry (port 9200 unless given)."""
+        parts = urlsplit(self.url)
+        host: dict[str, Any] = {
+            "host": parts.hostname,
+            "port": parts.port or 9200,
+            "scheme": parts.scheme,
+        }
+        if parts.path:
+            host["url_prefix"] = parts.path
+        return host
+
+    @property
+    def use_ssl(self) -> bool:
+        return urlsplit(self.url).scheme == "https"

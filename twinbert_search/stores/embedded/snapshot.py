@@ -1,0 +1,152 @@
+"""Building a search snapshot from SQLite, and publishing it atomically.
+
+A snapshot is immutable: the ids in id order, the vectors in the store's codec, the
+precomputed crossing inputs, the ANN index (`stores/ann.py`), the BM25 index (`bm25.py`) and
+the metadata filter postings (`stores/filters.py`). It is built in a temporary folder from
+one read transaction (a consistent data generation) and renamed into place; only then does
+the caller point `store.json` at it, so a crash during a build leaves the previous snapshot
+serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinbert_search.errors import StoreError
+from twinbert_search.stores import ann as ann_lib
+from twinbert_search.stores.codecs import SCALES, VECTORS, Codec, get_codec
+from twinbert_search.stores.embedded.bm25 import BM25Index
+from twinbert_search.stores.embedded.database import connect, read_meta
+from twinbert_search.stores.embedded.layout import (
+    DB_NAME,
+    FORMAT_VERSION,
+    SNAPSHOT_META,
+    SNAPSHOTS,
+    now,
+    write_json_atomic,
+)
+from twinbert_search.stores.filters import FilterBuilder
+
+FETCH_CHUNK = 5_000  # rows per fetchmany while building a snapshot
+
+
+def build_and_publish(
+    store_path: Path, generation: int, ann: str, bm25: bool, threads: int | None
+) -> dict[str, Any]:
+    """Build a snapshot of the store's current data into place; returns its `snapshot.json`.
+
+    `generation` names the folder (the data generation when finalize started); `ann` and
+    `bm25` are the store's configured settings. Nothing is left behind on failure.
+    """
+    snapshots = store_path / SNAPSHOTS
+    snapshots.mkdir(exist_ok=True)
+    name = f"snapshot-{generation:08d}-{uuid.uuid4().hex[:8]}"
+    tmp = snapshots / f".tmp-{name}"
+    try:
+        snapshot_meta = build_snapshot(store_path, tmp, name, ann, bm25, threads)
+        os.replace(tmp, snapshots / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return snapshot_meta
+
+
+def build_snapshot(
+    store_path: Path, tmp: Path, name: str, ann: str, bm25: bool, threads: int | None
+) -> dict[str, Any]:
+    """Write every snapshot file into `tmp`; `threads` caps faiss' OpenMP threads."""
+    tmp.mkdir()
+    # A separate connection and read transaction: a consistent view of one generation,
+    # without holding the lock that concurrent reads of this store need.
+    conn = connect(store_path / DB_NAME, read_only=True)
+    try:
+        conn.execute("BEGIN")
+        meta = read_meta(conn)
+        codec = get_codec(meta["codec"])
+        ids, arrays, pre, filters = read_columns(conn, codec, meta["dim"] or 0)
+        for array_name, array in arrays.items():
+            np.save(tmp / f"{array_name}.npy", array)
+        (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))
+        if pre is not None:
+            np.save(tmp / "precomputed.npy", pre)
+        filter_fields = filters.save(tmp / "filters")
+        if bm25:
+            BM25Index.build(ids, _texts(conn)).save(tmp / "bm25")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    # The slow part runs after the read transaction ends, so the WAL can checkpoint.
+    resolved = ann_lib.parse_ann_spec(ann).resolve(len(ids))
+    if ids:
+        index = ann_lib.build_index(resolved, codec.decode(arrays), threads=threads)
+        ann_lib.save_index(index, tmp / "ann.faiss")
+    snapshot_meta = {
+        "name": name,
+        "format_version": FORMAT_VERSION,
+        "data_generation": meta["data_generation"],
+        "count": len(ids),
+        "dim": meta["dim"],
+        "codec": codec.name,
+        "ann": resolved.canonical,
+        "ann_configured": ann,
+        "bm25": bool(bm25),
+        "precomputed_dim": None if pre is None else int(pre.shape[1]),
+        "filter_fields": filter_fields,
+        "created": now(),
+    }
+    write_json_atomic(tmp / SNAPSHOT_META, snapshot_meta)
+    return snapshot_meta
+
+
+def read_columns(
+    conn: sqlite3.Connection, codec: Codec, dim: int
+) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None, FilterBuilder]:
+    """All documents in id order: ids, codec arrays, precomputed, filter postings."""
+    n = conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+    arrays = {VECTORS: np.zeros((n, dim), codec.dtype)}
+    if codec.has_scale:
+        arrays[SCALES] = np.zeros(n, np.float32)
+    ids: list[str] = []
+    pre_rows: list[bytes] = []
+    has_pre: bool | None = None
+    filters = FilterBuilder()
+    cursor = conn.execute("SELECT id, vector, scale, precomputed, metadata FROM docs ORDER BY id")
+    while batch := cursor.fetchmany(FETCH_CHUNK):
+        start = len(ids)
+        decoded = codec.from_blobs([r[1] for r in batch], [r[2] for r in batch], dim)
+        for array_name, array in decoded.items():
+            arrays[array_name][start : start + len(batch)] = array
+        for offset, (doc_id, _, _, pre_blob, metadata) in enumerate(batch):
+            has_pre = check_all_or_none(has_pre, pre_blob is not None, doc_id)
+            if pre_blob is not None:
+                pre_rows.append(pre_blob)
+            filters.add(start + offset, json.loads(metadata))
+            ids.append(doc_id)
+    pre = None
+    if pre_rows:
+        pre = np.frombuffer(b"".join(pre_rows), np.float32).reshape(n, -1)
+    return ids, arrays, pre, filters
+
+
+def check_all_or_none(seen: bool | None, present: bool, doc_id: str) -> bool:
+    """All or none: the rerank has the document half for every candidate or for none."""
+    if seen is not None and seen != present:
+        raise StoreError(
+            "some documents have precomputed crossing inputs and some do not "
+            f"(e.g. {doc_id!r}); re-index all documents with the same model"
+        )
+    return present
+
+
+def _texts(conn: sqlite3.Connection) -> Iterator[str]:
+    for title, text in conn.execute("SELECT title, text FROM docs ORDER BY id"):
+        yield f"{title} {text}" if title else text

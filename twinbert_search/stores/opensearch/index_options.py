@@ -1,0 +1,151 @@
+"""How the OpenSearch k-NN field is indexed, described by a short string, and read back.
+
+`IndexOptions` is the whole ANN configuration (engine, HNSW parameters, encoding, space type)
+as one string such as `faiss:hnsw16:efc128:fp16:innerproduct`: parsed here, recorded in the
+index's `_meta`, and used again when a store opened later converts the k-NN plugin's scores
+back to cosines (`score_to_similarity`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from twinbert_search.errors import ConfigurationError
+
+ENGINES = ("faiss", "lucene")
+SPACE_TYPES = ("innerproduct", "cosinesimil", "l2")
+ENCODINGS = ("fp32", "fp16", "byte")
+MAX_DIMENSION = 16000
+
+_INT_TOKEN = re.compile(r"^(hnsw|efc|efs)(\d+)$")
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How the `knn_vector` field is indexed; `describe()` and `parse()` round-trip.
+
+    Compact encodings are limited to those that keep recall: Faiss SQfp16 (`fp16`, 2x smaller;
+    unit vectors are far inside its range) and Lucene's scalar quantizer (`byte`, 4x smaller,
+    int7 with per-segment confidence intervals). Both quantize only the ANN graph's copy:
+    `_source` keeps the float32 values, so the rerank reads exact vectors either way.
+    """
+
+    engine: str = "faiss"
+    space_type: str = "innerproduct"
+    m: int = 16
+    ef_construction: int = 128
+    encoding: str = "fp16"
+    ef_search: int = 100  # index default (Faiss); a query may override it
+    shards: int = 1
+    replicas: int = 1
+
+    def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigurationError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.space_type not in SPACE_TYPES:
+            raise ConfigurationError(
+                f"space type must be one of {SPACE_TYPES}, got {self.space_type!r}"
+            )
+        if self.encoding not in ENCODINGS:
+            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        if self.engine == "lucene" and self.encoding == "fp16":
+            raise ConfigurationError(
+                "fp16 is a Faiss encoding (SQfp16); with lucene use fp32 or byte"
+            )
+        if self.engine == "faiss" and self.encoding == "byte":
+            raise ConfigurationError(
+                "byte is Lucene's scalar quantizer; with faiss use fp32 or fp16"
+            )
+        if not 2 <= self.m <= 100:
+            raise ConfigurationError(f"m must be between 2 and 100, got {self.m}")
+        if self.ef_construction < 2:
+            raise ConfigurationError(
+                f"ef_construction must be at least 2, got {self.ef_construction}"
+            )
+        if self.ef_search < 1:
+            raise ConfigurationError(f"ef_search must be positive, got {self.ef_search}")
+        if self.shards < 1 or self.replicas < 0:
+            raise ConfigurationError("shards must be positive and replicas not negative")
+
+    def describe(self) -> str:
+        """The short string recorded in `_meta`: `faiss:hnsw16:efc128:fp16:innerproduct`."""
+        hnsw = f"hnsw{self.m}:efc{self.ef_construction}"
+        return f"{self.engine}:{hnsw}:{self.encoding}:{self.space_type}"
+
+    @classmethod
+    def parse(cls, text: str, **overrides: Any) -> IndexOptions:
+        """Parse `describe()` output; tokens in any order, missing ones take the defaults.
+
+        `efs<N>` sets the index-level ef_search; `overrides` (shards, replicas...) apply last.
+        """
+        values: dict[str, Any] = {}
+        for raw in text.strip().lower().split(":"):
+            token = raw.strip()
+            if not token:
+                continue
+            match = _INT_TOKEN.match(token)
+            if token in ENGINES:
+                key, value = "engine", token
+            elif token in SPACE_TYPES:
+                key, value = "space_type", token
+            elif token in ENCODINGS:
+                key, value = "encoding", token
+            elif match:
+                key = {"hnsw": "m", "efc": "ef_construction", "efs": "ef_search"}[match[1]]
+                value = int(match[2])
+            else:
+                raise ConfigurationError(
+                    f"cannot parse index description {text!r}: unknown token {token!r} "
+                    f"(expected an engine {ENGINES}, hnsw<M>, efc<N>, efs<N>, an encoding "
+                    f"{ENCODINGS} or a space type {SPACE_TYPES})"
+                )
+            if key in values:
+                raise ConfigurationError(f"index description {text!r} sets {key} twice")
+            values[key] = value
+        options = replace(cls(**values), **overrides)
+        options.validate()
+        return options
+
+
+def knn_vector_mapping(dim: int, options: IndexOptions) -> dict[str, Any]:
+    """The `knn_vector` field: HNSW with the chosen engine, space type and encoding."""
+    options.validate()
+    if not 1 <= dim <= MAX_DIMENSION:
+        raise ConfigurationError(f"dimension must be between 1 and {MAX_DIMENSION}, got {dim}")
+    parameters: dict[str, Any] = {"m": options.m, "ef_construction": options.ef_construction}
+    if options.encoding == "fp16":
+        parameters["encoder"] = {"name": "sq", "parameters": {"type": "fp16", "clip": False}}
+    elif options.encoding == "byte":
+        parameters["encoder"] = {"name": "sq"}
+    return {
+        "type": "knn_vector",
+        "dimension": dim,
+        "method": {
+            "name": "hnsw",
+            "engine": options.engine,
+            "space_type": options.space_type,
+            "parameters": parameters,
+        },
+    }
+
+
+def score_to_similarity(space_type: str, scores: np.ndarray) -> np.ndarray:
+    """Invert the k-NN plugin's score so recall scores are the cosine of unit vectors.
+
+    Documented scores: innerproduct `1 + ip` when ip >= 0 else `1 / (1 - ip)`; cosinesimil
+    `(2 - (1 - cos)) / 2`; l2 `1 / (1 + d^2)` (and for unit vectors cos = 1 - d^2 / 2).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if space_type == "innerproduct":
+        sim = np.where(s >= 1.0, s - 1.0, 1.0 - 1.0 / np.maximum(s, 1e-30))
+    elif space_type == "cosinesimil":
+        sim = 2.0 * s - 1.0
+    elif space_type == "l2":
+        sim = 1.0 - (1.0 / np.maximum(s, 1e-30) - 1.0) / 2.0
+    else:
+        raise ConfigurationError(f"unknown space type {space_type!r}")
+    return sim.astype(np.float32)
