@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from twinbert_search.cli import main
 
 COMMANDS = {
+    "adapt",
     "bench",
     "build-default-model",
     "delete",

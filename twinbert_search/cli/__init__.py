@@ -1,8 +1,8 @@
 """The `twinbert-search` command line: the `main` group, error handling and registration.
 
 Each command lives in a thin module of its own (index, search, serve, train, recipe,
-opensearch, bench) and takes its shared flags from `options`, so a flag means the same thing
-on every command. Errors are mapped to exit codes in exactly one place (`CLI.invoke`): a
+opensearch, bench, adapt) and takes its shared flags from `options`, so a flag means the same
+thing on every command. Errors are mapped to exit codes in exactly one place (`CLI.invoke`): a
 `TwinBertSearchError` prints one line `error: ...` on stderr and exits with its `exit_code`
 (a `BulkIndexError` first prints one `failed: ...` line per failed document).
 """
@@ -17,7 +17,7 @@ import click
 from twinbert_search import __version__
 
 # Modules, not their commands, so `twinbert_search.cli.serve` stays the module.
-from twinbert_search.cli import bench, index, opensearch, recipe, search, serve, train
+from twinbert_search.cli import adapt, bench, index, opensearch, recipe, search, serve, train
 from twinbert_search.errors import BulkIndexError, TwinBertSearchError
 
 __all__ = ["CLI", "main"]
@@ -69,3 +69,4 @@ main.add_command(bench.bench)
 main.add_command(train.teacher)
 main.add_command(train.distill)
 main.add_command(train.export)
+main.add_command(adapt.adapt)

@@ -11,18 +11,33 @@ from pathlib import Path
 
 import click
 
-__all__ = ["adapt"]
+from twinbert_search.cli.options import (
+    DIR,
+    batch_size_option,
+    candidates_option,
+    index_dir_option,
+    json_option,
+    lr_option,
+    model_option,
+    out_option,
+    progress_option,
+    pseudo_queries_option,
+    resume_option,
+    seed_option,
+    steps_option,
+)
 
-_DIR = click.Path(path_type=Path, file_okay=False)
+__all__ = ["adapt"]
 
 
 @click.command("adapt")
 @click.argument("corpus", type=click.Path(exists=True, path_type=Path))
-@click.option("--model", type=_DIR, required=True, help="The student to adapt (a model dir).")
-@click.option("--out", type=_DIR, required=True, help="Where the adapted model goes.")
+@model_option("The student to adapt (a model directory).", directory=True)
+@out_option("Where the adapted model goes.")
 @click.option(
     "--teacher",
-    type=_DIR,
+    "teacher_dir",
+    type=DIR,
     required=True,
     help="A teacher directory (`teacher train`, the recipe's) or any local Hugging Face "
     "sequence-classification checkpoint (config.json, weights, tokenizer.json).",
@@ -33,43 +48,27 @@ _DIR = click.Path(path_type=Path, file_okay=False)
     help="Distil the teacher's logits alone, not the ensemble its directory records "
     "(ensemble.json: the recipe's cross-encoder + BM25 + cosine).",
 )
-@click.option(
-    "--index-dir",
-    type=_DIR,
-    default=None,
-    help="An embedded index of CORPUS by --model: its stored vectors are reused.",
-)
-@click.option("--pseudo-queries", type=int, default=400, show_default=True)
-@click.option(
-    "--candidates",
-    type=int,
-    default=30,
-    show_default=True,
-    help="Hybrid-recall candidates per pseudo-query, all scored by the teacher.",
-)
-@click.option("--steps", type=int, default=300, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Queries per step.")
-@click.option("--lr", type=float, default=5e-5, show_default=True)
+@index_dir_option(help="An embedded index of CORPUS by --model: its stored vectors are reused.")
+@pseudo_queries_option(400)
+@candidates_option(30, "Hybrid-recall candidates per pseudo-query, all scored by the teacher.")
+@steps_option(300)
+@batch_size_option(16, "Queries per step.")
+@lr_option(5e-5)
 @click.option(
     "--learn-documents",
     is_flag=True,
     help="The document tower learns too (a full TwinBERT); the adapted model then needs an "
     "index of its own.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--resume/--no-resume",
-    default=True,
-    show_default=True,
-    help="Continue from OUT's caches and checkpoint when they exist.",
-)
-@click.option("--progress/--no-progress", default=True, help="Progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@seed_option()
+@resume_option
+@progress_option
+@json_option
 def adapt(
     corpus: Path,
-    model: Path,
+    model: Path | None,
     out: Path,
-    teacher: Path,
+    teacher_dir: Path,
     teacher_alone: bool,
     index_dir: Path | None,
     pseudo_queries: int,
@@ -89,13 +88,17 @@ def adapt(
     recall for each, the teacher's scores of every candidate, and distillation. Resumable:
     rerun the same command to continue. Ends with a summary of what it trained on.
     """
+    from twinbert_search.errors import ConfigurationError
     from twinbert_search.training.adapt import adapt as run_adapt
+
+    if model is None:
+        raise ConfigurationError("adapt needs --model, the student to adapt")
 
     report = run_adapt(
         corpus,
         model,
         out,
-        teacher=teacher,
+        teacher=teacher_dir,
         use_teacher_fusion=not teacher_alone,
         index_dir=index_dir,
         pseudo_queries=pseudo_queries,

@@ -54,7 +54,7 @@ def recipe() -> None:
 )
 @click.option(
     "--ood-data",
-    type=_DIR,
+    type=DIR,
     default=None,
     help="An out-of-domain BEIR folder (e.g. CACM): every model zero-shot on it, and a student "
     "adapted to its corpus text; its qrels only score the final table.",
@@ -147,9 +147,7 @@ def explore(out: Path) -> None:
 
 
 @recipe.command("explore-teachers")
-@click.option(
-    "--out", type=_DIR, required=True, help="A recipe run directory (after `candidates`)."
-)
+@out_option("A recipe run directory (after `candidates`).")
 def explore_teachers_command(out: Path) -> None:
     """Teacher variants (more steps, a regression warm start) alone on validation
     (OUT/explore_teachers.json; models under OUT/teachers/)."""
