@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from twinbert_search.evaluation.overlap import OverlapSplit, overlap_metrics, overlap_split
+from twinbert_search.evaluation.overlap import (
+    OverlapSplit,
+    overlap_metrics,
+    overlap_split,
+    stage_split,
+)
 
 # Training positives: d1, d2 (d9 judged non-relevant: not a positive).
 TRAIN = {"t1": {"d1": 1}, "t2": {"d2": 1, "d9": 0}}
@@ -46,3 +51,12 @@ def test_an_empty_subset_has_its_count_only() -> None:
     out = overlap_metrics({"q1": {"d1": 1}}, {"q1": [("d1", 1.0)]}, TRAIN, ("ndcg@10",))
     assert out["no_overlap"] == {"queries": 0}
     assert out["overlap"]["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_both_stages_per_subset() -> None:
+    recall = {"q1": [("x", 2.0), ("d1", 1.0)], "q2": [("d5", 2.0)]}
+    reranked = {"q1": [("d1", 2.0), ("x", 1.0)], "q2": [("x", 2.0), ("d5", 1.0)]}
+    out = stage_split(TEST, {"recall": recall, "reranked": reranked}, TRAIN, ("mrr@10",))
+    assert list(out) == ["all", "overlap", "no_overlap"]
+    assert out["overlap"] == {"queries": 2, "recall": {"mrr@10": 0.25}, "reranked": {"mrr@10": 0.5}}
+    assert out["no_overlap"]["reranked"] == {"mrr@10": 0.25}  # q2 at rank 2, q4 missing

@@ -209,3 +209,34 @@ def test_eval_cli_takes_a_lexical_weight(sample_index: Path, tiny_model: Path) -
     assert a["recall"] == b["recall"] and a["reranked"] != b["reranked"]
     bad = CliRunner().invoke(main, [*args, "--lexical-weight", "-1"])
     assert bad.exit_code != 0 and "lexical-weight" in bad.output
+
+
+def test_eval_cli_splits_by_overlap_and_says_when_the_rerank_loses(
+    sample_index: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    # Training positives: those of the first ten judged queries, so they all overlap.
+    lines = (SAMPLE / "qrels" / "test.tsv").read_text().splitlines()
+    train = tmp_path / "train.tsv"
+    first = sorted({line.split("\t")[0] for line in lines[1:]})[:10]
+    train.write_text("\n".join([lines[0], *(x for x in lines[1:] if x.split("\t")[0] in first)]))
+    args = ["eval", "--index-dir", str(sample_index), "--model", str(tiny_model)]
+    args += ["--queries", str(SAMPLE / "queries.jsonl")]
+    args += ["--qrels", str(SAMPLE / "qrels" / "test.tsv"), "--train-qrels", str(train)]
+    args += ["--candidates", "20", "--recall-depth", "40", "--no-progress"]
+    out = CliRunner().invoke(main, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout)
+    split = payload["overlap_split"]
+    assert split["overlap"]["queries"] >= 10 and split["all"]["queries"] == payload["queries"]
+    assert split["overlap"]["queries"] + split["no_overlap"]["queries"] == payload["queries"]
+    for stage in ("recall", "reranked"):
+        assert split["all"][stage] == pytest.approx(payload[stage], abs=1e-4)
+    diff = payload["reranked"]["ndcg@10"] - payload["recall"]["ndcg@10"]
+    assert payload["difference"]["ndcg@10"] == pytest.approx(diff, abs=1e-4)
+    assert payload["rerank_loses"] == (diff < -5e-5)
+    text = CliRunner().invoke(main, args)
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert lines[1].startswith("no-overlap queries") and "recall" in lines[2]
+    verdict = "LOSES" if payload["rerank_loses"] else "does not lose"
+    assert sum(verdict in line for line in lines) >= 1

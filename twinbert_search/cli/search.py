@@ -104,6 +104,13 @@ def search(
     default=None,
     help="Write the reranked run (TREC format); the recall run goes beside it.",
 )
+@click.option(
+    "--train-qrels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The qrels a model was trained on: every metric is split into the queries whose "
+    "positives were training positives (overlap) and the rest (no-overlap, the headline).",
+)
 @no_progress_option
 @json_option
 def eval_cmd(
@@ -119,11 +126,15 @@ def eval_cmd(
     hybrid: bool,
     lexical_weight: float | None,
     run_file: Path | None,
+    train_qrels: Path | None,
     no_progress: bool,
     as_json: bool,
     **opensearch_kwargs: Any,
 ) -> None:
-    """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked, and latency p50/p99."""
+    """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked side by side, with their
+    difference (and whether the rerank loses to its recall), and latency p50/p99."""
+    from twinbert_search.evaluation.compare import format_stage_table, rerank_losses
+    from twinbert_search.evaluation.metrics import PRIMARY_METRIC
     from twinbert_search.evaluation.runfile import write_run
     from twinbert_search.evaluation.searcher import evaluate_searcher
     from twinbert_search.ingest.readers import read_qrels, read_queries
@@ -154,13 +165,49 @@ def eval_cmd(
             report.runs["recall"],
             "twinbert-recall",
         )
+    split = None
+    if train_qrels is not None:
+        from twinbert_search.evaluation.overlap import stage_split
+
+        split = stage_split(judgments, report.runs, read_qrels(train_qrels))
     if as_json:
-        click.echo(json.dumps(report.to_dict()))
+        payload = report.to_dict()
+        payload["difference"] = {
+            m: round(report.reranked[m] - report.recall[m], 4) for m in report.recall
+        }
+        payload["rerank_loses"] = bool(
+            rerank_losses(report.recall, report.reranked, (PRIMARY_METRIC,))
+        )
+        if split is not None:
+            payload["overlap_split"] = _rounded(split)
+        click.echo(json.dumps(payload))
         return
     click.echo(f"{report.queries} queries; rerank of the top {candidates} recall candidates")
-    names = list(report.recall)
-    click.echo(f"{'':10}" + "".join(f"{n:>13}" for n in names))
-    for label, values in (("recall", report.recall), ("reranked", report.reranked)):
-        click.echo(f"{label:10}" + "".join(f"{values[n]:>13.4f}" for n in names))
+    if split is None:
+        tables = [("", report.recall, report.reranked)]
+    else:
+        titles = {
+            "no_overlap": "no-overlap queries (no positive was a training positive): the headline",
+            "overlap": "overlap queries (a positive was a training positive)",
+            "all": "all queries",
+        }
+        tables = [
+            (f"{titles[s]}: {split[s]['queries']}", split[s]["recall"], split[s]["reranked"])
+            for s in ("no_overlap", "overlap", "all")
+            if s in split
+        ]
+    for title, recall_metrics, reranked_metrics in tables:
+        for line in format_stage_table(recall_metrics, reranked_metrics, title=title):
+            click.echo(line)
     for stage, stats in report.latency.items():
         click.echo(f"latency {stage:8} p50 {stats['p50_ms']:.2f} ms  p99 {stats['p99_ms']:.2f} ms")
+
+
+def _rounded(split: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        subset: {
+            k: v if k == "queries" else {m: round(x, 4) for m, x in v.items()}
+            for k, v in row.items()
+        }
+        for subset, row in split.items()
+    }

@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 from twinbert_search.evaluation.metrics import DEFAULT_METRICS, evaluate_per_query
 from twinbert_search.evaluation.runfile import Hits
 
-__all__ = ["SUBSETS", "OverlapSplit", "overlap_metrics", "overlap_split", "positives_of"]
+__all__ = [
+    "SUBSETS",
+    "OverlapSplit",
+    "overlap_metrics",
+    "overlap_split",
+    "positives_of",
+    "stage_split",
+]
 
 SUBSETS = ("all", "overlap", "no_overlap")
 
@@ -74,4 +81,27 @@ def overlap_metrics(
         if ids:
             row.update({m: sum(per_query[q][m] for q in ids) / len(ids) for m in names})
         out[subset] = row
+    return out
+
+
+def stage_split(
+    qrels: Judgments,
+    runs: Mapping[str, Mapping[str, Hits]],
+    train_qrels: Judgments,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> dict[str, dict[str, object]]:
+    """Both stages' metrics per subset: {subset: {"queries", "recall", "reranked"}} for
+    `runs` {"recall": run, "reranked": run} (an `EvalReport`'s runs); subsets in SUBSETS
+    order, the empty ones left out."""
+    split = {
+        stage: overlap_metrics(qrels, run, train_qrels, metrics) for stage, run in runs.items()
+    }
+    out: dict[str, dict[str, object]] = {}
+    for subset in SUBSETS:
+        rows = {stage: dict(split[stage][subset]) for stage in runs}
+        count = int(next(iter(rows.values())).pop("queries"))
+        for row in rows.values():
+            row.pop("queries", None)
+        if count:
+            out[subset] = {"queries": count, **rows}
     return out
