@@ -161,14 +161,24 @@ def test_recipe_runs_every_step_and_resumes(
     assert all(set(r["subsets"]) <= {"overlap", "no_overlap"} for r in main)
     ood = [r["system"] for r in results["rows"] if r["section"] == "ood"]
     assert ood[0] == "BM25" and "recall: hybrid with the default model's query vector" in ood
-    for name in ("twinbert-res", "twinbert-cos", "twinbert-res-adapted"):
+    for name in (
+        "twinbert-res",
+        "twinbert-cos",
+        "twinbert-res-adapted",
+        "twinbert-res-adapted-ood",
+    ):
         assert f"{name}: served rerank (search --hybrid), top {cfg.rerank_depth}" in ood
         assert f"teacher alone (cross-encoder) on top {cfg.rerank_depth} of {name}'s recall" in ood
-    adapted = ModelManifest.load(out / "twinbert-res-adapted")
-    assert adapted.document_fingerprint == base.fingerprint
-    assert adapted.extra["adaptation"]["steps"] == 2
+    # Adapted to the run's own corpus and to the out-of-domain one, behind the base index.
+    for name in ("twinbert-res-adapted", "twinbert-res-adapted-ood"):
+        adapted = ModelManifest.load(out / name)
+        assert adapted.document_fingerprint == base.fingerprint
+        assert adapted.extra["adaptation"]["steps"] == 2
+    assert (
+        ModelManifest.load(out / "twinbert-res-adapted").extra["adaptation"]["corpus"] == cfg.data
+    )
     # Each student's served fusion is tuned on validation and kept in its manifest.
-    for name in ("twinbert-res", "twinbert-cos"):
+    for name in ("twinbert-res", "twinbert-cos", "twinbert-res-adapted"):
         tuned = ModelManifest.load(out / name).extra["rerank_fusion"]
         assert tuned["ndcg@10"] >= tuned["recall_ndcg@10"] and tuned["subset"] == "all"
         assert f"{name} served rerank (search --hybrid) of its own recall" in systems

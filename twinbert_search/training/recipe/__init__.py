@@ -22,6 +22,8 @@ stopped. Steps:
                  only query towers and crossing layers learn, from the teacher's scores; the
                  supervised baseline (the bi-encoder's query tower on the labels alone); each
                  student's served rerank fusion tuned on no-overlap validation queries
+   `adapt_in_domain` `adapt_student` adapted to the run's own corpus text (`training.adapt`),
+                 its served fusion tuned like the students'
 7. `teacher_rerank` the cross-encoder on the test queries' top candidates, timed per query
 8. `served`      each student as a search serves it: its own query vector recalls (hybrid with
                  BM25) and reranks; the teacher scores those candidates too
@@ -36,8 +38,8 @@ cross-encoder logit), so the fusion weights are comparable across queries.
 Package map, one module per step: `config` (settings), `context` (what steps read),
 `candidates` (1, 2), `teacher_step` (3, driving `training.teacher_loop.fit_teacher`),
 `scores` (4, 7), `ensemble` (5), `students` (6, driving `training.student_loop.fit_student`),
-`served` (8), `ood` (9, 10), `evaluate` (11), `signals` (the served lists and fusion signals),
-`timing`, `report` (results.md) and `state` (the runner).
+`served` (8), `ood` (9), `adapt_step` (6, 10), `evaluate` (11), `signals` (the served lists
+and fusion signals), `timing`, `report` (results.md) and `state` (the runner).
 """
 
 from twinbert_search.runtime.crossing import lexical_fusion

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,9 @@ __all__ = [
     "config_from_dict",
     "default_students",
     "exploration_grid",
+    "in_domain_name",
+    "ood_adapted_name",
+    "served_specs",
     "teacher_exploration",
 ]
 
@@ -122,6 +125,10 @@ class RecipeConfig:
     # Out of domain (a BEIR folder with test qrels, e.g. CACM): every model zero-shot, and
     # `adapt_student` adapted to its corpus text by `training.adapt` (never its labels).
     ood_data: str | None = None
+    # `adapt_student` adapted to this run's own corpus text too (`adapt_in_domain` step): on
+    # the no-overlap validation queries its crossing earns a weight in the served fusion,
+    # which the students trained on the labels alone do not (RESULTS.md).
+    adapt_in_domain: bool = True
     adapt_student: str = "twinbert-res"
     adapt_pseudo_queries: int = 400
     adapt_candidates: int = 30
@@ -142,6 +149,26 @@ def config_from_dict(data: Mapping[str, Any]) -> RecipeConfig:
     data = dict(data)
     students = [StudentSpec(**s) for s in data.pop("students", [])] or default_students()
     return RecipeConfig(students=students, **data)
+
+
+def in_domain_name(cfg: RecipeConfig) -> str:
+    """The student adapted to the run's own corpus (`adapt_in_domain`)."""
+    return f"{cfg.adapt_student}-adapted"
+
+
+def ood_adapted_name(cfg: RecipeConfig) -> str:
+    """The student adapted to the out-of-domain corpus (`adapt`)."""
+    return f"{cfg.adapt_student}-adapted-ood"
+
+
+def served_specs(cfg: RecipeConfig) -> list[StudentSpec]:
+    """The models the served rows cover: the students, then the in-domain adapted one."""
+    specs = list(cfg.students)
+    if cfg.adapt_in_domain:
+        base = next((s for s in specs if s.name == cfg.adapt_student), None)
+        if base is not None:
+            specs.append(replace(base, name=in_domain_name(cfg)))
+    return specs
 
 
 def teacher_exploration() -> dict[str, dict[str, Any]]:

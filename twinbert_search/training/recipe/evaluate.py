@@ -14,7 +14,7 @@ import numpy as np
 from twinbert_search.evaluation.metrics import evaluate_per_query
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.runtime.crossing import lexical_fusion
-from twinbert_search.training.recipe.config import StudentSpec
+from twinbert_search.training.recipe.config import StudentSpec, served_specs
 from twinbert_search.training.recipe.context import (
     Context,
     order_rows,
@@ -325,7 +325,7 @@ def served_rows(ctx: Context, add: Callable[..., None], ce_ms: float) -> dict[st
         ctx.out / "teacher", cfg.teacher_threads or 2, int8=cfg.teacher_int8, spinning=False
     )
     timings: dict[str, Any] = {}
-    for spec in cfg.students:
+    for spec in served_specs(cfg):
         runtime = served_runtime(ctx, spec)
         own = {qid: [int(r) for r in rows] for qid, rows in lists[spec.name].items()}
         vectors = runtime.encode_queries([q["text"] for q in test])

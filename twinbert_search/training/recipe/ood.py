@@ -8,8 +8,8 @@ ensemble weights, checkpoints) comes from the in-domain run, as a user's new cor
 `ood`: the base model's embedded index of the corpus (title-only documents included, read by
 `training.corpus.read_documents`), each query's BM25, dense and hybrid lists, every student's
 own served lists with the fusion signals, and the teacher's scores of every top candidate.
-`adapt`: `training.adapt.adapt` on the corpus from `adapt_student`, its served lists and the
-teacher's scores of any new pair.
+`adapt` (`adapt_step`): `training.adapt.adapt` on the corpus from `adapt_student`, its served
+lists and the teacher's scores of any new pair.
 """
 
 from __future__ import annotations
@@ -23,21 +23,18 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.runtime.fusion import RerankFusion, zscore
+from twinbert_search.training.recipe.config import served_specs
 from twinbert_search.training.recipe.context import Context, read_json, top, write_json
 from twinbert_search.training.recipe.signals import Collection, served_lists
 
 if TYPE_CHECKING:
     from twinbert_search.runtime.model import TwinBertRuntime
 
-__all__ = ["OOD_DIR", "adapted_name", "ood_runs", "step_adapt", "step_ood"]
+__all__ = ["OOD_DIR", "OodData", "ood_runs", "score_pairs", "step_ood", "system_lists"]
 
 log = logging.getLogger(__name__)
 
 OOD_DIR = "ood"
-
-
-def adapted_name(ctx: Context) -> str:
-    return f"{ctx.cfg.adapt_student}-adapted"
 
 
 class OodData:
@@ -91,7 +88,7 @@ def _build_index(ctx: Context, data: OodData) -> np.ndarray:
     return vectors
 
 
-def _system_lists(
+def system_lists(
     data: OodData, runtime: TwinBertRuntime, depth: int, recall_depth: int
 ) -> dict[str, Any]:
     lists = served_lists(
@@ -107,7 +104,7 @@ def _system_lists(
     }
 
 
-def _score_pairs(ctx: Context, data: OodData, systems: Mapping[str, Mapping[str, Any]]) -> int:
+def score_pairs(ctx: Context, data: OodData, systems: Mapping[str, Mapping[str, Any]]) -> int:
     """The teacher's logits of every system's top candidates not scored yet (resumable)."""
     from twinbert_search.training.teacher_onnx import OnnxCrossEncoder
 
@@ -150,45 +147,13 @@ def step_ood(ctx: Context) -> dict[str, Any]:
         for (qid, text), qv in zip(data.queries, qvec, strict=True)
     }
     write_json(data.work / "own.json", own)
-    systems = {"default": _system_lists(data, base, cfg.rerank_depth, cfg.deep_depth)}
-    for spec in cfg.students:
+    systems = {"default": system_lists(data, base, cfg.rerank_depth, cfg.deep_depth)}
+    for spec in served_specs(cfg):
         runtime = served_runtime(ctx, spec)
-        systems[spec.name] = _system_lists(data, runtime, cfg.rerank_depth, cfg.deep_depth)
+        systems[spec.name] = system_lists(data, runtime, cfg.rerank_depth, cfg.deep_depth)
     write_json(data.work / "systems.json", systems)
-    new = _score_pairs(ctx, data, systems)
+    new = score_pairs(ctx, data, systems)
     return {"documents": len(data.doc_ids), "queries": len(data.queries), "teacher_pairs": new}
-
-
-def step_adapt(ctx: Context) -> dict[str, Any]:
-    """Adapt `adapt_student` to the out-of-domain corpus (its text only); serve it there."""
-    from twinbert_search.runtime.model import TwinBertRuntime
-    from twinbert_search.training.adapt import adapt
-
-    cfg = ctx.cfg
-    data = OodData(ctx)
-    out = ctx.out / adapted_name(ctx)
-    report = adapt(
-        data.root,
-        ctx.out / cfg.adapt_student,
-        out,
-        teacher=ctx.out / "teacher",
-        index_dir=data.index_dir,
-        pseudo_queries=cfg.adapt_pseudo_queries,
-        candidates=cfg.adapt_candidates,
-        steps=cfg.adapt_steps,
-        batch_size=cfg.student_batch,
-        lr=cfg.student_lr,
-        crossing_lr=cfg.crossing_lr,
-        seed=cfg.seed,
-        progress=False,
-    )
-    runtime = TwinBertRuntime.load(out, query_int8=True)
-    lists = _system_lists(data, runtime, cfg.rerank_depth, cfg.deep_depth)
-    systems = read_json(data.work / "systems.json")
-    systems[adapted_name(ctx)] = lists
-    write_json(data.work / "systems.json", systems)
-    new = _score_pairs(ctx, data, systems)
-    return {"adapt": report.to_dict(), "summary": report.lines(), "teacher_pairs": new}
 
 
 def _served_fusion(ctx: Context, name: str) -> RerankFusion:

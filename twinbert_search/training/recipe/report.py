@@ -88,9 +88,10 @@ def render_markdown(state: Mapping[str, Any], command: str) -> str:
             + "; ".join(parts)
             + "."
         )
-    adapt = state["steps"].get("adapt", {}).get("result", {})
-    if adapt.get("summary"):
-        lines += ["", "Adaptation (`adapt` step):", "", *[f"- {x}" for x in adapt["summary"]]]
+    for step in ("adapt_in_domain", "adapt"):
+        summary = state["steps"].get(step, {}).get("result", {}).get("summary")
+        if summary:
+            lines += ["", f"Adaptation (`{step}` step):", "", *[f"- {x}" for x in summary]]
     # A student kept from an earlier pass still cost its training time: count every student.
     seconds = {k: v["seconds"] for k, v in state["steps"].items()}
     students = state["steps"].get("students", {}).get("result", {})

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twinbert_search.training.recipe.candidates import hybrid_rows
-from twinbert_search.training.recipe.config import StudentSpec
+from twinbert_search.training.recipe.config import StudentSpec, served_specs
 from twinbert_search.training.recipe.context import Context, read_json, top, write_json
 from twinbert_search.training.recipe.scores import OnnxCrossEncoder
 from twinbert_search.training.recipe.timing import student_runtime
@@ -60,7 +60,7 @@ def step_served(ctx: Context) -> dict[str, Any]:
     cand = ctx.load_candidates()
     test = [q for q in cand["queries"] if q["split"] == "test"]
     lists = {
-        spec.name: _served_lists(ctx, served_runtime(ctx, spec), test) for spec in cfg.students
+        spec.name: _served_lists(ctx, served_runtime(ctx, spec), test) for spec in served_specs(cfg)
     }
     write_json(ctx.work / SERVED_RECALL, lists)
     known = read_json(ctx.work / "ce_test_scores.json")["rows"]

@@ -16,12 +16,13 @@ from typing import Any
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.evaluation.provenance import cpu_model
+from twinbert_search.training.recipe.adapt_step import step_adapt, step_adapt_in_domain
 from twinbert_search.training.recipe.candidates import step_candidates, step_index
 from twinbert_search.training.recipe.config import RecipeConfig, config_dict
 from twinbert_search.training.recipe.context import Context, read_json, write_json
 from twinbert_search.training.recipe.ensemble import step_ensemble
 from twinbert_search.training.recipe.evaluate import step_evaluate
-from twinbert_search.training.recipe.ood import step_adapt, step_ood
+from twinbert_search.training.recipe.ood import step_ood
 from twinbert_search.training.recipe.scores import step_scores, step_teacher_rerank
 from twinbert_search.training.recipe.served import step_served
 from twinbert_search.training.recipe.students import step_students
@@ -47,12 +48,26 @@ def _steps() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
         ("scores", step_scores),
         ("ensemble", step_ensemble),
         ("students", step_students),
+        ("adapt_in_domain", _in_domain(step_adapt_in_domain)),
         ("teacher_rerank", step_teacher_rerank),
         ("served", step_served),
         ("ood", _if_ood(step_ood)),
         ("adapt", _if_ood(step_adapt)),
         ("evaluate", step_evaluate),
     ]
+
+
+def _in_domain(
+    step: Callable[[Context], dict[str, Any]],
+) -> Callable[[Context], dict[str, Any]]:
+    """The step when in-domain adaptation is on, else a recorded skip."""
+
+    def run(ctx: Context) -> dict[str, Any]:
+        if not ctx.cfg.adapt_in_domain:
+            return {"skipped": "adapt_in_domain is off"}
+        return step(ctx)
+
+    return run
 
 
 def _if_ood(step: Callable[[Context], dict[str, Any]]) -> Callable[[Context], dict[str, Any]]:
@@ -73,6 +88,7 @@ STEP_NAMES = (
     "scores",
     "ensemble",
     "students",
+    "adapt_in_domain",
     "teacher_rerank",
     "served",
     "ood",
@@ -89,9 +105,10 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "scores": ("teacher",),
     "ensemble": ("scores",),
     "students": ("ensemble",),
+    "adapt_in_domain": ("students",),
     "teacher_rerank": ("teacher",),
-    "served": ("students", "teacher_rerank"),
-    "ood": ("students", "teacher_rerank"),
+    "served": ("students", "adapt_in_domain", "teacher_rerank"),
+    "ood": ("students", "adapt_in_domain", "teacher_rerank"),
     "adapt": ("ood",),
     "evaluate": ("students", "teacher_rerank", "ensemble", "served", "ood", "adapt"),
 }
