@@ -1,9 +1,9 @@
 """What the routes call: the Searcher behind thread pools, a query cache and a rerank budget.
 
-`/search` runs the search pipeline's stages (`twinbert_search.search.pipeline`), the same
-that `Searcher.search` runs, awaiting each blocking one: encoding (onnxruntime), recall
-(faiss, SQLite, or an OpenSearch round trip), the rerank (numpy) and the documents' fetch run
-in worker threads and the event loop only awaits them.
+`/search` runs the stages of the one search pipeline (`twinbert_search.search.pipeline`),
+which `Searcher.search` runs too. Encoding (onnxruntime), recall (faiss, SQLite, or an
+OpenSearch round trip), the rerank (numpy) and the documents' fetch are blocking calls, so
+each runs in a worker thread and the event loop only awaits it.
 
 The rerank has its own pool and a time budget: the request waits for it at most
 `rerank_budget_ms` (queueing included); if it runs out, or the rerank raises or yields scores
