@@ -71,6 +71,7 @@ class BenchConfig:
 
 
 def read_jsonl_texts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first `limit` records of a JSONL file (all when None)."""
     out = []
     with path.open(encoding="utf-8") as handle:
         for line in handle:
@@ -82,10 +83,12 @@ def read_jsonl_texts(path: Path, limit: int | None = None) -> list[dict[str, Any
 
 
 def query_texts(cfg: BenchConfig) -> list[str]:
+    """The texts of the run's queries (real text: encoding cost depends on its length)."""
     return [row["text"] for row in read_jsonl_texts(cfg.queries)]
 
 
 def corpus_path(cfg: BenchConfig) -> Path:
+    """The corpus asked for, else SciFact when present, else the sample corpus."""
     return cfg.corpus or (SCIFACT_CORPUS if SCIFACT_CORPUS.is_file() else SAMPLE_CORPUS)
 
 
@@ -104,6 +107,7 @@ def corpus_documents(cfg: BenchConfig, n: int) -> list[Document]:
 def load_runtime(
     cfg: BenchConfig, *, int8: bool, threads: int, spinning: bool = True
 ) -> TwinBertRuntime:
+    """The run's model with the given graphs and threads (int8 for both towers or neither)."""
     return TwinBertRuntime.load(
         cfg.model_dir,
         query_int8=int8,

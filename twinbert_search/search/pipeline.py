@@ -59,6 +59,8 @@ class Hit:
 
 @dataclass
 class SearchResult:
+    """A search's hits, whether the rerank ran, per-stage timings and the whole recall order."""
+
     query: str
     hits: list[Hit]
     reranked: bool

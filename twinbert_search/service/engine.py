@@ -266,6 +266,8 @@ class SearchService:
         )
 
     async def rerank(self, request: RerankRequest) -> RerankResponse:
+        """Rerank the caller's candidates (stored, or given with their vectors); degraded, the
+        caller's order comes back."""
         route = "/rerank"
         t0 = time.perf_counter()
         ids = request.ids
