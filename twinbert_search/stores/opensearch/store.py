@@ -198,11 +198,8 @@ class OpenSearchStore(VectorStore):
             with self._errors(f"put the ingest pipeline {name}"):
                 existing = self.client.ingest.get_pipeline(id=name, ignore=404)
                 current = existing.get(name)
-                if (
-                    current is None
-                    or current.get("_meta") != body["_meta"]
-                    or (current.get("processors") != body["processors"])
-                ):
+                # the description names the model (the engine refuses `_meta` here)
+                if current is None or any(current.get(k) != v for k, v in body.items()):
                     self.client.ingest.put_pipeline(id=name, body=body)
                     done[name] = "created" if current is None else "updated"
                 else:
