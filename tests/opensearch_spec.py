@@ -47,7 +47,7 @@ SPEC_GAPS: dict[str, str] = {
         "opensearch-py-ml's ModelUploader sends them; checked project-side instead"
     ),
     "ingest.put_pipeline._meta": (
-        "declared by the spec; OpenSearch 2.19.1 and 3.5.0 answer 400 parse_exception \"pipeline "
+        'declared by the spec; OpenSearch 2.19.1 and 3.5.0 answer 400 parse_exception "pipeline '
         "[id] doesn't support one or more provided configuration parameters [_meta]\" "
         "(Pipeline.create reads only description, version, processors, on_failure); refused "
         "project-side"

@@ -20,9 +20,10 @@ ERROR_TYPES = {
     504: "timeout_exception",
 }
 
-# neural-search's markers in a hybrid query's raw results, as the float32 the engine returns
-HYBRID_START_STOP = float(np.float32(-9549511920.4881596047))
-HYBRID_DELIMITER = float(np.float32(-4422440593.9791198149))
+# neural-search's markers in a hybrid query's raw results (-9549511920.488f, -4422440593.979f),
+# as the engine writes them: the shortest decimal of the float32
+HYBRID_START_STOP = -9549511700.0
+HYBRID_DELIMITER = -4422440400.0
 
 
 class FakeUnsupported(AssertionError):

@@ -103,6 +103,7 @@ __all__ = [
     "live_settings",
     "match_query",
     "pipeline_description",
+    "raw_hybrid_hits",
     "render_defaults",
     "score_to_similarity",
     "vector_pipeline",
@@ -365,6 +366,16 @@ def hybrid_search_pipeline(
             }
         ],
     }
+
+
+def raw_hybrid_hits(hits: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a hybrid query's hits are neural-search's raw sub-query lists.
+
+    Without a normalization processor the engine (2.19.1) answers 200, not an error: each
+    sub-query's hits between marker hits scored about -9.5e9 and -4.4e9, duplicates included.
+    Combined scores are in [0, 1] and raw BM25 and k-NN scores positive, so a marker is plain.
+    """
+    return any(float(hit.get("_score") or 0.0) < -1e9 for hit in hits)
 
 
 def knn_query(

@@ -473,8 +473,15 @@ class OpenSearchStore(VectorStore):
             filters=filters,
             ef_search=self.ef_search,
         )
-        response = self._search(body, "hybrid recall", search_pipeline=self.names.hybrid_pipeline)
-        return reads.candidates_from_hits(response["hits"]["hits"], dim)
+        pipeline = self.names.hybrid_pipeline
+        hits = self._search(body, "hybrid recall", search_pipeline=pipeline)["hits"]["hits"]
+        if assets.raw_hybrid_hits(hits):
+            raise StoreError(
+                f"hybrid recall: the search pipeline {pipeline} at {self._safe_url} has no "
+                "normalization-processor, so the scores came back uncombined; put the assets "
+                "again (`twinbert-search opensearch put-templates`)"
+            )
+        return reads.candidates_from_hits(hits, dim)
 
     def _mget(self, index: str, ids: list[str], source: Any) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
