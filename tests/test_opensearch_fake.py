@@ -128,3 +128,19 @@ def test_mapping_errors_are_the_engines(cluster: FakeCluster) -> None:
             "reason": "Vector dimension mismatch. Expected: 8, Given: 7",
         },
     }
+
+
+def test_recall_scores_come_from_the_exact_vectors(cluster: FakeCluster) -> None:
+    """Faiss SQfp16 (and Lucene's int7) score the graph's quantized copy; the store does not."""
+    store, _, vectors = built(cluster, index_options=assets.IndexOptions.parse("faiss:fp16"))
+    query = vectors[4]
+    hits = store.client.search(
+        index="docs", body=assets.knn_search_body(query, 30, include_text=False)
+    )["hits"]["hits"]
+    raw = assets.score_to_similarity("innerproduct", np.array([h["_score"] for h in hits]))
+    exact = np.array([vectors[int(h["_id"][1:])] @ query for h in hits])
+    assert np.abs(raw - exact).max() > 1e-6, "the fake rounds the graph's copy to fp16"
+    found = store.recall(query, 30)
+    rows = [int(i[1:]) for i in found.ids]
+    assert rows == list(np.argsort(-(vectors @ query), kind="stable"))
+    np.testing.assert_allclose(found.recall_scores, vectors[rows] @ query, atol=1e-6)

@@ -56,6 +56,7 @@ from twinbert_search.stores.opensearch.index_options import (
     MAX_DIMENSION,
     SPACE_TYPES,
     IndexOptions,
+    exact_similarity,
     knn_vector_mapping,
     score_to_similarity,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "elasticsearch_index_template",
     "embedding_pipeline",
     "encode_floats",
+    "exact_similarity",
     "filter_clauses",
     "hybrid_search_body",
     "hybrid_search_pipeline",

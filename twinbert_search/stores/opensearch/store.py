@@ -424,7 +424,8 @@ class OpenSearchStore(VectorStore):
     def recall(
         self, query_vector: np.ndarray, n: int, *, filters: Filters | None = None
     ) -> Candidates:
-        """kNN recall; scores are converted back to the cosine of the unit vectors."""
+        """kNN recall; scores are the space's similarity (the cosine of unit vectors), computed
+        from the exact vectors of the hits: a compact encoding's scores are approximate."""
         dim, space = self._read_dim_space()
         query_vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
         if query_vector.shape[0] != dim:
@@ -433,11 +434,8 @@ class OpenSearchStore(VectorStore):
             return Candidates.empty(dim)
         body = assets.knn_search_body(query_vector, n, filters=filters, ef_search=self.ef_search)
         hits = self._search(body, "kNN recall")["hits"]["hits"]
-
-        def to_similarity(scores: np.ndarray) -> np.ndarray:
-            return assets.score_to_similarity(space, scores)
-
-        return reads.candidates_from_hits(hits, dim, to_similarity if space else None)
+        found = reads.candidates_from_hits(hits, dim)
+        return reads.rescored(found, assets.exact_similarity(space, query_vector, found.vectors))
 
     def recall_bm25(
         self, query: str, n: int, *, filters: Filters | None = None
