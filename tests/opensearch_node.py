@@ -56,7 +56,14 @@ class OpenSearchNode:
     def require(self, plugin: str, what: str) -> None:
         """Skip, naming the missing plugin, when the node lacks it."""
         if plugin not in self.plugins:
-            hint = "" if self.external else " (Maven Central has ML Commons and neural-search 2.x)"
+            hint = ""
+            if not self.external:
+                hint = (
+                    " (Maven Central publishes ML Commons and neural-search for 2.x only: run "
+                    "2.19.1, the default)"
+                    if int(self.version.split(".")[0]) >= 3
+                    else " (TWINBERT_OPENSEARCH_PLUGINS=neural adds it)"
+                )
             pytest.skip(
                 f"{what} needs the {plugin} plugin, which OpenSearch {self.version} from "
                 f"{self.source} lacks{hint}"

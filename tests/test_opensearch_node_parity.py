@@ -112,23 +112,36 @@ def row(doc_id: str) -> int:
     return int(doc_id.split("-")[1])
 
 
-def test_pipeline_refusals_are_the_fakes(client: Any) -> None:
+def test_pipeline_refusals_are_the_fakes(client: Any, opensearch_node: OpenSearchNode) -> None:
+    """`_meta` on pipelines (checked after the processors), neural-search's processors."""
     name = f"it-parity-{uuid.uuid4().hex[:8]}"
-    fake = FakeCluster(validate=False).client()
-    ingest = {**assets.vector_pipeline(MANIFEST), "_meta": {"twinbert_search": {"format": 1}}}
-    search = {**assets.hybrid_search_pipeline(), "_meta": {"twinbert_search": {"format": 1}}}
+    cluster = FakeCluster(validate=False)
+    cluster.neural_search = NEURAL in opensearch_node.plugins
+    fake = cluster.client()
+    meta = {"_meta": {"twinbert_search": {"format": 1}}}
+    bodies = {
+        "ingest": {**assets.vector_pipeline(MANIFEST), **meta},
+        "search": {**assets.hybrid_search_pipeline(), **meta},
+        "search-bare": {"description": "no processors", **meta},
+    }
     with removed_after(client, ingest=(name,), search=(name,)):
-        for put in ("ingest", "search"):
-            body = ingest if put == "ingest" else search
-            engine = answer(lambda c=client, b=body, p=put: _put_pipeline(c, p, name, b))
-            assert engine == answer(lambda b=body, p=put: _put_pipeline(fake, p, name, b))
-            assert engine[:2] == (400, "parse_exception") and "[_meta]" in str(engine[2])
+        refused = {}
+        for put, body in bodies.items():
+            refused[put] = answer(lambda c=client, b=body, p=put: _put_pipeline(c, p, name, b))
+            assert refused[put] == answer(lambda b=body, p=put: _put_pipeline(fake, p, name, b))
+    meta_refusal = (
+        400,
+        "parse_exception",
+        f"pipeline [{name}] doesn't support one or more provided configuration parameters [_meta]",
+    )
+    assert refused["ingest"] == refused["search-bare"] == meta_refusal
+    ingest = bodies["ingest"]
     with pytest.raises(SpecViolation, match="take no _meta"):
         load_spec().validate_request("PUT", f"/_ingest/pipeline/{name}", {}, ingest)
 
 
 def _put_pipeline(client: Any, kind: str, name: str, body: dict[str, Any]) -> Any:
-    if kind == "ingest":
+    if kind.startswith("ingest"):
         return client.ingest.put_pipeline(id=name, body=body)
     return client.search_pipeline.put(id=name, body=body)
 
@@ -215,11 +228,14 @@ def test_the_committed_files_are_accepted(client: Any, opensearch_node: OpenSear
         assert stored == pipelines["vectors"]
 
 
-def test_the_fake_twin_of_a_node_store_answers_alike(node_stores: Stores) -> None:
+def test_the_fake_twin_of_a_node_store_answers_alike(
+    node_stores: Stores, opensearch_node: OpenSearchNode
+) -> None:
     """One batch, through pipeline (a), read back from both: the same documents."""
     store = node_stores()
     docs, vectors = corpus(12)
     cluster = FakeCluster()
+    cluster.neural_search = NEURAL in opensearch_node.plugins
     connection = ConnectionOptions(
         "http://fake:9200", client_kwargs={"connection_class": FakeConnection, "cluster": cluster}
     )

@@ -332,13 +332,13 @@ class IndicesApi:
         return 200, {"acknowledged": True}
 
     def _h_ingest_put_pipeline(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
-        check_pipeline_keys(pp["id"], body, INGEST_PIPELINE_KEYS)
         for proc in body["processors"]:
             ((kind, cfg),) = proc.items()
             if kind == "text_embedding" and cfg["model_id"] not in self.models:
                 raise ApiError(
                     400, "illegal_argument_exception", f"model [{cfg['model_id']}] not found"
                 )
+        check_pipeline_keys(pp["id"], body, INGEST_PIPELINE_KEYS)  # after the processors
         self.pipelines[pp["id"]] = body
         return 200, {"acknowledged": True}
 
@@ -347,7 +347,6 @@ class IndicesApi:
         return (200 if found else 404), found
 
     def _h_search_pipeline_put(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
-        check_pipeline_keys(pp["id"], body, SEARCH_PIPELINE_KEYS)
         for proc in body.get("phase_results_processors", []):
             if not self.neural_search and "normalization-processor" in proc:
                 raise ApiError(
@@ -355,6 +354,7 @@ class IndicesApi:
                     "illegal_argument_exception",
                     "Invalid processor type normalization-processor",
                 )
+        check_pipeline_keys(pp["id"], body, SEARCH_PIPELINE_KEYS)  # after the processors
         self.search_pipelines[pp["id"]] = body
         return 200, {"acknowledged": True}
 
