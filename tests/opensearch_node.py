@@ -102,6 +102,13 @@ def opensearch_node(request: pytest.FixtureRequest) -> Iterator[OpenSearchNode]:
     if os.environ.get("OPENSEARCH_URL"):
         yield _describe(ConnectionOptions.from_env(), ann, "OPENSEARCH_URL")
         return
+    if IndexOptions.parse(ann).engine != "lucene":
+        pytest.fail(
+            f"OPENSEARCH_TEST_ANN={ann}: the k-NN plugin on Maven Central has no native "
+            "libraries, so the node the tests start indexes with lucene only (a faiss index "
+            "kills it at its first refresh); set OPENSEARCH_URL to test faiss on your cluster",
+            pytrace=False,
+        )
     env = {**os.environ}
     plugin_set = env.setdefault("TWINBERT_OPENSEARCH_PLUGINS", TEST_PLUGINS)
     source = f"scripts/opensearch-node.sh (TWINBERT_OPENSEARCH_PLUGINS={plugin_set})"
