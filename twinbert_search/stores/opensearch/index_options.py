@@ -31,7 +31,8 @@ class IndexOptions:
     Compact encodings are limited to those that keep recall: Faiss SQfp16 (`fp16`, 2x smaller;
     unit vectors are far inside its range) and Lucene's scalar quantizer (`byte`, 4x smaller,
     int7 with per-segment confidence intervals). Both quantize only the ANN graph's copy:
-    `_source` keeps the float32 values, so the rerank reads exact vectors either way.
+    `_source` keeps the float32 values, so the rerank reads exact vectors either way, and the
+    store computes recall scores from them (`exact_similarity`).
     """
 
     engine: str = "faiss"
