@@ -24,7 +24,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import report, suite
+from benchmarks import encode_rerank, indexing_speed, report, search_ann, suite
 from benchmarks.timing import machine
 
 SECTIONS = ("encoding", "rerank", "search", "memory", "ann", "indexing")
@@ -153,15 +153,17 @@ def run(
     results["dim"] = serving.dim
     if "encoding" in sections:
         _log("query encoding")
-        results["encoding"] = suite.bench_encoding(cfg)
+        results["encoding"] = encode_rerank.bench_encoding(cfg)
     if "rerank" in sections:
         _log("rerank: crossing vs teacher")
-        results["rerank"] = suite.bench_rerank(cfg, serving)
+        results["rerank"] = encode_rerank.bench_rerank(cfg, serving)
     if "search" in sections or "memory" in sections:
         results["search"] = []
         for size in cfg.sizes:
             _log(f"search at {size:,} documents")
-            row = suite.bench_search_size(cfg, size, suite.with_residual(serving, cfg, cfg.combine))
+            row = search_ann.bench_search_size(
+                cfg, size, suite.with_residual(serving, cfg, cfg.combine)
+            )
             results["search"].append(row)
             _log(
                 f"  {row['ann']}: build {row['build_s']:.1f} s, recall@100 "
@@ -172,17 +174,17 @@ def run(
         if "memory" in sections:
             _log("peak memory of a serving process")
             largest = results["search"][-1]
-            memory = suite.bench_memory(cfg, Path(largest["store_path"]), cfg.search_queries)
+            memory = search_ann.bench_memory(cfg, Path(largest["store_path"]), cfg.search_queries)
             results["memory"] = {"store_size": largest["size"], **memory}
         if "search" not in sections:
             del results["search"]
     if "ann" in sections and ann_compare:
         size, specs = ann_compare
         _log(f"ANN index strings at {size:,} documents: {', '.join(specs)}")
-        results["ann_choice"] = suite.bench_ann_choice(cfg, size, specs)
+        results["ann_choice"] = search_ann.bench_ann_choice(cfg, size, specs)
     if "indexing" in sections:
         _log("indexing throughput")
-        results["indexing"] = suite.bench_indexing(cfg)
+        results["indexing"] = indexing_speed.bench_indexing(cfg)
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_s"] = time.perf_counter() - started
     return results

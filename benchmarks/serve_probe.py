@@ -1,7 +1,8 @@
 """Child process for the memory benchmark: load model + store, serve queries, report peak RSS.
 
-Run by `suite.bench_memory` as `python -m benchmarks.serve_probe` from the repository root;
-prints one JSON line. Peak RSS (VmHWM) counts resident pages of the memory-mapped store arrays.
+Run by `search_ann.bench_memory` as `python -m benchmarks.serve_probe` from the repository
+root; prints one JSON line. Peak RSS (VmHWM) counts resident pages of the memory-mapped store
+arrays.
 """
 
 from __future__ import annotations

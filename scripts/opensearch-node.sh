@@ -6,6 +6,8 @@
 #   scripts/opensearch-node.sh status    "running <url> ..." (exit 0) or "stopped ..." (exit 3)
 #   scripts/opensearch-node.sh url       print the URL of the running node (exit 3 when stopped)
 #   scripts/opensearch-node.sh assemble  fetch + assemble only (to warm the cache); print the home
+#   scripts/opensearch-node.sh check     exit 0 if this machine can start the node, else name
+#                                        what is missing on one line (exit 4)
 #
 # Everything comes from Maven Central through `mvn`; nothing else is downloaded:
 #   - org.opensearch.distribution.integ-test-zip:opensearch:<v>:zip: the server, no bundled JDK,
@@ -110,9 +112,12 @@ java_major() {
 
 # OpenSearch 2.x needs the Java security manager, which JDK 24 removed: JDK 11 to 23.
 # OpenSearch 3.x needs JDK 21 or newer.
+JAVA_MIN=11 JAVA_MAX=23
+if ((MAJOR >= 3)); then JAVA_MIN=21 JAVA_MAX=99; fi
+readonly JAVA_MIN JAVA_MAX
+
 pick_java() {
-  local min=11 max=23 candidate major
-  if ((MAJOR >= 3)); then min=21 max=99; fi
+  local min=$JAVA_MIN max=$JAVA_MAX candidate major
   local candidates=("${OPENSEARCH_JAVA_HOME:-}" "${JAVA_HOME:-}")
   if command -v java >/dev/null; then
     candidate=$(readlink -f "$(command -v java)")
@@ -475,6 +480,23 @@ url() {
   cat "$URL_FILE"
 }
 
+# What start needs that this machine lacks, on one line (Maven and unzip only to assemble).
+check() {
+  local missing=() tool
+  pick_java >/dev/null 2>&1 || missing+=("a JDK $JAVA_MIN..$JAVA_MAX for OpenSearch $VERSION (or set OPENSEARCH_JAVA_HOME)")
+  local tools=(curl flock setsid)
+  [[ -d $OS_HOME ]] || tools+=(mvn unzip)
+  (($(id -u) == 0)) && tools+=(unshare)
+  for tool in "${tools[@]}"; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  if ((${#missing[@]})); then
+    local IFS=,
+    printf 'missing: %s\n' "${missing[*]}" | sed 's/,/, /g' >&2
+    return 4
+  fi
+}
+
 # start, stop and assemble hold a lock: two test processes starting the node at once share one.
 with_lock() {
   mkdir -p "$NODE_DIR"
@@ -489,8 +511,9 @@ case ${1:-} in
   status) status ;;
   url) url ;;
   assemble) with_lock assemble && printf '%s\n' "$OS_HOME" ;;
+  check) check ;;
   *)
-    sed -n '4,8s/^# \{0,1\}//p' "$0" >&2
+    sed -n '4,10s/^# \{0,1\}//p' "$0" >&2
     exit 2
     ;;
 esac

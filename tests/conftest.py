@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.opensearch_node import node_stores, opensearch_node  # noqa: F401  (-m opensearch)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "datasets" / "scifact"
 

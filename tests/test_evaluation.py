@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import pytrec_eval
@@ -131,3 +133,14 @@ def test_latency_recorder_summary() -> None:
     assert summary["encode"]["n"] == 1
     with pytest.raises(ValueError):
         recorder.record("search", -1.0)
+
+
+def test_the_package_imports_no_module() -> None:
+    """`import twinbert_search.evaluation` stays cheap: pytrec_eval and the model load only
+    when a module that needs them is imported."""
+    code = (
+        "import sys, twinbert_search.evaluation; "
+        "heavy = [m for m in ('pytrec_eval', 'onnxruntime', 'torch', 'tqdm') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

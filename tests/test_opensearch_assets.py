@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fake_opensearch import knn_score
 from tests.opensearch_checks import check_knn_vector
 from tests.opensearch_spec import SpecViolation, load_spec
 from twinbert_search.errors import ConfigurationError
@@ -192,6 +193,22 @@ def test_scores_invert_to_the_cosine(space: str) -> None:
     np.testing.assert_allclose(assets.score_to_similarity(space, scores), sims, atol=1e-5)
     order = np.argsort(-scores, kind="stable")
     assert list(order) == list(np.argsort(-sims, kind="stable")), "scores keep the cosine order"
+
+
+@pytest.mark.parametrize("space", ["innerproduct", "cosinesimil", "l2"])
+def test_exact_similarity_is_what_the_exact_scores_invert_to(space: str) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((20, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    query = vectors[0]
+    scores = np.array([knn_score(space, query, v) for v in vectors])
+    np.testing.assert_allclose(
+        assets.exact_similarity(space, query, vectors),
+        assets.score_to_similarity(space, scores),
+        atol=1e-6,
+    )
+    with pytest.raises(ConfigurationError):
+        assets.exact_similarity("hamming", query, vectors)
 
 
 def test_float_codec_is_exact() -> None:

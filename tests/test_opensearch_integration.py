@@ -1,36 +1,34 @@
-"""Against a real cluster: run with OPENSEARCH_URL set (docker/docker-compose.yml starts one).
+"""The store against a real OpenSearch node: every request it sends, checked by the engine.
 
-Credentials come from OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD, TLS from OPENSEARCH_CA_CERTS
-or OPENSEARCH_VERIFY_CERTS=false. Each test works under its own alias and removes what it made.
-The ML Commons test also needs OPENSEARCH_TEST_ML=1 (it uploads and deploys a tiny model).
+`python -m pytest -m opensearch` finds or starts the node (tests/opensearch_node.py); each
+test works under its own alias and removes what it made. Where the fake cluster models the
+same behaviour, the test sends the same requests to both and compares the answers.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.fake_opensearch import build_onnx_model_dir, encode_with_onnx
+from tests.fake_opensearch import FakeCluster, FakeConnection, build_onnx_model_dir
+from tests.fake_opensearch import encode_with_onnx as onnx_reference
+from tests.fake_opensearch.search import combine_min_max
+from tests.opensearch_node import ML, NEURAL, OpenSearchNode
 from twinbert_search.documents import Document
 from twinbert_search.errors import BulkIndexError
 from twinbert_search.manifest import ModelManifest
-from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore
+from twinbert_search.stores.cluster.bulk import BulkOptions
+from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore, assets, ml
 
-pytestmark = [
-    pytest.mark.opensearch,
-    pytest.mark.skipif(
-        not os.environ.get("OPENSEARCH_URL"),
-        reason="OPENSEARCH_URL is not set: integration tests against a real OpenSearch cluster "
-        "were skipped (start one with docker/docker-compose.yml, see docker/README.md)",
-    ),
-]
+pytestmark = pytest.mark.opensearch
 
 DIM = 16
+Stores = Callable[..., OpenSearchStore]
 
 
 def corpus(n: int, seed: int = 0) -> tuple[list[Document], np.ndarray]:
@@ -50,87 +48,185 @@ def corpus(n: int, seed: int = 0) -> tuple[list[Document], np.ndarray]:
     return docs, vectors
 
 
-def cleanup(store: OpenSearchStore) -> None:
-    client, names = store.client, store.names
-    made = client.indices.get(index=f"{names.base}-*", ignore=404)
-    indices = [name for name in made if name.startswith(f"{names.base}-")]
-    if indices:  # by name: clusters may refuse wildcard deletes
-        client.indices.delete(index=",".join(indices))
-    client.indices.delete_index_template(name=names.template, ignore=404)
-    for pipeline in (names.vector_pipeline, names.embed_pipeline):
-        client.ingest.delete_pipeline(id=pipeline, ignore=404)
-    client.search_pipeline.delete(id=names.hybrid_pipeline, ignore=404)
+def fake_twin(store: OpenSearchStore, cluster: FakeCluster, **kwargs: object) -> OpenSearchStore:
+    """The same store (alias, index options) on the fake cluster."""
+    connection = ConnectionOptions(
+        "http://fake:9200", client_kwargs={"connection_class": FakeConnection, "cluster": cluster}
+    )
+    return OpenSearchStore(
+        connection, alias=store.alias, index_options=store.index_options, **kwargs
+    )
 
 
-@pytest.fixture
-def store() -> Iterator[OpenSearchStore]:
-    alias = f"twinbert-it-{uuid.uuid4().hex[:8]}"
-    store = OpenSearchStore(ConnectionOptions.from_env(), alias=alias)
-    try:
-        yield store
-    finally:
-        cleanup(store)
-        store.close()
+def test_assets_are_accepted_as_rendered_and_kept(
+    node_stores: Stores, opensearch_node: OpenSearchNode
+) -> None:
+    """Template, pipelines (a) and (c) as rendered; read back, they compare equal (`kept`)."""
+    store = node_stores()
+    manifest = ModelManifest(dim=DIM, fingerprint="it-model")
+    hybrid = "created" if NEURAL in opensearch_node.plugins else "unavailable"
+    names = store.names
+    first = store.put_assets(manifest)
+    assert first == {"template": "created", names.vector_pipeline: "created",
+                     names.hybrid_pipeline: hybrid}  # fmt: skip
+    again = store.put_assets(manifest)
+    assert set(again.values()) == {"kept"} | ({"unavailable"} if hybrid != "created" else set())
+    pipeline = store.client.ingest.get_pipeline(id=names.vector_pipeline)[names.vector_pipeline]
+    assert pipeline == assets.vector_pipeline(manifest)
+    stored = store.client.indices.get_index_template(name=names.template)["index_templates"][0]
+    rendered = assets.index_template(manifest, store.index_options, names)
+    assert stored["index_template"]["template"]["mappings"] == rendered["template"]["mappings"]
+    assert stored["index_template"]["priority"] == names.template_priority
+    changed = store.put_assets(ModelManifest(dim=DIM, fingerprint="it-model-2"))
+    assert changed["template"] == changed[names.vector_pipeline] == "updated"
 
 
-def test_build_recall_and_rebuild(store: OpenSearchStore) -> None:
+def test_bulk_knn_filter_bm25_and_the_blue_green_switch(node_stores: Stores) -> None:
+    store = node_stores()
     docs, vectors = corpus(60)
     pre = np.arange(60 * 4, dtype=np.float32).reshape(60, 4)
-    store.upsert(docs, vectors, model_fingerprint="it-model", precomputed=pre)
+    store.upsert(docs, vectors, model_fingerprint="it-model", precomputed=pre)  # pipeline (a)
     store.finalize()
     assert store.info.count == 60 and store.info.model_fingerprint == "it-model"
+    (first_index,) = store.info.extra["indices"]
 
     found = store.recall(vectors[7], 10)
     assert found.ids[0] == "it-007"
     rows = [int(i.split("-")[1]) for i in found.ids]
-    np.testing.assert_allclose(found.recall_scores, vectors[rows] @ vectors[7], atol=5e-3)
+    np.testing.assert_allclose(found.recall_scores, vectors[rows] @ vectors[7], atol=1e-5)
     np.testing.assert_array_equal(found.vectors, vectors[rows])
     np.testing.assert_array_equal(found.precomputed, pre[rows])
+    assert [d["title"] for d in found.documents] == [docs[r].title for r in rows]
 
-    fr = store.recall(vectors[1], 5, filters={"lang": "fr"})
-    assert len(fr) == 5 and all(d["metadata"]["lang"] == "fr" for d in fr.documents)
+    french = store.recall(vectors[1], 5, filters={"lang": "fr"})  # filtered inside the kNN
+    exact = sorted((i for i in range(60) if i % 4 == 0), key=lambda i: -vectors[i] @ vectors[1])
+    assert french.ids == [docs[i].id for i in exact[:5]]
     hits = dict(store.recall_bm25("bread flour", 3))
-    assert hits
+    assert hits and all(int(i.split("-")[1]) % 3 == 1 for i in hits)
     scores = store.bm25_scores("bread flour", list(hits))  # what a fused rerank asks for
     np.testing.assert_allclose(scores, list(hits.values()), rtol=1e-5)
     assert store.content_hashes(["it-001"]) == {"it-001": docs[1].content_hash}
 
+    # blue/green: a new generation with another model; readers see the old one until finalize
     store.begin_rebuild(delete_old=True)
-    store.upsert(docs[:20], vectors[:20], model_fingerprint="it-model-2")
+    store.upsert(docs[:20], vectors[:20] * -1.0, model_fingerprint="it-model-2")
+    assert store.info.model_fingerprint == "it-model" and store.info.count == 60
+    assert store.recall(vectors[7], 1).ids == ["it-007"]
     store.finalize()
+    (second_index,) = store.info.extra["indices"]
+    assert second_index != first_index
     assert store.info.model_fingerprint == "it-model-2" and store.info.count == 20
-    assert len(store.info.extra["indices"]) == 1
+    assert store.recall(-vectors[7], 1).ids == ["it-007"]
+    assert not store.client.indices.exists(index=first_index)
+    assert set(store.all_ids()) == {d.id for d in docs[:20]}
 
 
-def test_hybrid_recall(store: OpenSearchStore) -> None:
+def test_rejected_items_and_the_retry_path(node_stores: Stores) -> None:
+    """Bad vectors fail alone, with the fake's errors; 429s from the engine are resent."""
+    store = node_stores()
+    docs, vectors = corpus(30)
+    store.upsert(docs[:10], vectors[:10], model_fingerprint="it-model")
+    index = store.generations.write_index
+    batch = vectors[10:20].copy()
+    batch[[2, 5]] *= 2.0  # not unit length: refused by pipeline (a)'s painless check
+
+    # the index refuses writes with a 429 until the first backoff lifts the block
+    block = {"index": {"blocks": {"read_only_allow_delete": True}}}
+    store.client.indices.put_settings(index=index, body=block)
+    sleeps: list[float] = []
+
+    def unblock(seconds: float) -> None:
+        sleeps.append(seconds)
+        lift = {"index": {"blocks": {"read_only_allow_delete": None}}}
+        store.client.indices.put_settings(index=index, body=lift)
+
+    retrying = OpenSearchStore(
+        store.options,
+        alias=store.alias,
+        index_options=store.index_options,
+        bulk=BulkOptions(initial_backoff=0.01),
+        sleep=unblock,
+    )
+    with pytest.raises(BulkIndexError) as caught:
+        retrying.upsert(docs[10:20], batch, model_fingerprint="it-model")
+    retrying.close()
+    assert sleeps == [0.01], "one resend, after the 429s"
+    errors = caught.value.errors
+    assert [(e["id"], e["status"], e["type"], e["attempts"]) for e in errors] == [
+        ("it-012", 400, "script_exception", 1),
+        ("it-015", 400, "script_exception", 1),
+    ]
+    store.finalize()
+    assert store.info.count == 18
+
+    cluster = FakeCluster()  # the fake refuses the same documents with the same words
+    fake = fake_twin(store, cluster)
+    fake.upsert(docs[:10], vectors[:10], model_fingerprint="it-model")
+    with pytest.raises(BulkIndexError) as faked:
+        fake.upsert(docs[10:20], batch, model_fingerprint="it-model")
+    for theirs, ours in zip(errors, faked.value.errors, strict=True):
+        assert (theirs["id"], theirs["type"]) == (ours["id"], ours["type"])
+        real, mine = (
+            re.fullmatch(r"(.*squared norm )([\d.]+)\)", e["reason"]) for e in (theirs, ours)
+        )
+        assert real and mine and real[1] == mine[1], (theirs["reason"], ours["reason"])
+        assert float(real[2]) == pytest.approx(float(mine[2]), rel=1e-12)
+
+
+def test_hybrid_recall_through_the_search_pipeline(
+    node_stores: Stores, opensearch_node: OpenSearchNode
+) -> None:
+    """neural-search's min-max + weighted mean, as the fake computes it from the engine's own
+    BM25 and kNN scores; without the pipeline the engine's raw lists, as the fake's."""
+    opensearch_node.require(NEURAL, "hybrid recall")
+    store = node_stores()
     docs, vectors = corpus(30)
     store.upsert(docs, vectors, model_fingerprint="it-model")
     store.finalize()
-    if not store.hybrid_available:
-        pytest.skip("the cluster has no neural-search plugin (normalization-processor)")
-    found = store.recall_hybrid("bread flour", vectors[0], 5)
-    assert len(found) == 5
+    assert store.hybrid_available
+    for filters in (None, {"lang": "en"}):
+        found = store.recall_hybrid("bread flour", vectors[0], 8, filters=filters)
+        bm25 = dict(store.recall_bm25("bread flour", 8, filters=filters))
+        body = assets.knn_search_body(vectors[0], 8, filters=filters, include_text=False)
+        knn = store.client.search(index=store.alias, body=body)["hits"]["hits"]
+        expected = combine_min_max(
+            [bm25, {h["_id"]: h["_score"] for h in knn}], assets.DEFAULT_HYBRID_WEIGHTS
+        )
+        top = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+        np.testing.assert_allclose(found.recall_scores, [s for _, s in top], rtol=1e-5)
+        for doc_id, score in zip(found.ids, found.recall_scores, strict=True):
+            assert score == pytest.approx(expected[doc_id], rel=1e-5), doc_id
+        # which of the documents tied at the cut-off make it is the engine's choice
+        cut = top[-1][1] + 1e-5
+        above = [
+            doc_id for doc_id, s in zip(found.ids, found.recall_scores, strict=True) if s > cut
+        ]
+        assert above == [doc_id for doc_id, s in top if s > cut]
+
+    raw_body = assets.hybrid_search_body("bread flour", vectors[0], 30, include_text=False)
+    raw = store.client.search(index=store.alias, body=raw_body)["hits"]["hits"]
+    cluster = FakeCluster()
+    fake = fake_twin(store, cluster)
+    fake.upsert(docs, vectors, model_fingerprint="it-model")
+    fake.finalize()
+    faked = fake.client.search(index=store.alias, body=raw_body)["hits"]["hits"]
+    assert assets.raw_hybrid_hits(raw) and len(raw) == len(faked) == 30
+    markers = [(i, h["_score"]) for i, h in enumerate(raw) if h["_score"] < -1e9]
+    assert markers == [(i, h["_score"]) for i, h in enumerate(faked) if h["_score"] < -1e9]
 
 
-def test_the_ingest_pipeline_rejects_bad_vectors(store: OpenSearchStore) -> None:
-    docs, vectors = corpus(4)
-    store.upsert(docs[:1], vectors[:1], model_fingerprint="it-model")
-    with pytest.raises(BulkIndexError) as caught:
-        store.upsert(docs[1:3], vectors[1:3] * 2.0, model_fingerprint="it-model")
-    assert len(caught.value.errors) == 2
-    assert all("unit length" in e["reason"] or "script" in e["type"] for e in caught.value.errors)
-
-
-@pytest.mark.skipif(
-    os.environ.get("OPENSEARCH_TEST_ML") != "1",
-    reason="OPENSEARCH_TEST_ML=1 not set: the ML Commons register/deploy test was skipped",
-)
-def test_encoding_in_the_cluster(store: OpenSearchStore, tmp_path: Path) -> None:
-    from twinbert_search.stores.opensearch import ml
-
+def test_encoding_in_the_cluster(
+    node_stores: Stores, opensearch_node: OpenSearchNode, tmp_path: Path
+) -> None:
+    """ML Commons registers and deploys the packaged encoder; pipeline (b) encodes as we do."""
+    opensearch_node.require(ML, "ML Commons register/deploy")
+    opensearch_node.require(NEURAL, "the text_embedding ingest processor")
+    if opensearch_node.external and os.environ.get("OPENSEARCH_TEST_ML") != "1":
+        pytest.skip("OPENSEARCH_TEST_ML=1 is not set: no model is uploaded to your cluster")
+    store = node_stores()
     model_dir = build_onnx_model_dir(tmp_path / "model", dim=DIM)
     package = ml.build_model_package(model_dir, tmp_path / "model.zip")
-    registered = ml.register_and_deploy(store.client, package, timeout=300, poll_interval=2)
+    registered = ml.register_and_deploy(store.client, package, timeout=300, poll_interval=1)
     assert registered.state == "DEPLOYED"
     store.manifest = ModelManifest.load(model_dir)
     docs, _ = corpus(5)
@@ -139,5 +235,7 @@ def test_encoding_in_the_cluster(store: OpenSearchStore, tmp_path: Path) -> None
     )
     store.finalize()
     fetched = store.fetch([d.id for d in docs])
-    expected = encode_with_onnx(model_dir, [d.encoding_text for d in docs])
+    expected = onnx_reference(model_dir, [d.encoding_text for d in docs])
     np.testing.assert_allclose(fetched.vectors, expected, atol=1e-4)
+    again = ml.register_and_deploy(store.client, package, timeout=300, poll_interval=1)
+    assert again.reused and again.model_id == registered.model_id

@@ -16,8 +16,13 @@ Implemented, with the documented semantics the store relies on:
 - ingest pipelines (set, trim, remove, the vector check script by its tag, text_embedding);
 - queries: match_all, term, terms, ids, exists, bool, match (term-overlap BM25-lite), knn (exact
   search, score per space type, filter applied during the search, Faiss SQfp16 rounding) and
-  hybrid (min-max normalisation, weighted arithmetic mean, from the search pipeline);
+  hybrid (min-max normalisation, weighted arithmetic mean, from the search pipeline; without
+  one, the engine's raw sub-query lists between marker scores);
 - sort on keyword fields with search_after, _source includes;
+- what OpenSearch 2.19.1 refuses, with its error types and words (checked against a real node
+  by tests/test_opensearch_node_parity.py): `_meta` on pipelines, templates whose patterns
+  overlap at one priority, painless failures as `script_exception` with the message in
+  `caused_by`, mapping errors;
 - ML Commons: register_meta + upload_chunk, register by URL, deploy, tasks (RUNNING for a few
   polls), models, model search; deployed models really run (onnxruntime), mirroring ML
   Commons' ONNX text-embedding translator.

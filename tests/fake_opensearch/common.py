@@ -20,19 +20,36 @@ ERROR_TYPES = {
     504: "timeout_exception",
 }
 
+# neural-search's markers in a hybrid query's raw results (-9549511920.488f, -4422440593.979f),
+# as the engine writes them: the shortest decimal of the float32
+HYBRID_START_STOP = -9549511700.0
+HYBRID_DELIMITER = -4422440400.0
+
 
 class FakeUnsupported(AssertionError):
     """The fake was asked for something it does not implement (a test gap, not a server 400)."""
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, kind: str, reason: str) -> None:
+    """An error answer; `caused_by` is (type, reason) of the cause, as the engine nests it."""
+
+    def __init__(
+        self, status: int, kind: str, reason: str, caused_by: tuple[str, str] | None = None
+    ) -> None:
         super().__init__(reason)
         self.status, self.kind, self.reason = status, kind, reason
+        self.caused_by = caused_by
+
+    def error(self) -> dict[str, Any]:
+        """The `error` object of a response or of a bulk item."""
+        error: dict[str, Any] = {"type": self.kind, "reason": self.reason}
+        if self.caused_by is not None:
+            error["caused_by"] = {"type": self.caused_by[0], "reason": self.caused_by[1]}
+        return error
 
     def body(self) -> dict[str, Any]:
         cause = {"type": self.kind, "reason": self.reason}
-        return {"error": {"root_cause": [cause], **cause}, "status": self.status}
+        return {"error": {"root_cause": [cause], **self.error()}, "status": self.status}
 
 
 @dataclass

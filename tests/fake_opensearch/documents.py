@@ -2,12 +2,12 @@
 
 Bulk answers per item (injected transient or permanent failures included); documents pass
 their ingest pipeline (set, trim, remove, the vector check script by its tag,
-text_embedding) and then the strict mapping (knn_vector dimensions, binary, objects).
+text_embedding) and then the strict mapping (knn_vector dimensions, objects), failing with
+the engine's error types, reasons and causes.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections import deque
@@ -23,6 +23,18 @@ from tests.fake_opensearch.common import (
     project_source,
 )
 from tests.fake_opensearch.ml import FakeMLEmbedder
+
+
+def field_error(name: str, kind: str, doc_id: str, value: Any, cause: tuple[str, str]) -> ApiError:
+    """The engine's mapper_parsing_exception for a value its field cannot take."""
+    preview = value if isinstance(value, str) else "null"
+    return ApiError(
+        400,
+        "mapper_parsing_exception",
+        f"failed to parse field [{name}] of type [{kind}] in document with id '{doc_id}'. "
+        f"Preview of field's value: '{preview}'",
+        cause,
+    )
 
 
 class DocumentsApi:
@@ -83,7 +95,7 @@ class DocumentsApi:
                             "_index": name,
                             "_id": doc_id,
                             "status": exc.status,
-                            "error": {"type": exc.kind, "reason": exc.reason},
+                            "error": exc.error(),
                         }
                     }
                 )
@@ -115,7 +127,7 @@ class DocumentsApi:
                     f"pipeline with id [{pipeline}] does not exist",
                 )
             source = self._run_pipeline(self.pipelines[pipeline], source)
-        self._check_document(index, source)
+        self._check_document(index, doc_id, source)
         created = doc_id not in index.docs
         index.docs[doc_id] = source
         index.versions[doc_id] = index.versions.get(doc_id, 0) + 1
@@ -127,7 +139,8 @@ class DocumentsApi:
             "status": 201 if created else 200,
         }
 
-    def _check_document(self, index: FakeIndex, source: Mapping[str, Any]) -> None:
+    def _check_document(self, index: FakeIndex, doc_id: str, source: Mapping[str, Any]) -> None:
+        """The strict mapping, with the engine's (2.19.1) error types and wording."""
         props = index.properties
         strict = str(index.mappings.get("dynamic", "true")) == "strict"
         for name, value in source.items():
@@ -144,45 +157,36 @@ class DocumentsApi:
             kind = prop.get("type", "object")
             if value is None:
                 continue
+
+            def unparsable(cause: tuple[str, str], kind: str = kind, name: str = name) -> ApiError:
+                return field_error(name, kind, doc_id, source[name], cause)
+
             if kind == "knn_vector":
                 dim = prop["dimension"]
-                if not isinstance(value, list) or not all(
-                    isinstance(v, (int, float)) for v in value
-                ):
-                    raise ApiError(
-                        400,
-                        "mapper_parsing_exception",
-                        f"failed to parse field [{name}] of type [knn_vector]",
+                given = value if isinstance(value, list) else []
+                if not all(isinstance(v, (int, float)) for v in given):
+                    raise unparsable(
+                        ("illegal_argument_exception", "vector values must be numbers")
                     )
-                if len(value) != dim:
-                    raise ApiError(
-                        400,
-                        "mapper_parsing_exception",
-                        f"Vector dimension mismatch. Expected: {dim}, Given: {len(value)}",
+                if len(given) != dim:
+                    raise unparsable(
+                        (
+                            "illegal_argument_exception",
+                            f"Vector dimension mismatch. Expected: {dim}, Given: {len(given)}",
+                        )
                     )
             elif kind in ("text", "keyword") and not all(
                 isinstance(v, (str, int, float, bool)) for v in as_list(value)
             ):
-                raise ApiError(
-                    400,
-                    "mapper_parsing_exception",
-                    f"failed to parse field [{name}] of type [{kind}]",
-                )
-            elif kind == "binary":
-                try:
-                    base64.b64decode(value, validate=True)
-                except (ValueError, TypeError) as exc:
-                    raise ApiError(
-                        400,
-                        "mapper_parsing_exception",
-                        f"failed to parse field [{name}] of type [binary]",
-                    ) from exc
+                raise unparsable(("illegal_state_exception", "Can't get text on a START_OBJECT"))
             elif kind == "object" and not isinstance(value, Mapping):
                 raise ApiError(
                     400,
                     "mapper_parsing_exception",
-                    f"object mapping for [{name}] tried to parse a value",
+                    f"object mapping for [{name}] tried to parse field [{name}] as object, but "
+                    "found a concrete value",
                 )
+            # `binary` without doc_values is not decoded at index time: any string is kept
 
     def _run_pipeline(self, pipeline: Mapping[str, Any], source: dict[str, Any]) -> dict[str, Any]:
         for proc in pipeline["processors"]:
@@ -231,28 +235,27 @@ class DocumentsApi:
 
     @staticmethod
     def _check_embedding_script(params: Mapping[str, Any], source: Mapping[str, Any]) -> None:
-        """Python twin of the painless check in stores/opensearch/assets.py."""
-        value = source.get(params["field"])
+        """Python twin of the painless check in stores/opensearch/assets.py.
+
+        Painless reports a thrown exception as `script_exception: runtime error`, with the
+        message in `caused_by`.
+        """
+
+        def thrown(message: str) -> ApiError:
+            return ApiError(
+                400, "script_exception", "runtime error", ("illegal_argument_exception", message)
+            )
+
+        field, dim = params["field"], params["dim"]
+        value = source.get(field)
         if not isinstance(value, list):
-            raise ApiError(
-                400,
-                "script_exception",
-                f"[{params['field']}] must be an array of {params['dim']} numbers",
-            )
-        if len(value) != params["dim"]:
-            raise ApiError(
-                400,
-                "script_exception",
-                f"[{params['field']}] has {len(value)} values; the index expects {params['dim']}",
-            )
+            raise thrown(f"[{field}] must be an array of {dim} numbers")
+        if len(value) != dim:
+            raise thrown(f"[{field}] has {len(value)} values; the index expects {dim}")
         if params["unit"]:
             norm = sum(float(x) * float(x) for x in value)
             if abs(norm - 1.0) > params["tolerance"]:
-                raise ApiError(
-                    400,
-                    "script_exception",
-                    f"[{params['field']}] is not unit length (squared norm {norm})",
-                )
+                raise thrown(f"[{field}] is not unit length (squared norm {norm})")
 
     def _h_mget(self, pp: dict[str, str], params: dict[str, Any], body: Any) -> tuple[int, Any]:
         includes = [f for f in str(params.get("_source_includes", "")).split(",") if f]

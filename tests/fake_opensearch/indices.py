@@ -2,6 +2,8 @@
 
 Index templates are matched by pattern and priority and merged under the create body;
 `_aliases` is validated and applied as a whole (add, remove, remove_index), as the server does.
+As on OpenSearch 2.19.1 and 3.5.0: a template whose patterns overlap another's at the same
+priority is refused, and so are keys a pipeline's parser does not read (`_meta` included).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from tests.fake_opensearch.common import (
@@ -19,6 +22,41 @@ from tests.fake_opensearch.common import (
     deep_merge,
     flatten_settings,
 )
+
+# What the engine's pipeline parsers read; anything else (`_meta` too) is refused.
+INGEST_PIPELINE_KEYS = frozenset({"description", "version", "processors", "on_failure"})
+SEARCH_PIPELINE_KEYS = frozenset(
+    {"description", "version", "request_processors", "response_processors",
+     "phase_results_processors"}
+)  # fmt: skip
+
+
+def check_pipeline_keys(pipeline: str, body: Mapping[str, Any], known: frozenset[str]) -> None:
+    """OpenSearch 2.19.1 and 3.5.0 refuse keys their pipeline parser does not read."""
+    unknown = [key for key in body if key not in known]
+    if unknown:
+        raise ApiError(
+            400,
+            "parse_exception",
+            f"pipeline [{pipeline}] doesn't support one or more provided configuration "
+            f"parameters [{', '.join(unknown)}]",
+        )
+
+
+def patterns_overlap(a: str, b: str) -> bool:
+    """Whether some index name matches both patterns (`*` is the only wildcard)."""
+
+    @cache
+    def meet(i: int, j: int) -> bool:
+        if i == len(a) and j == len(b):
+            return True
+        if i < len(a) and a[i] == "*":
+            return meet(i + 1, j) or (j < len(b) and meet(i, j + 1))
+        if j < len(b) and b[j] == "*":
+            return meet(i, j + 1) or (i < len(a) and meet(i + 1, j))
+        return i < len(a) and j < len(b) and a[i] == b[j] and meet(i + 1, j + 1)
+
+    return meet(0, 0)
 
 
 class IndicesApi:
@@ -232,7 +270,25 @@ class IndicesApi:
     def _h_indices_put_index_template(
         self, pp: dict[str, str], params: Any, body: Any
     ) -> tuple[int, Any]:
-        self.templates[pp["name"]] = body
+        name, patterns = pp["name"], as_list(body.get("index_patterns"))
+        priority = body.get("priority", 0)
+        for other, template in self.templates.items():
+            theirs = as_list(template.get("index_patterns"))
+            if (
+                other != name
+                and template.get("priority", 0) == priority
+                and any(patterns_overlap(a, b) for a in patterns for b in theirs)
+            ):
+                raise ApiError(
+                    400,
+                    "illegal_argument_exception",
+                    f"index template [{name}] has index patterns [{', '.join(patterns)}] "
+                    f"matching patterns from existing templates [{other}] with patterns "
+                    f"({other} => [{', '.join(theirs)}]) that have the same priority "
+                    f"[{priority}], multiple index templates may not match during index "
+                    "creation, please use a different priority",
+                )
+        self.templates[name] = body
         return 200, {"acknowledged": True}
 
     def _h_indices_get_index_template(
@@ -282,6 +338,7 @@ class IndicesApi:
                 raise ApiError(
                     400, "illegal_argument_exception", f"model [{cfg['model_id']}] not found"
                 )
+        check_pipeline_keys(pp["id"], body, INGEST_PIPELINE_KEYS)  # after the processors
         self.pipelines[pp["id"]] = body
         return 200, {"acknowledged": True}
 
@@ -297,6 +354,7 @@ class IndicesApi:
                     "illegal_argument_exception",
                     "Invalid processor type normalization-processor",
                 )
+        check_pipeline_keys(pp["id"], body, SEARCH_PIPELINE_KEYS)  # after the processors
         self.search_pipelines[pp["id"]] = body
         return 200, {"acknowledged": True}
 

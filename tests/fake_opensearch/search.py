@@ -3,8 +3,9 @@
 match_all, term, terms, ids, exists, bool, match (term-overlap BM25-lite), knn (exact search,
 the plugin's score per space type, the filter applied during the search, Faiss SQfp16
 rounding) and hybrid (min-max normalisation and a weighted arithmetic mean, from the search
-pipeline); sort on keyword fields with search_after; `_source` includes. Search and count see
-documents as of the last refresh.
+pipeline; without one, the engine's raw sub-query lists between sentinel scores); sort on
+keyword fields with search_after; `_source` includes. Search and count see documents as of
+the last refresh.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from tests.fake_opensearch.common import (
+    HYBRID_DELIMITER,
+    HYBRID_START_STOP,
     ApiError,
     FakeIndex,
     FakeUnsupported,
@@ -56,11 +59,14 @@ class SearchApi:
         body = body or {}
         query = body.get("query", {"match_all": {}})
         size = body.get("size", 10)
+        normalization = self._normalization(params.get("search_pipeline"))
+        if "hybrid" in query and normalization is None:
+            return 200, self._raw_hybrid(query["hybrid"], pp, size, body)
         hits: list[dict[str, Any]] = []
         for name in self.resolve(pp.get("index", "*")):
             index = self.indices[name]
             if "hybrid" in query:
-                scores = self._hybrid(query["hybrid"], index, size, params.get("search_pipeline"))
+                scores = self._hybrid(query["hybrid"], index, size, normalization)
             else:
                 scores = self._evaluate(query, index, index.searchable)
             hits += [
@@ -89,6 +95,13 @@ class SearchApi:
         total = len(hits)
         start = body.get("from", 0)
         hits = hits[start : start + size]
+        scores = [h["_score"] for h in hits if h["_score"] is not None]
+        return 200, self._response(hits, body, total, max(scores) if scores else None)
+
+    @staticmethod
+    def _response(
+        hits: list[dict[str, Any]], body: Mapping[str, Any], total: int, max_score: float | None
+    ) -> dict[str, Any]:
         source_spec = body.get("_source", True)
         for h in hits:
             if source_spec is False:
@@ -99,14 +112,13 @@ class SearchApi:
                 h["_source"] = project_source(h["_source"], source_spec)
             else:
                 h["_source"] = json.loads(json.dumps(h["_source"]))
-        scores = [h["_score"] for h in hits if h["_score"] is not None]
-        return 200, {
+        return {
             "took": 1,
             "timed_out": False,
             "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
             "hits": {
                 "total": {"value": total, "relation": "eq"},
-                "max_score": max(scores) if scores else None,
+                "max_score": max_score,
                 "hits": hits,
             },
         }
@@ -237,21 +249,61 @@ class SearchApi:
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: int(clause["k"])]
         return dict(ranked)
 
-    def _hybrid(
-        self, spec: Mapping[str, Any], index: FakeIndex, size: int, pipeline: str | None
-    ) -> dict[str, float]:
+    def _normalization(self, pipeline: str | None) -> Mapping[str, Any] | None:
+        """The normalization processor of the search pipeline a request names, if any."""
+        if pipeline is None:
+            return None
+        if pipeline not in self.search_pipelines:
+            raise ApiError(400, "illegal_argument_exception", f"Pipeline {pipeline} is not defined")
         processor = None
-        for proc in self.search_pipelines.get(pipeline or "", {}).get(
-            "phase_results_processors", []
-        ):
-            processor = proc.get("normalization-processor")
-        if processor is None:
-            raise ApiError(
-                400,
-                "illegal_argument_exception",
-                "hybrid query must be used with a search pipeline that has a normalization "
-                "processor",
-            )
+        for proc in self.search_pipelines[pipeline].get("phase_results_processors", []):
+            processor = proc.get("normalization-processor", processor)
+        return processor
+
+    def _raw_hybrid(
+        self, spec: Mapping[str, Any], pp: Mapping[str, str], size: int, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A hybrid query that no normalization processor combines: neural-search's raw lists.
+
+        Not an error on the engine (2.19.1): per shard, a start marker, then for each
+        sub-query a delimiter and its top hits, then a stop marker; markers carry the first
+        hit's id and the sentinel scores, and the list is cut at `size` entries.
+        """
+        hits: list[dict[str, Any]] = []
+        matched: set[str] = set()
+        scores: list[float] = []
+        for name in self.resolve(pp.get("index", "*")):
+            index = self.indices[name]
+            lists = [
+                sorted(self._evaluate(sub, index, index.searchable).items(),
+                       key=lambda kv: (-kv[1], kv[0]))[:size]
+                for sub in spec["queries"]
+            ]  # fmt: skip
+            first = next((ranked[0][0] for ranked in lists if ranked), None)
+            if first is None:
+                continue
+
+            def hit(doc_id: str, score: float, index: FakeIndex = index) -> dict[str, Any]:
+                return {"_index": index.name, "_id": doc_id, "_score": score,
+                        "_source": index.searchable[doc_id]}  # fmt: skip
+
+            hits.append(hit(first, HYBRID_START_STOP))
+            for ranked in lists:
+                hits.append(hit(first, HYBRID_DELIMITER))
+                hits += [hit(doc_id, score) for doc_id, score in ranked]
+                matched.update(doc_id for doc_id, _ in ranked)
+                scores += [score for _, score in ranked]
+            hits.append(hit(first, HYBRID_START_STOP))
+        return self._response(hits[:size], body, len(matched), max(scores) if scores else None)
+
+    def _hybrid(
+        self,
+        spec: Mapping[str, Any],
+        index: FakeIndex,
+        size: int,
+        processor: Mapping[str, Any] | None,
+    ) -> dict[str, float]:
+        assert processor is not None
         if (
             processor["normalization"]["technique"] != "min_max"
             or processor["combination"]["technique"] != "arithmetic_mean"
@@ -264,17 +316,28 @@ class SearchApi:
         per_query = []
         for sub in queries:
             scores = self._evaluate(sub, index, index.searchable)
-            top = dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:size])
-            if top:
-                lo, hi = min(top.values()), max(top.values())
-                top = {
-                    i: (1.0 if hi == lo else max((s - lo) / (hi - lo), 0.001))
-                    for i, s in top.items()
-                }
-            per_query.append(top)
-        ids = set().union(*per_query)
-        return {
-            i: sum(w * q.get(i, 0.0) for w, q in zip(weights, per_query, strict=True))
-            / sum(weights)
-            for i in ids
-        }
+            per_query.append(dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:size]))
+        return combine_min_max(per_query, weights)
+
+
+def combine_min_max(
+    per_query: Sequence[Mapping[str, float]], weights: Sequence[float]
+) -> dict[str, float]:
+    """neural-search's `min_max` normalisation and `arithmetic_mean` combination.
+
+    Each sub-query's hits are scaled to [0.001, 1] (1 when they all tie); a document a
+    sub-query did not return counts 0 there, with that sub-query's weight.
+    """
+    normalised = []
+    for top in per_query:
+        if top:
+            lo, hi = min(top.values()), max(top.values())
+            top = {
+                i: (1.0 if hi == lo else max((s - lo) / (hi - lo), 0.001)) for i, s in top.items()
+            }
+        normalised.append(top)
+    ids = set().union(*normalised)
+    return {
+        i: sum(w * q.get(i, 0.0) for w, q in zip(weights, normalised, strict=True)) / sum(weights)
+        for i in ids
+    }

@@ -22,6 +22,9 @@ Run = dict[str, list[tuple[str, float]]]
 
 @dataclass
 class EvalReport:
+    """Both runs' metrics (recall-only and reranked) and per-stage latency; `runs` are kept
+    for run files but left out of `to_dict`."""
+
     queries: int
     candidates: int
     recall_depth: int

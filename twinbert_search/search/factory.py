@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from twinbert_search.stores.factory import EMBEDDED, check_options, embedded_dir, open_store
 
 if TYPE_CHECKING:
-    from twinbert_search.search.pipeline import Searcher
+    from twinbert_search.search.searcher import Searcher
 
 __all__ = ["open_searcher"]
 

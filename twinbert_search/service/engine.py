@@ -1,7 +1,9 @@
 """What the routes call: the Searcher behind thread pools, a query cache and a rerank budget.
 
-Encoding (onnxruntime), recall (faiss, SQLite, or an OpenSearch round trip) and the rerank
-(numpy) are blocking calls, so each runs in a worker thread and the event loop only awaits it.
+`/search` runs the stages of the one search pipeline (`twinbert_search.search.pipeline`),
+which `Searcher.search` runs too. Encoding (onnxruntime), recall (faiss, SQLite, or an
+OpenSearch round trip), the rerank (numpy) and the documents' fetch are blocking calls, so
+each runs in a worker thread and the event loop only awaits it.
 
 The rerank has its own pool and a time budget: the request waits for it at most
 `rerank_budget_ms` (queueing included); if it runs out, or the rerank raises or yields scores
@@ -30,7 +32,7 @@ from twinbert_search.errors import (
     InputError,
     StoreError,
 )
-from twinbert_search.search import Searcher, positions_by_score
+from twinbert_search.search import Searcher, pipeline, positions_by_score
 from twinbert_search.service.config import ServiceConfig
 from twinbert_search.service.errors import UnknownDocumentError
 from twinbert_search.service.metrics import ServiceMetrics
@@ -86,6 +88,19 @@ def _ms(start: float, end: float) -> float:
     return round((end - start) * 1e3, 3)
 
 
+def _response_hit(hit: pipeline.Hit) -> Hit:
+    """A pipeline hit as the API sends it (stored fields as a `Document`)."""
+    return Hit(
+        id=hit.id,
+        rank=hit.rank,
+        score=hit.score,
+        recall_rank=hit.recall_rank,
+        recall_score=hit.recall_score,
+        rerank_score=hit.rerank_score,
+        document=None if hit.document is None else Document(**hit.document),
+    )
+
+
 class SearchService:
     """The loaded Searcher with its worker pools, query cache and rerank budget."""
 
@@ -129,7 +144,7 @@ class SearchService:
             return cached, True, 0.0
         self.metrics.cache_misses.inc()
         start = time.perf_counter()
-        vector = await self._run(self._work, self.searcher.runtime.encode_query, query)
+        vector = await self._run(self._work, self.searcher.encode, query)
         self.cache.put(query, vector)
         self.metrics.cache_entries.set(len(self.cache))
         return vector, False, _ms(start, time.perf_counter())
@@ -155,12 +170,6 @@ class SearchService:
             if missing:
                 raise UnknownDocumentError(missing) from None
             raise
-
-    def _documents(self, found: Candidates, top: list[int]) -> list[dict[str, Any]]:
-        """Stored fields of the hits returned: recall carries them, or the store reads them."""
-        if found.documents is not None:
-            return [found.documents[i] for i in top]
-        return self.searcher.store.documents([found.ids[i] for i in top])
 
     def _scores(
         self, vector: np.ndarray, candidates: Candidates, query: str | None, lexical_weight: float
@@ -205,46 +214,39 @@ class SearchService:
     # -- endpoints ---------------------------------------------------------------------------
 
     async def search(self, request: SearchRequest) -> SearchResponse:
+        """The pipeline's stages, awaited; `rerank` times the budgeted wait, `documents` the
+        final order and the fetch, `total` the whole request."""
         route = "/search"
         t0 = time.perf_counter()
-        n = max(request.candidates, request.k)
+        depths = pipeline.Depths.of(request.k, request.candidates)
         vector, cache_hit, encode_ms = await self.query_vector(request.query)
         t1 = time.perf_counter()
-        found = await self._run(
-            self._work, self._recall, vector, request.query, n, request.filters, request.hybrid
+        recalled = await self._run(
+            self._work,
+            self._recall,
+            vector,
+            request.query,
+            depths.recall,
+            request.filters,
+            request.hybrid,
         )
         t2 = time.perf_counter()
-        recall_order = positions_by_score(found.recall_scores, found.ids)
-        recall_rank = np.empty(len(found), dtype=np.int64)
-        recall_rank[recall_order] = np.arange(1, len(found) + 1)
+        found = pipeline.rank_recall(recalled, depths)
         scores, degraded = None, None
-        if request.rerank and len(found):
+        if request.rerank and len(found.candidates):
             weight = self.searcher.lexical_weight(request.lexical_weight)
             scores, degraded = await self.rerank_within_budget(
-                route, vector, found, query=request.query, lexical_weight=weight
+                route, vector, found.candidates, query=request.query, lexical_weight=weight
             )
         t3 = time.perf_counter()
-        order = recall_order if scores is None else positions_by_score(scores, found.ids)
-        top = [int(i) for i in order[: request.k]]
+        top = pipeline.top_positions(found, scores, depths.k)
         documents = None
         if request.include_documents and top:
-            documents = await self._run(self._work, self._documents, found, top)
-        t4 = time.perf_counter()
-        hits = []
-        for rank, i in enumerate(top, start=1):
-            rerank_score = None if scores is None else float(scores[i])
-            recall_score = float(found.recall_scores[i])
-            hits.append(
-                Hit(
-                    id=found.ids[i],
-                    rank=rank,
-                    score=recall_score if rerank_score is None else rerank_score,
-                    recall_rank=int(recall_rank[i]),
-                    recall_score=recall_score,
-                    rerank_score=rerank_score,
-                    document=None if documents is None else Document(**documents[rank - 1]),
-                )
+            documents = await self._run(
+                self._work, pipeline.stored_documents, self.searcher.store, found.candidates, top
             )
+        t4 = time.perf_counter()
+        hits = [_response_hit(hit) for hit in pipeline.build_hits(found, scores, top, documents)]
         timings = {
             "encode": encode_ms,
             "recall": _ms(t1, t2),
@@ -252,18 +254,20 @@ class SearchService:
             "documents": _ms(t3, t4),
             "total": _ms(t0, time.perf_counter()),
         }
-        self._observe(route, timings, cache_hit, len(found))
+        self._observe(route, timings, cache_hit, len(found.candidates))
         return SearchResponse(
             query=request.query,
             reranked=scores is not None,
             degraded=degraded,
-            candidates=len(found),
+            candidates=len(found.candidates),
             cache_hit=cache_hit,
             timings_ms=timings,
             hits=hits,
         )
 
     async def rerank(self, request: RerankRequest) -> RerankResponse:
+        """Rerank the caller's candidates (stored, or given with their vectors); degraded, the
+        caller's order comes back."""
         route = "/rerank"
         t0 = time.perf_counter()
         ids = request.ids

@@ -158,6 +158,11 @@ def item_error(op_type: str, info: Mapping[str, Any], attempts: int) -> dict[str
     error = info.get("error")
     if isinstance(error, Mapping):
         kind, reason = error.get("type", "error"), str(error.get("reason", ""))
+        # the engine's message is often in the cause (a painless check: "runtime error")
+        cause = error.get("caused_by")
+        while isinstance(cause, Mapping):
+            reason += f"; caused by {cause.get('type', 'error')}: {cause.get('reason', '')}"
+            cause = cause.get("caused_by")
     else:
         kind, reason = "request_failed", str(error or "")
     return {

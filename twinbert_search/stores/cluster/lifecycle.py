@@ -49,6 +49,17 @@ def generation_name(base: str, generation: int) -> str:
     return f"{base}-{generation:06d}"
 
 
+def template_priority(base: str) -> int:
+    """The index template's priority for `base`: 200 plus the length of the name.
+
+    Both engines refuse a template whose patterns overlap another's at the same priority,
+    and `<base>-*` overlaps the patterns of every base that extends it (`news-*` and
+    `news-2024-*`). A longer base is the more specific, so it wins; two bases of one length
+    never overlap, so two of our templates never tie.
+    """
+    return 200 + len(base)
+
+
 class IndexAdmin(Protocol):
     """The index and alias calls the lifecycle needs, each a single request.
 

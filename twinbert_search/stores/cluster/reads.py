@@ -74,6 +74,13 @@ def candidates_from_hits(
     )
 
 
+def rescored(found: Candidates, scores: np.ndarray) -> Candidates:
+    """`found` with these recall scores, ordered again by (-score, id)."""
+    order = sorted(range(len(found)), key=lambda i: (-float(scores[i]), found.ids[i]))
+    found.recall_scores = np.asarray(scores, dtype=np.float32)
+    return found.take(order)
+
+
 def fetched_candidates(docs: Iterable[Hit], ids: Sequence[str], dim: int) -> Candidates:
     """mget answers as Candidates in the order of `ids` (repeats kept, recall scores 0)."""
     found = {d["_id"]: d for d in docs if d.get("found")}

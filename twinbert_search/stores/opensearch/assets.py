@@ -22,7 +22,7 @@ import numpy as np
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.cluster import schema
-from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
+from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE, template_priority
 from twinbert_search.stores.cluster.queries import (
     bm25_scores_body,
     bm25_search_body,
@@ -56,6 +56,7 @@ from twinbert_search.stores.opensearch.index_options import (
     MAX_DIMENSION,
     SPACE_TYPES,
     IndexOptions,
+    exact_similarity,
     knn_vector_mapping,
     score_to_similarity,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "elasticsearch_index_template",
     "embedding_pipeline",
     "encode_floats",
+    "exact_similarity",
     "filter_clauses",
     "hybrid_search_body",
     "hybrid_search_pipeline",
@@ -102,6 +104,8 @@ __all__ = [
     "knn_vector_mapping",
     "live_settings",
     "match_query",
+    "pipeline_description",
+    "raw_hybrid_hits",
     "render_defaults",
     "score_to_similarity",
     "vector_pipeline",
@@ -125,6 +129,11 @@ class AssetNames:
     @property
     def index_patterns(self) -> list[str]:
         return [self.base, f"{self.base}-*"]
+
+    @property
+    def template_priority(self) -> int:
+        """Unique per name length, so templates of nested names (`a`, `a-b`) never tie."""
+        return template_priority(self.base)
 
     @property
     def vector_pipeline(self) -> str:
@@ -190,7 +199,7 @@ def index_template(
     names = names or AssetNames()
     return {
         "index_patterns": names.index_patterns,
-        "priority": 200,
+        "priority": names.template_priority,
         "template": {
             "settings": index_settings(options),
             "mappings": index_mappings(manifest, options),
@@ -229,7 +238,7 @@ def elasticsearch_index_template(
     )
     return {
         "index_patterns": names.index_patterns,
-        "priority": 200,
+        "priority": names.template_priority,
         "template": {
             "settings": {
                 "index": {
@@ -290,20 +299,24 @@ def _normalise_fields() -> list[dict[str, Any]]:
     ]
 
 
+def pipeline_description(what: str, manifest: ModelManifest) -> str:
+    """A pipeline's description, naming the model it was rendered for.
+
+    The description is where a pipeline records that: OpenSearch (2.19, 3.5) refuses `_meta`
+    on ingest pipelines, although the API specification lists it. `put_assets` compares it.
+    """
+    model = manifest.fingerprint or "unversioned"
+    return f"{what} ({META_KEY} format {FORMAT}, {manifest.dim}-d, model {model})"
+
+
 def vector_pipeline(manifest: ModelManifest) -> dict[str, Any]:
     """Ingest pipeline (a): documents that arrive with precomputed vectors."""
     return {
-        "description": (
-            f"TwinBERT documents with precomputed {manifest.dim}-d vectors: "
-            "check the vector, normalise the text fields"
+        "description": pipeline_description(
+            "TwinBERT documents with precomputed vectors: check the vector, normalise the "
+            "text fields",
+            manifest,
         ),
-        "_meta": {
-            META_KEY: {
-                "format": FORMAT,
-                "dim": manifest.dim,
-                "model_fingerprint": manifest.fingerprint or None,
-            }
-        },
         "processors": [_check_vector_script(manifest), *_normalise_fields()],
     }
 
@@ -311,17 +324,11 @@ def vector_pipeline(manifest: ModelManifest) -> dict[str, Any]:
 def embedding_pipeline(manifest: ModelManifest, model_id: str) -> dict[str, Any]:
     """Ingest pipeline (b): ML Commons encodes `encoding_text` (title + text) in the cluster."""
     return {
-        "description": (
-            f"TwinBERT documents encoded in the cluster ({manifest.dim}-d) by the ML Commons "
-            "model of the text_embedding processor; the vector is checked like pipeline (a)"
+        "description": pipeline_description(
+            "TwinBERT documents encoded in the cluster by the ML Commons model of the "
+            "text_embedding processor; the vector is checked like pipeline (a)",
+            manifest,
         ),
-        "_meta": {
-            META_KEY: {
-                "format": FORMAT,
-                "dim": manifest.dim,
-                "model_fingerprint": manifest.fingerprint or None,
-            }
-        },
         "processors": [
             *_normalise_fields(),
             {
@@ -361,6 +368,16 @@ def hybrid_search_pipeline(
             }
         ],
     }
+
+
+def raw_hybrid_hits(hits: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a hybrid query's hits are neural-search's raw sub-query lists.
+
+    Without a normalization processor the engine (2.19.1) answers 200, not an error: each
+    sub-query's hits between marker hits scored about -9.5e9 and -4.4e9, duplicates included.
+    Combined scores are in [0, 1] and raw BM25 and k-NN scores positive, so a marker is plain.
+    """
+    return any(float(hit.get("_score") or 0.0) < -1e9 for hit in hits)
 
 
 def knn_query(

@@ -198,11 +198,8 @@ class OpenSearchStore(VectorStore):
             with self._errors(f"put the ingest pipeline {name}"):
                 existing = self.client.ingest.get_pipeline(id=name, ignore=404)
                 current = existing.get(name)
-                if (
-                    current is None
-                    or current.get("_meta") != body["_meta"]
-                    or (current.get("processors") != body["processors"])
-                ):
+                # the description names the model (the engine refuses `_meta` here)
+                if current is None or any(current.get(k) != v for k, v in body.items()):
                     self.client.ingest.put_pipeline(id=name, body=body)
                     done[name] = "created" if current is None else "updated"
                 else:
@@ -427,7 +424,8 @@ class OpenSearchStore(VectorStore):
     def recall(
         self, query_vector: np.ndarray, n: int, *, filters: Filters | None = None
     ) -> Candidates:
-        """kNN recall; scores are converted back to the cosine of the unit vectors."""
+        """kNN recall; scores are the space's similarity (the cosine of unit vectors), computed
+        from the exact vectors of the hits: a compact encoding's scores are approximate."""
         dim, space = self._read_dim_space()
         query_vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
         if query_vector.shape[0] != dim:
@@ -436,11 +434,8 @@ class OpenSearchStore(VectorStore):
             return Candidates.empty(dim)
         body = assets.knn_search_body(query_vector, n, filters=filters, ef_search=self.ef_search)
         hits = self._search(body, "kNN recall")["hits"]["hits"]
-
-        def to_similarity(scores: np.ndarray) -> np.ndarray:
-            return assets.score_to_similarity(space, scores)
-
-        return reads.candidates_from_hits(hits, dim, to_similarity if space else None)
+        found = reads.candidates_from_hits(hits, dim)
+        return reads.rescored(found, assets.exact_similarity(space, query_vector, found.vectors))
 
     def recall_bm25(
         self, query: str, n: int, *, filters: Filters | None = None
@@ -476,8 +471,15 @@ class OpenSearchStore(VectorStore):
             filters=filters,
             ef_search=self.ef_search,
         )
-        response = self._search(body, "hybrid recall", search_pipeline=self.names.hybrid_pipeline)
-        return reads.candidates_from_hits(response["hits"]["hits"], dim)
+        pipeline = self.names.hybrid_pipeline
+        hits = self._search(body, "hybrid recall", search_pipeline=pipeline)["hits"]["hits"]
+        if assets.raw_hybrid_hits(hits):
+            raise StoreError(
+                f"hybrid recall: the search pipeline {pipeline} at {self._safe_url} has no "
+                "normalization-processor, so the scores came back uncombined; put the assets "
+                "again (`twinbert-search opensearch put-templates`)"
+            )
+        return reads.candidates_from_hits(hits, dim)
 
     def _mget(self, index: str, ids: list[str], source: Any) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []

@@ -1,0 +1,197 @@
+"""Two-stage search: kNN recall over stored document vectors, then the crossing-layer rerank.
+
+The query is encoded once; recall returns the candidates with their stored vectors (and the
+crossing layer's per-document precomputation), and one batched numpy call scores them all.
+Optional hybrid recall fuses BM25 and kNN by reciprocal rank before the rerank, and a model
+distilled by the recipe can fuse BM25 into the rerank itself (`lexical_weight`). The stages
+and how `search` chains them are described in `search.pipeline`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from twinbert_search.errors import ConfigurationError, StoreError
+from twinbert_search.runtime.model import TwinBertRuntime, document_graph_of
+from twinbert_search.search.fusion import fuse_hybrid, lexically_fused_scores, positions_by_score
+from twinbert_search.search.pipeline import (
+    Depths,
+    SearchResult,
+    build_hits,
+    rank_recall,
+    stored_documents,
+    top_positions,
+)
+from twinbert_search.stores.base import Candidates, Filters, VectorStore
+
+__all__ = ["Searcher"]
+
+
+class Searcher:
+    """The two-stage searcher over any `VectorStore`; checks the store's model fingerprint.
+
+    Its methods do each stage's work with the model and the store (`encode`, `recall`,
+    `rerank_scores`); `search` runs the whole pipeline.
+    """
+
+    def __init__(
+        self, runtime: TwinBertRuntime, store: VectorStore, *, check_model: bool = True
+    ) -> None:
+        if check_model:
+            store.ensure_model(runtime.fingerprint)
+        info = store.info
+        if info.dim is not None and info.dim != runtime.dim:
+            raise ConfigurationError(f"store vectors have {info.dim} dims, the model {runtime.dim}")
+        self.runtime = runtime
+        self.store = store
+        self._bm25_ok: bool | None = None  # whether the store can score BM25 (probed once)
+
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | Path,
+        model: str | Path | None = None,
+        *,
+        int8: bool = False,
+        threads: int | None = None,
+    ) -> Searcher:
+        """An embedded store and its model (the default model when none is given)."""
+        from twinbert_search.runtime.models import resolve_model
+        from twinbert_search.stores.embedded import EmbeddedStore
+
+        store = EmbeddedStore.open(index_dir, with_documents=False)  # text for hits only
+        runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
+        runtime.document_graph = document_graph_of(store.info.model_fingerprint)
+        return cls(runtime, store)
+
+    def encode(self, query: str) -> np.ndarray:
+        """Stage one: the query vector."""
+        return self.runtime.encode_query(query)
+
+    def recall(
+        self,
+        query_vector: np.ndarray,
+        query: str,
+        n: int,
+        *,
+        filters: Filters | None = None,
+        hybrid: bool = False,
+    ) -> Candidates:
+        """Stage two: kNN (optionally fused with BM25 by reciprocal rank)."""
+        dense = self.store.recall(query_vector, n, filters=filters)
+        if not hybrid:
+            return dense
+        sparse = self.store.recall_bm25(query, n, filters=filters)
+        sparse_ids = [doc_id for doc_id, _ in sparse]
+        return fuse_hybrid(dense, sparse_ids, n, self.store.fetch, self.runtime.dim)
+
+    def rerank_scores(
+        self,
+        query_vector: np.ndarray,
+        candidates: Candidates,
+        *,
+        query: str | None = None,
+        lexical_weight: float = 0.0,
+    ) -> np.ndarray:
+        """Stage three: crossing-layer probabilities for every candidate in one call.
+
+        With `lexical_weight` > 0 (and the query text) the scores are the crossing logits fused
+        with the candidates' BM25 scores (`lexical_fusion`): z-score sums, not probabilities.
+        """
+        if len(candidates) == 0:
+            return np.zeros(0, dtype=np.float32)
+        if lexical_weight > 0 and query is not None:
+            return lexically_fused_scores(
+                self.runtime, self.store, query_vector, candidates, query, lexical_weight
+            )
+        return self.runtime.score(query_vector, candidates.vectors, candidates.precomputed)
+
+    def lexical_weight(self, requested: float | None = None) -> float:
+        """The BM25 weight a rerank uses: `requested`, else the model's tuned one, if the store
+        can score BM25 (an explicit request it cannot serve is an error)."""
+        if requested is not None and requested < 0:
+            raise ConfigurationError(f"lexical_weight must be >= 0, got {requested}")
+        tuned = (self.runtime.manifest.extra.get("lexical_fusion") or {}).get("bm25_weight")
+        weight = float(requested if requested is not None else tuned or 0.0)
+        if weight > 0 and not self._can_score_bm25():
+            if requested is not None:
+                raise ConfigurationError(
+                    f"lexical_weight needs BM25 scores, which {type(self.store).__name__} "
+                    "cannot give for this index"
+                )
+            return 0.0
+        return weight
+
+    def _can_score_bm25(self) -> bool:
+        if self._bm25_ok is None:
+            try:
+                self.store.bm25_scores("probe", [])
+                self._bm25_ok = True
+            except (NotImplementedError, StoreError):
+                self._bm25_ok = False
+        return self._bm25_ok
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        candidates: int = 100,
+        *,
+        filters: Filters | None = None,
+        rerank: bool = True,
+        hybrid: bool = False,
+        query_vector: np.ndarray | None = None,
+        recall_depth: int | None = None,
+        fetch_documents: bool = True,
+        lexical_weight: float | None = None,
+    ) -> SearchResult:
+        """Encode the query, recall `candidates`, rerank them all, return the top k.
+
+        `recall_depth` recalls deeper than the rerank (evaluation of Recall@1000): the top
+        `candidates` by recall score are reranked, and `recall_ids` holds the whole list.
+        `fetch_documents=False` leaves the hits' stored fields out (callers that need ids
+        only, such as evaluation, skip a database read per query). `lexical_weight` fuses BM25
+        into the rerank (`rerank_scores`); None takes the model's tuned weight, 0 turns it off.
+        Timings: `rerank` includes both orderings, `total` excludes the documents' fetch.
+        """
+        depths = Depths.of(k, candidates, recall_depth)
+        t0 = time.perf_counter()
+        vector = self.encode(query) if query_vector is None else query_vector
+        t1 = time.perf_counter()
+        recalled = self.recall(vector, query, depths.recall, filters=filters, hybrid=hybrid)
+        t2 = time.perf_counter()
+        found = rank_recall(recalled, depths)
+        recall_ids = found.ranked_ids()
+        scores = None
+        if rerank and len(found.candidates):
+            weight = self.lexical_weight(lexical_weight)
+            scores = self.rerank_scores(
+                vector, found.candidates, query=query, lexical_weight=weight
+            )
+        top = top_positions(found, scores, depths.k)
+        t3 = time.perf_counter()
+        timings = {
+            "encode": (t1 - t0) * 1e3,
+            "recall": (t2 - t1) * 1e3,
+            "rerank": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
+        documents = stored_documents(self.store, found.candidates, top) if fetch_documents else None
+        return SearchResult(
+            query=query,
+            hits=build_hits(found, scores, top, documents),
+            reranked=scores is not None,
+            candidates=len(found.candidates),
+            timings_ms=timings,
+            recall_ids=recall_ids,
+        )
+
+    def rerank_ids(self, query: str, ids: Sequence[str]) -> list[tuple[str, float]]:
+        """Score given candidates (callers that did their own recall), best first."""
+        found = self.store.fetch(list(ids))
+        scores = self.rerank_scores(self.encode(query), found)
+        return [(found.ids[i], float(scores[i])) for i in positions_by_score(scores, found.ids)]
