@@ -1,9 +1,12 @@
-"""Ordering and fusion shared by every ranking: ties broken by id, RRF, BM25 in the rerank.
+"""Ordering and fusion shared by every ranking: ties broken by id, RRF, the served rerank.
 
 `positions_by_score` is the one sort of both stages (recall and rerank), so a tie breaks the
 same way everywhere. Hybrid recall fuses kNN and BM25 rankings by reciprocal rank
 (`fuse_hybrid`); a model distilled with BM25 in its teacher adds BM25 back into the rerank
-(`lexically_fused_scores`, over `runtime.crossing.lexical_fusion`).
+(`lexically_fused_scores`, over `runtime.crossing.lexical_fusion`). The served rerank
+combines the crossing with the recall stage's own signals (`served_scores`, over
+`runtime.fusion.RerankFusion`): the weights a model was tuned with on validation queries, or
+the recall order where its crossing adds nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from twinbert_search.runtime.crossing import lexical_fusion
+from twinbert_search.runtime.fusion import RerankFusion
 from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.stores.base import Candidates, VectorStore
 
@@ -22,6 +26,7 @@ __all__ = [
     "lexically_fused_scores",
     "positions_by_score",
     "reciprocal_rank_fusion",
+    "served_scores",
 ]
 
 RRF_K = 60
@@ -98,6 +103,34 @@ def lexically_fused_scores(
     logits = runtime.crossing.logits(query_vector, candidates.vectors, candidates.precomputed)
     bm25 = store.bm25_scores(query, candidates.ids)
     return lexical_fusion(logits, bm25, weight)
+
+
+def served_scores(
+    runtime: TwinBertRuntime,
+    store: VectorStore,
+    fusion: RerankFusion,
+    query_vector: np.ndarray,
+    candidates: Candidates,
+    query: str | None,
+) -> np.ndarray:
+    """The served rerank score of every candidate: `fusion` over the z-scored crossing logit,
+    recall score (RRF for hybrid recall, kNN otherwise), BM25 and cosine; only the signals
+    it weighs are computed (the recall order costs nothing)."""
+    signals: dict[str, np.ndarray] = {}
+    if fusion.crossing:
+        signals["crossing"] = runtime.crossing.logits(
+            query_vector, candidates.vectors, candidates.precomputed
+        )
+    if fusion.recall:
+        signals["recall"] = np.asarray(candidates.recall_scores)
+    if fusion.bm25:
+        signals["bm25"] = store.bm25_scores(query or "", candidates.ids)
+    if fusion.cosine:
+        docs = np.asarray(candidates.vectors, dtype=np.float32)
+        q = np.asarray(query_vector, dtype=np.float32)
+        norms = np.maximum(np.linalg.norm(docs, axis=1) * np.linalg.norm(q), 1e-12)
+        signals["cosine"] = docs @ q / norms
+    return fusion.scores(**signals).astype(np.float32)
 
 
 def _concat(parts: Sequence[Candidates], dim: int) -> Candidates:

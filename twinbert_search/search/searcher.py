@@ -2,9 +2,12 @@
 
 The query is encoded once; recall returns the candidates with their stored vectors (and the
 crossing layer's per-document precomputation), and one batched numpy call scores them all.
-Optional hybrid recall fuses BM25 and kNN by reciprocal rank before the rerank, and a model
-distilled by the recipe can fuse BM25 into the rerank itself (`lexical_weight`). The stages
-and how `search` chains them are described in `search.pipeline`.
+Optional hybrid recall fuses BM25 and kNN by reciprocal rank before the rerank. The rerank
+serves the model's fusion (`runtime.fusion.served_fusion`: the crossing combined with the
+recall stage's own signals by weights tuned on validation queries, or the recall order where
+the crossing adds nothing), so the embedded store, OpenSearch and the service rank alike; an
+explicit `lexical_weight` ranks by the crossing plus BM25 instead. The stages and how `search`
+chains them are described in `search.pipeline`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from twinbert_search.errors import ConfigurationError, StoreError
+from twinbert_search.runtime.fusion import RECALL_ORDER, RerankFusion, served_fusion
 from twinbert_search.runtime.model import TwinBertRuntime, document_graph_of
-from twinbert_search.search.fusion import fuse_hybrid, lexically_fused_scores, positions_by_score
+from twinbert_search.search.fusion import (
+    fuse_hybrid,
+    lexically_fused_scores,
+    positions_by_score,
+    served_scores,
+)
 from twinbert_search.search.pipeline import (
     Depths,
     SearchResult,
@@ -48,6 +57,7 @@ class Searcher:
             raise ConfigurationError(f"store vectors have {info.dim} dims, the model {runtime.dim}")
         self.runtime = runtime
         self.store = store
+        self.fusion = served_fusion(runtime.manifest)  # what `lexical_weight` None serves
         self._bm25_ok: bool | None = None  # whether the store can score BM25 (probed once)
 
     @classmethod
@@ -95,26 +105,47 @@ class Searcher:
         candidates: Candidates,
         *,
         query: str | None = None,
-        lexical_weight: float = 0.0,
+        lexical_weight: float | None = 0.0,
     ) -> np.ndarray:
-        """Stage three: crossing-layer probabilities for every candidate in one call.
+        """Stage three: the rerank score of every candidate in one call.
 
-        With `lexical_weight` > 0 (and the query text) the scores are the crossing logits fused
-        with the candidates' BM25 scores (`lexical_fusion`): z-score sums, not probabilities.
+        `lexical_weight` None: the model's served fusion (`served_fusion_for_store`); a model
+        served by its crossing alone gets probabilities, a fusion gets z-score sums. 0: the
+        crossing's probabilities. > 0 (with the query text): the crossing logits fused with
+        the candidates' BM25 scores (`lexical_fusion`), z-score sums.
         """
         if len(candidates) == 0:
             return np.zeros(0, dtype=np.float32)
-        if lexical_weight > 0 and query is not None:
+        if lexical_weight is None:
+            fusion = self.served_fusion_for_store(query)
+            if fusion != RerankFusion():
+                return served_scores(
+                    self.runtime, self.store, fusion, query_vector, candidates, query
+                )
+        elif lexical_weight > 0 and query is not None:
             return lexically_fused_scores(
                 self.runtime, self.store, query_vector, candidates, query, lexical_weight
             )
         return self.runtime.score(query_vector, candidates.vectors, candidates.precomputed)
 
-    def lexical_weight(self, requested: float | None = None) -> float:
-        """The BM25 weight a rerank uses: `requested`, else the model's tuned one, if the store
-        can score BM25 (an explicit request it cannot serve is an error)."""
+    def served_fusion_for_store(self, query: str | None) -> RerankFusion:
+        """The model's served fusion, less BM25 where the store cannot score it (or there is
+        no query text): the other signals keep their weights; none left, the recall order."""
+        fusion = self.fusion
+        if fusion.uses_bm25 and (query is None or not self._can_score_bm25()):
+            weights = {**fusion.weights(), "bm25": 0.0}
+            return RerankFusion(**weights) if any(weights.values()) else RECALL_ORDER
+        return fusion
+
+    def lexical_weight(self, requested: float | None = None) -> float | None:
+        """The BM25 weight a rerank uses: `requested`; else None (the served fusion) for a
+        model with a tuned `extra.rerank_fusion`, else a tuned `extra.lexical_fusion` weight
+        the store can serve, else None. An explicit request the store cannot serve is an
+        error."""
         if requested is not None and requested < 0:
             raise ConfigurationError(f"lexical_weight must be >= 0, got {requested}")
+        if requested is None and RerankFusion.from_manifest(self.runtime.manifest.extra):
+            return None
         tuned = (self.runtime.manifest.extra.get("lexical_fusion") or {}).get("bm25_weight")
         weight = float(requested if requested is not None else tuned or 0.0)
         if weight > 0 and not self._can_score_bm25():
@@ -123,8 +154,8 @@ class Searcher:
                     f"lexical_weight needs BM25 scores, which {type(self.store).__name__} "
                     "cannot give for this index"
                 )
-            return 0.0
-        return weight
+            return None
+        return weight if requested is not None or weight > 0 else None
 
     def _can_score_bm25(self) -> bool:
         if self._bm25_ok is None:
@@ -154,8 +185,10 @@ class Searcher:
         `recall_depth` recalls deeper than the rerank (evaluation of Recall@1000): the top
         `candidates` by recall score are reranked, and `recall_ids` holds the whole list.
         `fetch_documents=False` leaves the hits' stored fields out (callers that need ids
-        only, such as evaluation, skip a database read per query). `lexical_weight` fuses BM25
-        into the rerank (`rerank_scores`); None takes the model's tuned weight, 0 turns it off.
+        only, such as evaluation, skip a database read per query). `lexical_weight` None serves
+        the model's fusion (`rerank_scores`; a cosine model without tuned weights keeps the
+        recall order, so `hybrid` keeps the fused list); a number ranks by the crossing plus
+        that weight x BM25 (0: the crossing alone).
         Timings: `rerank` includes both orderings, `total` excludes the documents' fetch.
         """
         depths = Depths.of(k, candidates, recall_depth)

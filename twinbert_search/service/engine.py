@@ -172,7 +172,11 @@ class SearchService:
             raise
 
     def _scores(
-        self, vector: np.ndarray, candidates: Candidates, query: str | None, lexical_weight: float
+        self,
+        vector: np.ndarray,
+        candidates: Candidates,
+        query: str | None,
+        lexical_weight: float | None,
     ) -> np.ndarray:
         with np.errstate(all="ignore"):
             scores = self.searcher.rerank_scores(
@@ -189,7 +193,7 @@ class SearchService:
         candidates: Candidates,
         *,
         query: str | None = None,
-        lexical_weight: float = 0.0,
+        lexical_weight: float | None = 0.0,
     ) -> tuple[np.ndarray | None, str | None]:
         """(scores, None), or (None, reason) when the budget ran out or the rerank failed."""
         future = asyncio.get_running_loop().run_in_executor(
