@@ -184,3 +184,26 @@ def test_the_embedded_store_opensearch_and_the_service_serve_alike(
                 [h.rerank_score for h in library.hits],
                 atol=1e-5,
             )
+
+
+def test_the_recipes_served_lists_are_the_searchers(cosine_model: Path, cosine_index: Path) -> None:
+    """The recipe measures the served setting in numpy (`recipe.signals`): the same hybrid
+    list and recall scores as `Searcher.search(hybrid=True)`, BM25 non-matches left out."""
+    from twinbert_search.training.data import build_bm25
+    from twinbert_search.training.recipe.signals import Collection, served_lists
+
+    docs = {d.id: d for d in read_corpus(SAMPLE / "corpus.jsonl")}
+    ids = sorted(docs)
+    searcher = Searcher.open(cosine_index, cosine_model)
+    with searcher.store:
+        vectors = np.asarray(searcher.store.fetch(ids).vectors, dtype=np.float32)
+        coll = Collection(ids, vectors, build_bm25({d: docs[d] for d in ids}), lambda r: "")
+        queries = [(q.id, q.text) for q in QUERIES[:10]]
+        lists = served_lists(coll, searcher.runtime, queries, depth=20, recall_depth=60)
+        for qid, text in queries:
+            result = searcher.search(text, k=20, candidates=20, recall_depth=60, hybrid=True)
+            rows, served = lists[qid]
+            assert [ids[r] for r in rows] == list(result.recall_ids), qid
+            np.testing.assert_allclose(
+                served.signals["recall"], [h.recall_score for h in result.hits], rtol=1e-6
+            )

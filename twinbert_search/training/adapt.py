@@ -186,7 +186,7 @@ def _candidate_lists(
         top = np.argsort(-sims, kind="stable")[:depth]
         dense = [ids[r] for r in top]
         lexical = bm25.scores(text)
-        sparse = [ids[r] for r in np.argsort(-lexical, kind="stable")[:depth]]
+        sparse = [ids[r] for r in np.argsort(-lexical, kind="stable")[:depth] if lexical[r] > 0]
         fused = [d for d, _ in reciprocal_rank_fusion([dense, sparse])]
         rows = [row_of[d] for d in [sources[i], *[d for d in fused if d != sources[i]]][:depth]]
         out.append(

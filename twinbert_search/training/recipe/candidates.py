@@ -13,7 +13,7 @@ import numpy as np
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.evaluation.metrics import evaluate
 from twinbert_search.search import reciprocal_rank_fusion
-from twinbert_search.training.recipe.context import Context, ranked, top, write_json
+from twinbert_search.training.recipe.context import Context, ranked, top, top_matches, write_json
 
 __all__ = ["hybrid_rows", "step_candidates", "step_index"]
 
@@ -115,7 +115,7 @@ def step_candidates(ctx: Context) -> dict[str, Any]:
     for i, q in enumerate(queries):
         depth = max(depth_of.get(q["split"], cfg.rerank_depth), cfg.rerank_depth)
         dense = top(dvec @ qvec[i], depth).tolist()
-        sparse = top(ctx.bm25.scores(q["text"]), depth).tolist()
+        sparse = top_matches(ctx.bm25.scores(q["text"]), depth).tolist()
         q["dense"], q["bm25"] = dense, sparse
         q["hybrid"] = hybrid_rows(ctx, dense, sparse)[:depth]
     # The rerank candidates: the recall with the better Recall@100 on validation queries.

@@ -26,6 +26,7 @@ __all__ = [
     "ranked",
     "read_json",
     "top",
+    "top_matches",
     "with_tail",
     "write_json",
     "zscore",
@@ -55,6 +56,13 @@ def top(scores: np.ndarray, n: int) -> np.ndarray:
     n = min(n, len(scores))
     part = np.argpartition(-scores, n - 1)[:n]
     return part[np.lexsort((part, -scores[part]))]
+
+
+def top_matches(scores: np.ndarray, n: int) -> np.ndarray:
+    """The rows of the `n` best positive scores (BM25: the documents sharing a query term),
+    as the stores' BM25 recall returns them: a row scoring 0 is no match, not a candidate."""
+    rows = top(scores, n)
+    return rows[scores[rows] > 0]
 
 
 def with_tail(reranked: Sequence[int], recall: Sequence[int]) -> list[int]:

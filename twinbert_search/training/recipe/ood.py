@@ -24,7 +24,7 @@ import numpy as np
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.runtime.fusion import RerankFusion, zscore
 from twinbert_search.training.recipe.config import served_specs
-from twinbert_search.training.recipe.context import Context, read_json, top, write_json
+from twinbert_search.training.recipe.context import Context, read_json, top, top_matches, write_json
 from twinbert_search.training.recipe.signals import Collection, served_lists
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def step_ood(ctx: Context) -> dict[str, Any]:
     qvec = base.encode_queries([text for _, text in data.queries])
     own = {
         qid: {
-            "bm25": top(data.bm25.scores(text), cfg.deep_depth).tolist(),
+            "bm25": top_matches(data.bm25.scores(text), cfg.deep_depth).tolist(),
             "dense": top(coll.vectors @ qv, cfg.deep_depth).tolist(),
         }
         for (qid, text), qv in zip(data.queries, qvec, strict=True)

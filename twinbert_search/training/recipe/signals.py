@@ -18,7 +18,7 @@ import numpy as np
 
 from twinbert_search.search import reciprocal_rank_fusion
 from twinbert_search.training.fusion import FusionList, tune_rerank_fusion
-from twinbert_search.training.recipe.context import top
+from twinbert_search.training.recipe.context import top, top_matches
 
 if TYPE_CHECKING:
     from twinbert_search.runtime.model import TwinBertRuntime
@@ -71,7 +71,7 @@ def served_lists(
     for (qid, text), qv in zip(queries, qvec, strict=True):
         bm25 = coll.bm25.scores(text)
         dense = top(coll.vectors @ qv, recall_depth).tolist()
-        sparse = top(bm25, recall_depth).tolist()
+        sparse = top_matches(bm25, recall_depth).tolist()
         rows, rrf = hybrid(coll, dense, sparse)
         rows, rrf = rows[:recall_depth], rrf[:recall_depth]
         head = rows[:depth]
