@@ -25,7 +25,16 @@ the node of scripts/elasticsearch-node.sh; see tests/test_elasticsearch_node.py)
 - sort with search_after, `_source` includes; credentials (`accepted_auth`) answered 401.
 """
 
+import pytest
+
+pytest.importorskip("elasticsearch", reason="the elasticsearch client is not installed")
+
 from tests.fake_elasticsearch.cluster import FakeElasticsearch, FakeNode
-from tests.fake_elasticsearch.common import ApiError, FakeIndex, FakeUnsupported, knn_score
+from tests.fake_elasticsearch.common import (
+    ApiError,
+    FakeIndex,
+    FakeUnsupported,
+    knn_score,
+)
 
 __all__ = ["ApiError", "FakeElasticsearch", "FakeIndex", "FakeNode", "FakeUnsupported", "knn_score"]

@@ -232,13 +232,6 @@ class IndicesApi:
             if spec["index"] not in indices:
                 raise not_found(spec["index"])
             if kind == "add":
-                if spec["alias"] in indices:
-                    raise ApiError(
-                        400,
-                        "invalid_alias_name_exception",
-                        f"Invalid alias name [{spec['alias']}]: an index or data stream "
-                        "exists with the same name as the alias",
-                    )
                 aliases.setdefault(spec["alias"], set()).add(spec["index"])
             elif kind == "remove":
                 if spec["index"] not in aliases.get(spec["alias"], set()):
@@ -250,6 +243,14 @@ class IndicesApi:
                 indices.discard(spec["index"])
             else:
                 raise ApiError(400, "illegal_argument_exception", f"unknown alias action {kind}")
+        for alias in aliases:
+            if alias in indices:  # checked on the outcome: add + remove_index is one switch
+                raise ApiError(
+                    400,
+                    "invalid_alias_name_exception",
+                    f"Invalid alias name [{alias}]: an index or data stream exists with the "
+                    "same name as the alias",
+                )
         for name in set(self.indices) - indices:  # all or nothing: applied at the end
             del self.indices[name]
             for members in aliases.values():
