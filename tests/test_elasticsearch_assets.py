@@ -24,6 +24,15 @@ from twinbert_search.stores.elasticsearch.index_options import (
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ModelManifest(dim=384, fingerprint="abc123")
 VECTOR = np.full(384, 1 / np.sqrt(384), dtype=np.float32)
+BULK = [
+    {"index": {"_index": "twinbert-000001", "_id": "a"}},
+    {"doc_id": "a"},
+    {"delete": {"_index": "twinbert-000001", "_id": "b"}},
+]
+SWITCH = [
+    {"add": {"index": "twinbert-000001", "alias": "twinbert"}},
+    {"remove_index": {"index": "twinbert"}},
+]
 
 
 def test_the_committed_template_is_the_rendering() -> None:
@@ -82,27 +91,8 @@ def bodies() -> list[tuple[str, str, dict[str, Any], Any]]:
         ("POST", "/twinbert/_search", {}, assets.bm25_scores_body("moon", ["a", "b"])),
         ("POST", f"/{name}/_search", {}, queries.id_page_body(1000, ["d001"])),
         ("POST", "/twinbert/_mget", {"_source_includes": "doc_id,embedding"}, {"ids": ["a"]}),
-        (
-            "PUT",
-            "/_bulk",
-            {"pipeline": "twinbert-vectors"},
-            [
-                {"index": {"_index": name, "_id": "a"}},
-                {"doc_id": "a"},
-                {"delete": {"_index": name, "_id": "b"}},
-            ],
-        ),  # fmt: skip
-        (
-            "POST",
-            "/_aliases",
-            {},
-            {
-                "actions": [
-                    {"add": {"index": name, "alias": "twinbert"}},
-                    {"remove_index": {"index": "twinbert"}},
-                ]
-            },
-        ),  # fmt: skip
+        ("PUT", "/_bulk", {"pipeline": "twinbert-vectors"}, BULK),
+        ("POST", "/_aliases", {}, {"actions": SWITCH}),
         ("GET", f"/{name}/_settings", {"flat_settings": "true"}, None),
     ]
 
@@ -124,11 +114,16 @@ def test_the_specification_check_is_not_vacuous() -> None:
         ("POST", "/t/_search", {}, {"knn": {"field": "e", "query_vector": [1], "k": "ten"}}),
         ("POST", "/t/_search", {}, {"query": {"term": {"a": 1}, "match_all": {}}}),
         ("POST", "/t/_search", {"knn_k": "1"}, None),
-        ("PUT", "/i", {}, {"mappings": {"properties": {"e": {"type": "dense_vector", "dims": "8"}}}}),
+        (
+            "PUT",
+            "/i",
+            {},
+            {"mappings": {"properties": {"e": {"type": "dense_vector", "dims": ""}}}},
+        ),
         ("PUT", "/i", {}, {"mapping": {}}),
         ("PUT", "/_ingest/pipeline/p", {}, {"processors": [{"set": {"value": 1}}]}),
-        ("POST", "/_aliases", {}, {"actions": [{"add": {"index": "a", "alias": "b"}, "remove": {}}]}),
-    ]  # fmt: skip
+        ("POST", "/_aliases", {}, {"actions": [{"add": {"index": "a", "alias": "b"}, "x": {}}]}),
+    ]
     for request in wrong:
         with pytest.raises(SpecViolation):
             spec.validate_request(*request)
