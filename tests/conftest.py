@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.elasticsearch_node import elasticsearch_url  # noqa: F401  (the real node fixture)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "datasets" / "scifact"
 

@@ -139,8 +139,11 @@ class ElasticsearchSpec:
             self._bulk_lines(body)
         elif spec_body["kind"] == "properties":
             self._properties(body, spec_body["properties"], name, {}, extra=None)
-        else:
-            self.check(body, spec_body["value"], name, {})
+        else:  # a request's own generics (a document's TDocument) take any value
+            free = {
+                _type_name(g): {"kind": "user_defined_value"} for g in request.get("generics", [])
+            }
+            self.check(body, spec_body["value"], name, free)
         return name
 
     def _check_query_value(self, name: str, key: str, value: Any, ref: Mapping[str, Any]) -> None:

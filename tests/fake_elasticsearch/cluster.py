@@ -47,6 +47,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("DELETE", r"/_ingest/pipeline/(?P<id>[^/]+)", "ingest.delete_pipeline"),
     ("PUT|POST", r"/_bulk", "bulk"),
     ("PUT|POST", rf"/{NAME.format('index')}/_bulk", "bulk"),
+    ("PUT|POST", rf"/{NAME.format('index')}/_doc/(?P<id>[^/]+)", "index"),
     ("GET|POST", rf"/{NAME.format('index')}/_mget", "mget"),
     ("GET|POST", rf"/{NAME.format('index')}/_search", "search"),
     ("GET|POST", rf"/{NAME.format('index')}/_count", "count"),

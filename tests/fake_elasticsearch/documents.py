@@ -74,6 +74,13 @@ class DocumentsApi:
         errors = any("error" in next(iter(it.values())) for it in items)
         return 200, {"took": 1, "errors": errors, "items": items}
 
+    def _h_index(self, pp: dict[str, str], params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        index = self.write_index(pp["index"])  # type: ignore[attr-defined]
+        item = self._index_document(index, pp["id"], body, params.get("pipeline"))
+        if params.get("refresh") in ("true", "wait_for", ""):
+            index.refresh()
+        return item.pop("status"), item
+
     def _index_document(
         self, index: FakeIndex, doc_id: str, source: dict[str, Any], pipeline: str | None
     ) -> dict[str, Any]:
