@@ -257,3 +257,30 @@ def test_hybrid_fused_in_the_cluster_equals_the_searchers_own_fusion(
         np.testing.assert_allclose(
             [h.rerank_score for h in in_cluster.hits], [s for _, s in ours], atol=1e-5
         )
+
+
+def test_serve_answers_from_elasticsearch(
+    twins: tuple[Searcher, Searcher, FakeElasticsearch], tiny_model: Path
+) -> None:
+    """The sidecar's config and loader take --backend elasticsearch as the CLI does."""
+    from fastapi.testclient import TestClient
+
+    from twinbert_search.service import create_app, load_searcher
+
+    embedded, _, fake = twins
+    remote = {
+        "url": "http://fake:9200",
+        "alias": "sample",
+        "client_kwargs": {"node_class": fake.node_class()},
+    }
+    config = ServiceConfig(backend="elasticsearch", model=tiny_model, cluster=remote).validate()
+    searcher = load_searcher(config)
+    try:
+        with TestClient(create_app(config, searcher)) as client:
+            ready = client.get("/readyz").json()
+            assert ready["backend"] == "elasticsearch" and ready["documents"] == 300
+            found = client.post("/search", json={"query": QUERIES[0].text, "k": 5}).json()
+        ours = embedded.search(QUERIES[0].text, k=5)
+        assert [h["id"] for h in found["hits"]] == [h.id for h in ours.hits]
+    finally:
+        searcher.store.close()
