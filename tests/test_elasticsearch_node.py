@@ -231,6 +231,15 @@ def answers_of(client: Any, base: str) -> dict[str, Any]:
         knn = assets.knn_search_body(vectors[3], 5, IndexOptions())
         hits = client.search(index=index, body=knn).body["hits"]["hits"]
         seen["knn"] = [(h["_id"], round(h["_score"], 5)) for h in hits]
+        wide, narrow = assets.AssetNames(f"{base}-t"), assets.AssetNames(f"{base}-t-x")
+        client.indices.put_index_template(
+            name=wide.template, body=assets.index_template(manifest, IndexOptions(), wide)
+        )
+        narrower = assets.index_template(manifest, IndexOptions(), narrow)
+        seen["template overlap"] = outcome(
+            lambda: client.indices.put_index_template(name=narrow.template, body=narrower)
+        )
+        client.indices.delete_index_template(name=wide.template)
         fr = assets.knn_search_body(vectors[3], 3, IndexOptions(), filters={"lang": "fr"})
         seen["knn filtered"] = [
             h["_id"] for h in client.search(index=index, body=fr).body["hits"]["hits"]

@@ -275,6 +275,19 @@ def test_blue_green_rebuild_moves_the_alias_and_resumes(cluster: FakeElasticsear
     assert again.recall(vectors[2], 1).ids == ["d02"]
 
 
+def test_families_whose_templates_overlap_both_get_one(cluster: FakeElasticsearch) -> None:
+    """`docs-*` covers `docs-news-*`: the more specific family's template takes a higher
+    priority, as Elasticsearch refuses two overlapping templates of one priority."""
+    built(cluster)
+    news, _, _ = built(cluster, alias="docs-news")
+    assert cluster.templates["docs"]["priority"] == 200
+    assert cluster.templates["docs-news"]["priority"] == 200 + len("docs-news")
+    assert news.info.count == 30
+    again = make_store(cluster, alias="docs-news")
+    manifest = ModelManifest(dim=DIM, fingerprint=FP)
+    assert again.put_assets(manifest)["template"] == "kept"
+
+
 def test_a_concrete_index_needs_delete_old_to_become_an_alias(cluster: FakeElasticsearch) -> None:
     _, docs, vectors = built(cluster, index="docs")
     store = make_store(cluster, alias="docs")

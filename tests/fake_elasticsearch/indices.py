@@ -264,6 +264,22 @@ class IndicesApi:
         self, pp: dict[str, str], params: Any, body: Any
     ) -> tuple[int, Any]:
         self._check_mappings((body.get("template") or {}).get("mappings") or {})
+        for name, other in self.templates.items():
+            overlapping = [
+                (a, b)
+                for a in body["index_patterns"]
+                for b in other["index_patterns"]
+                if fnmatch.fnmatch(a, b) or fnmatch.fnmatch(b, a)
+            ]
+            if name != pp["name"] and overlapping and other.get("priority") == body.get("priority"):
+                raise ApiError(
+                    400,
+                    "illegal_argument_exception",
+                    f"index template [{pp['name']}] has index patterns {body['index_patterns']} "
+                    f"matching patterns from existing templates [{name}] that have the same "
+                    f"priority [{body.get('priority')}], multiple index templates may not match "
+                    "during index creation, please use a different priority",
+                )
         self.templates[pp["name"]] = json.loads(json.dumps(body))
         return 200, {"acknowledged": True}
 

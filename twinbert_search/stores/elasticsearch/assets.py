@@ -53,9 +53,11 @@ __all__ = [
     "live_settings",
     "render_defaults",
     "rrf_search_body",
+    "specific_priority",
     "vector_pipeline",
 ]
 
+TEMPLATE_PRIORITY = 200
 RRF_RANK_CONSTANT = 60  # the searcher's client-side fusion uses the same k (search/pipeline.py)
 
 
@@ -124,13 +126,19 @@ def index_template(
     names = names or AssetNames()
     return {
         "index_patterns": names.index_patterns,
-        "priority": 200,
+        "priority": TEMPLATE_PRIORITY,
         "template": {
             "settings": index_settings(options),
             "mappings": index_mappings(manifest, options),
         },
         "_meta": schema.index_meta(manifest, options.describe()),
     }
+
+
+def specific_priority(names: AssetNames) -> int:
+    """A template priority for a family whose patterns overlap another's (`docs-*` covers
+    `docs-news-*`): longer bases are more specific, and bases of one length never overlap."""
+    return TEMPLATE_PRIORITY + len(names.base)
 
 
 def vector_pipeline(manifest: ModelManifest) -> dict[str, Any]:

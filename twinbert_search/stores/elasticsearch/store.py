@@ -183,13 +183,28 @@ class ElasticsearchStore(VectorStore):
             found = existing.body.get("index_templates", [])
             current = next((t["index_template"] for t in found), None)
             if current is None or current.get("_meta") != template["_meta"]:
-                self.client.indices.put_index_template(name=self.names.template, body=template)
+                self._put_template(template)
                 done["template"] = "created" if current is None else "updated"
             else:
                 done["template"] = "kept"
         name = self.names.vector_pipeline
         done[name] = self._put_vector_pipeline(name, manifest)
         return done
+
+    def _put_template(self, template: dict[str, Any]) -> None:
+        """PUT the template; where another family's patterns overlap at the same priority
+        (`docs-*` covers `docs-news-*`), the more specific family takes a higher one."""
+        from elasticsearch import BadRequestError
+
+        try:
+            self.client.indices.put_index_template(name=self.names.template, body=template)
+        except BadRequestError as exc:
+            if "same priority" not in reason(exc):
+                raise
+            priority = assets.specific_priority(self.names)
+            logger.info("template %s overlaps another: priority %d", self.names.template, priority)
+            body = {**template, "priority": priority}
+            self.client.indices.put_index_template(name=self.names.template, body=body)
 
     def _put_vector_pipeline(self, name: str, manifest: ModelManifest) -> str:
         from elasticsearch import BadRequestError
