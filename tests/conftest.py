@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.elasticsearch_node import elasticsearch_url  # noqa: F401  (the real node fixture)
 from tests.opensearch_node import node_stores, opensearch_node  # noqa: F401  (-m opensearch)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -154,7 +154,8 @@ def test_help_lists_the_backend_flags_and_never_the_password() -> None:
     for command in ("index", "search", "eval"):
         result = invoke([command, "--help"])
         assert result.exit_code == 0, result.output
-        assert "--backend [embedded|opensearch]" in result.output and "--alias" in result.output
+        assert "--backend [embedded|opensearch|elasticsearch]" in result.output
+        assert "--alias" in result.output
         assert SECRET not in result.output
     assert "opensearch" in invoke(["--help"]).output
 

@@ -30,15 +30,20 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_only_the_opensearch_sub_package_imports_its_client() -> None:
+def test_only_each_engine_sub_package_imports_its_client() -> None:
     engine_clients = {"opensearchpy", "elasticsearch"}
+    seen: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         clients = imported_modules(path) & engine_clients
+        seen |= clients
         where = path.relative_to(PACKAGE).as_posix()
         if where.startswith("stores/opensearch/"):
             assert clients <= {"opensearchpy"}, where
+        elif where.startswith("stores/elasticsearch/"):
+            assert clients <= {"elasticsearch"}, where
         else:
             assert not clients, f"{where} imports {clients}"
+    assert seen == engine_clients, "the scan found both engines' imports"
 
 
 def outcome(doc_id: str, status: int | None) -> tuple[bool, dict[str, Any]]:

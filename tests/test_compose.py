@@ -142,3 +142,48 @@ def test_the_dockerfile_runs_unprivileged_with_a_health_check() -> None:
     assert re.search(r"^HEALTHCHECK ", dockerfile, re.M)
     assert "training packages in the runtime image" in dockerfile
     assert not re.search(r"pip install[^\n]*\btorch\b", dockerfile)
+
+
+# -- every compose file, and the Elasticsearch one ---------------------------------------------
+
+COMPOSE_FILES = sorted(DOCKER.glob("docker-compose*.yml"))
+ES_COMPOSE = DOCKER / "docker-compose.elasticsearch.yml"
+
+
+def test_there_is_a_compose_file_per_cluster_engine() -> None:
+    assert [p.name for p in COMPOSE_FILES] == [
+        "docker-compose.elasticsearch.yml",
+        "docker-compose.yml",
+    ]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_every_compose_file_is_valid_and_self_consistent(path: Path) -> None:
+    data = yaml.safe_load(path.read_text())
+    test_compose_file_follows_the_compose_specification(data)
+    test_services_reference_only_defined_services_networks_and_volumes(data)
+    test_every_service_has_a_health_check(data)
+
+
+def test_the_elasticsearch_file_runs_the_sidecar_on_elasticsearch(readme: str) -> None:
+    compose = yaml.safe_load(ES_COMPOSE.read_text())
+    node, sidecar = compose["services"]["elasticsearch"], compose["services"]["sidecar"]
+    assert node["image"].startswith("docker.elastic.co/elasticsearch/elasticsearch:")
+    assert node["environment"]["xpack.security.enabled"] == "true"
+    assert "profiles" not in node and "profiles" not in sidecar
+    command = sidecar["command"]
+    assert command[command.index("--backend") + 1] == "elasticsearch"
+    env = sidecar["environment"]
+    assert env["ELASTICSEARCH_URL"] == "http://elasticsearch:9200"
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if "PASSWORD" in key or "API_KEY" in key:
+                assert str(value).startswith("${"), f"{name}: {key} must come from ${{...}}"
+    text = ES_COMPOSE.read_text()
+    assert "$${ELASTIC_PASSWORD}" in text, "the health check reads it in-container"
+    assert (DOCKER / sidecar["build"]["context"]).resolve() == ROOT
+    published = {str(p).split(":")[0] for s in compose["services"].values() for p in s["ports"]}
+    assert published == {"9200", "8000"}
+    for variable in set(re.findall(r"\$\{([A-Z_]+)", text)):
+        assert f"`{variable}`" in readme, f"{variable} is not documented in docker/README.md"
+    assert "docker-compose.elasticsearch.yml" in readme and "--backend elasticsearch" in readme

@@ -25,3 +25,44 @@ def test_only_the_cli_imports_click() -> None:
     assert len(sources) > 20, "the scan found the package's modules"
     offenders = [str(p.relative_to(PACKAGE)) for p in sources if "click" in _imported_modules(p)]
     assert offenders == [], f"click imported outside twinbert_search/cli/: {offenders}"
+
+
+def _full_imports(path: Path) -> set[str]:
+    """Dotted names of every module `path` imports (absolute imports, lazy ones too)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_no_module_is_longer_than_one_sitting() -> None:
+    """Modules small enough to read in one sitting: 600 lines, tests and benchmarks too."""
+    root = PACKAGE.parent
+    sources = [*PACKAGE.rglob("*.py"), *(root / "tests").rglob("*.py")]
+    sources += [*(root / "benchmarks").rglob("*.py")]
+    long = {
+        str(p.relative_to(root)): n for p in sources if (n := len(p.read_text().splitlines())) > 600
+    }
+    assert long == {}, f"modules over 600 lines: {long}"
+
+
+def test_serving_rooms_never_import_torch_or_training() -> None:
+    """runtime/, search/, service/, stores/, evaluation/ and ingest/ run without torch."""
+    rooms = ("runtime", "search", "service", "stores", "evaluation", "ingest")
+    offenders = {}
+    for room in rooms:
+        for path in sorted((PACKAGE / room).rglob("*.py")):
+            heavy = {
+                name
+                for name in _full_imports(path)
+                if name.split(".")[0] in ("torch", "transformers")
+                or name.startswith("twinbert_search.training")
+            }
+            if path == PACKAGE / "runtime" / "models.py":  # the default model, built on request
+                heavy.discard("twinbert_search.training.default_model")
+            if heavy:
+                offenders[str(path.relative_to(PACKAGE))] = sorted(heavy)
+    assert offenders == {}, f"the serving path imports training: {offenders}"

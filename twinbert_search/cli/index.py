@@ -26,7 +26,7 @@ from twinbert_search.cli.options import (
     no_progress_option,
 )
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.stores.factory import OPENSEARCH
+from twinbert_search.stores.factory import CLUSTERS, OPENSEARCH
 
 __all__ = ["build_default", "delete", "index", "quantize"]
 
@@ -46,7 +46,9 @@ __all__ = ["build_default", "delete", "index", "quantize"]
     "auto",
     "ANN index. Embedded: auto (exact below 50k docs, else ivf2048), flat, ivf2048, "
     "ivf2048,sq8, hnsw32, hnsw32,efc=100 ... OpenSearch: "
-    "faiss:hnsw16:efc128:fp16:innerproduct (engine, hnsw<M>, efc<N>, encoding, space type).",
+    "faiss:hnsw16:efc128:fp16:innerproduct (engine, hnsw<M>, efc<N>, encoding, space type). "
+    "Elasticsearch: int8_hnsw16:efc128:innerproduct (hnsw, int8_hnsw, bbq_hnsw, ...<M>, "
+    "efc<N>, space type).",
 )
 @batch_size_option(32)
 @click.option(
@@ -63,7 +65,7 @@ __all__ = ["build_default", "delete", "index", "quantize"]
 @click.option(
     "--rebuild",
     is_flag=True,
-    help="OpenSearch: build a new index behind --alias and move the alias when done "
+    help="OpenSearch, Elasticsearch: build a new index behind --alias and move the alias when done "
     "(blue/green); re-running after a failure resumes the unfinished build.",
 )
 @click.option(
@@ -107,21 +109,20 @@ def index(
     openvino: bool,
     no_progress: bool,
     as_json: bool,
-    **opensearch_kwargs: Any,
+    **cluster_kwargs: Any,
 ) -> None:
     """Encode CORPUS (BEIR folder, corpus.jsonl, JSONL or TSV) into a store.
 
     Re-running is incremental: unchanged documents are skipped, changed ones re-encoded.
-    With --backend opensearch the index template and pipelines are created when missing.
+    With --backend opensearch or elasticsearch the index template and pipelines are created
+    when missing.
     """
     from twinbert_search.ingest.corpus import index_corpus
 
+    if backend not in CLUSTERS and rebuild:
+        raise ConfigurationError("--rebuild needs --backend opensearch or elasticsearch")
     if backend != OPENSEARCH:
-        flags = {
-            "--rebuild": rebuild,
-            "--encode-in-cluster": encode_in_cluster,
-            "--model-id": model_id,
-        }
+        flags = {"--encode-in-cluster": encode_in_cluster, "--model-id": model_id}
         used = [flag for flag, value in flags.items() if value]
         if used:
             raise ConfigurationError(f"{', '.join(used)} needs --backend opensearch")
@@ -150,7 +151,7 @@ def index(
         delete_old=delete_old,
         model_id=model_id,
         progress=not no_progress,
-        **opensearch_kwargs,
+        **cluster_kwargs,
     )
     report = run.report
     for err in report.errors:

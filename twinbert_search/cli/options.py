@@ -6,8 +6,10 @@ cannot drift apart between commands. Where a command reads a flag its own way (a
 own help or default to the same factory. Bundles (`backend_options`, `model_options`,
 `corpus_options`, `student_options`) list their flags in the order `--help` shows them.
 
-The OpenSearch connection flags carry the names of `stores.opensearch.connection.OPTION_NAMES`,
-so a command hands them on as `**kwargs` to `open_store`, `open_searcher` or the service config.
+The cluster connection flags carry the names of each engine's `connection.OPTION_NAMES`, so a
+command hands them on as `**kwargs` to `open_store`, `open_searcher` or the service config.
+They are declared once (`connection_options`): the `opensearch` commands read OPENSEARCH_*
+through click; commands with --backend leave the variables to the chosen backend's store.
 """
 
 from __future__ import annotations
@@ -20,14 +22,10 @@ import click
 
 from twinbert_search.errors import InputError
 from twinbert_search.manifest import CrossingConfig
+from twinbert_search.stores.elasticsearch import ENV_API_KEY as ES_ENV_API_KEY
 from twinbert_search.stores.factory import BACKENDS, EMBEDDED
-from twinbert_search.stores.opensearch import (
-    ENV_CA_CERTS,
-    ENV_PASSWORD,
-    ENV_URL,
-    ENV_USERNAME,
-    ENV_VERIFY_CERTS,
-)
+
+ENV_PREFIX = "OPENSEARCH"  # the `opensearch` commands' variables: OPENSEARCH_URL, ...
 
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -49,7 +47,10 @@ def stack(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
 
 # --- where the vectors live ---------------------------------------------------------------------
 
-BACKEND_HELP = "Where the vectors live: an embedded store directory, or an OpenSearch cluster."
+BACKEND_HELP = (
+    "Where the vectors live: an embedded store directory, or an OpenSearch or Elasticsearch "
+    "cluster."
+)
 INDEX_DIR_HELP = "Embedded store directory (needed by --backend embedded)."
 
 
@@ -67,18 +68,30 @@ def index_dir_option(*, required: bool = False, help: str = INDEX_DIR_HELP) -> D
     )
 
 
-def opensearch_options(func: F) -> F:
-    """Connection and target flags for every command that talks to OpenSearch.
+def connection_options(env_prefix: str | None) -> Decorator:
+    """Connection and target flags of a cluster; `env_prefix` ("OPENSEARCH") names the
+    variables click reads for a command that talks to one engine only.
 
-    --password (OPENSEARCH_PASSWORD) is never echoed, shown as a default or printed.
+    Without a prefix (commands that take --backend) click reads no variable: the chosen
+    backend's store falls back to its own (OPENSEARCH_URL or ELASTICSEARCH_URL, ...), so one
+    engine's credentials never reach the other. --password is never echoed or shown.
     """
+
+    def env(key: str) -> dict[str, Any]:
+        return {"envvar": f"{env_prefix}_{key}", "show_envvar": True} if env_prefix else {}
+
+    prefix = env_prefix or "OPENSEARCH_URL or $ELASTICSEARCH"
+    password = f"{env_prefix}_PASSWORD" if env_prefix else "the backend's <ENGINE>_PASSWORD"
+    verify: dict[str, Any] = (
+        {"default": True, "show_default": True} if env_prefix else {"default": None}
+    )
     return stack(
         click.option(
             "--url",
-            envvar=ENV_URL,
-            show_envvar=True,
             default=None,
-            help="Cluster URL, e.g. https://localhost:9200.",
+            help="Cluster URL, e.g. https://localhost:9200"
+            + ("." if env_prefix else f" (default: ${prefix}_URL, by --backend)."),
+            **env("URL"),
         ),
         click.option("--index", default=None, help="Concrete index name."),
         click.option(
@@ -86,39 +99,50 @@ def opensearch_options(func: F) -> F:
             default=None,
             help="Alias searched and moved by blue/green rebuilds (indices <alias>-000001...).",
         ),
-        click.option("--username", envvar=ENV_USERNAME, show_envvar=True, default=None),
+        click.option("--username", default=None, **env("USERNAME")),
         click.option(
             "--password",
-            envvar=ENV_PASSWORD,
-            show_envvar=True,
             default=None,
             show_default=False,
-            help=f"Basic-auth password; prefer {ENV_PASSWORD} (flags show up in `ps`).",
+            help=f"Basic-auth password; prefer {password} (flags show up in `ps`).",
+            **env("PASSWORD"),
         ),
         click.option(
             "--ca-certs",
-            envvar=ENV_CA_CERTS,
-            show_envvar=True,
             type=click.Path(exists=True, dir_okay=False),
             default=None,
             help="CA bundle (PEM) to verify the cluster's TLS certificate.",
+            **env("CA_CERTS"),
         ),
         click.option(
             "--verify-certs/--no-verify-certs",
-            envvar=ENV_VERIFY_CERTS,
-            show_envvar=True,
-            default=True,
-            show_default=True,
-            help="Verify TLS certificates (turn off only for local demo clusters).",
+            help="Verify TLS certificates (default: on; turn off only for local demo clusters).",
+            **verify,
+            **env("VERIFY_CERTS"),
         ),
         click.option(
             "--timeout", type=float, default=30.0, show_default=True, help="Request timeout (s)."
         ),
-    )(func)
+    )
 
 
-backend_options = stack(backend_option(), index_dir_option(), opensearch_options)
-"""--backend, the embedded store's --index-dir and OpenSearch's connection flags."""
+opensearch_options = connection_options(ENV_PREFIX)
+"""The connection flags of the `opensearch` commands, with OPENSEARCH_* variables."""
+
+es_api_key_option = click.option(
+    "--es-api-key",
+    default=None,
+    show_default=False,
+    help=f"Elasticsearch API key (the encoded id:key), instead of a password; prefer "
+    f"{ES_ENV_API_KEY} (flags show up in `ps`).",
+)
+
+cluster_options = stack(connection_options(None), es_api_key_option)
+"""The connection flags of a command that takes --backend: either engine's, no variables read
+by click (the store reads its engine's), plus Elasticsearch's --es-api-key."""
+
+backend_options = stack(backend_option(), index_dir_option(), cluster_options)
+"""--backend, the embedded store's --index-dir and the clusters' connection flags."""
 
 
 def ann_option(default: str | None = None, help: str | None = None) -> Decorator:

@@ -54,13 +54,13 @@ def search(
     filters: dict[str, list[str]] | None,
     explain: bool,
     as_json: bool,
-    **opensearch_kwargs: Any,
+    **cluster_kwargs: Any,
 ) -> None:
     """Two-stage search: kNN recall, then the crossing-layer rerank."""
     from twinbert_search.search.factory import open_searcher
 
     searcher = open_searcher(
-        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **opensearch_kwargs
+        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **cluster_kwargs
     )
     with searcher.store:
         result = searcher.search(
@@ -129,7 +129,7 @@ def eval_cmd(
     train_qrels: Path | None,
     no_progress: bool,
     as_json: bool,
-    **opensearch_kwargs: Any,
+    **cluster_kwargs: Any,
 ) -> None:
     """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked side by side, with their
     difference (and whether the rerank loses to its recall), and latency p50/p99."""
@@ -141,10 +141,10 @@ def eval_cmd(
     from twinbert_search.search.factory import open_searcher
     from twinbert_search.stores.factory import check_options
 
-    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
+    check_options(backend, index_dir=index_dir, **cluster_kwargs)
     judgments = read_qrels(qrels)
     searcher = open_searcher(
-        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **opensearch_kwargs
+        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **cluster_kwargs
     )
     with searcher.store:
         report = evaluate_searcher(

@@ -18,10 +18,10 @@ import click
 
 from twinbert_search.cli.options import (
     backend_option,
+    cluster_options,
     index_dir_option,
     int8_option,
     model_option,
-    opensearch_options,
     threads_option,
 )
 from twinbert_search.service.config import (
@@ -34,6 +34,7 @@ from twinbert_search.service.config import (
     ServiceConfig,
     default_workers,
 )
+from twinbert_search.stores.elasticsearch.connection import OPTION_NAMES as ES_OPTION_NAMES
 from twinbert_search.stores.opensearch.connection import OPTION_NAMES
 
 __all__ = ["serve"]
@@ -52,7 +53,10 @@ def _is_loopback(host: str) -> bool:
 
 
 @click.command("serve")
-@backend_option("Where documents live: an embedded store (--index-dir) or OpenSearch (--url ...).")
+@backend_option(
+    "Where documents live: an embedded store (--index-dir), or OpenSearch or Elasticsearch "
+    "(--url ...)."
+)
 @index_dir_option(help="Embedded store directory (--backend embedded).")
 @model_option()
 @int8_option("Use the int8 ONNX query graph.")
@@ -104,7 +108,7 @@ def _is_loopback(host: str) -> bool:
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-@opensearch_options
+@cluster_options
 def serve(
     backend: str,
     index_dir: Path | None,
@@ -121,7 +125,7 @@ def serve(
     refresh_s: float,
     log_level: str,
     access_log: bool,
-    **opensearch: Any,
+    **cluster: Any,
 ) -> None:
     """Serve POST /search and POST /rerank, GET /healthz, /readyz, /metrics over HTTP."""
     import uvicorn
@@ -135,7 +139,7 @@ def serve(
         threads=threads,
         workers=workers or default_workers(),
         backend=backend,
-        opensearch={k: opensearch[k] for k in OPTION_NAMES if k in opensearch},
+        cluster={k: cluster[k] for k in {*OPTION_NAMES, *ES_OPTION_NAMES} if k in cluster},
         host=host,
         port=port,
         api_key=api_key,

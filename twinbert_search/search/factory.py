@@ -20,7 +20,7 @@ def open_searcher(
     int8: bool = False,
     threads: int | None = None,
     index_dir: str | Path | None = None,
-    **opensearch_kwargs: Any,
+    **cluster_kwargs: Any,
 ) -> Searcher:
     """A two-stage Searcher over the configured store and model (the default model if None).
 
@@ -29,14 +29,14 @@ def open_searcher(
     """
     from twinbert_search.search import Searcher
 
-    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
+    check_options(backend, index_dir=index_dir, **cluster_kwargs)
     if backend == EMBEDDED:
         return Searcher.open(embedded_dir(index_dir), model, int8=int8, threads=threads)
     from twinbert_search.runtime import TwinBertRuntime
     from twinbert_search.runtime.model import document_graph_of
     from twinbert_search.runtime.models import resolve_model
 
-    store = open_store(backend, writable=False, **opensearch_kwargs)
+    store = open_store(backend, writable=False, **cluster_kwargs)
     try:
         runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
         runtime.document_graph = document_graph_of(store.info.model_fingerprint)

@@ -91,7 +91,15 @@ class Searcher:
         filters: Filters | None = None,
         hybrid: bool = False,
     ) -> Candidates:
-        """Stage two: kNN (optionally fused with BM25 by reciprocal rank)."""
+        """Stage two: kNN (optionally fused with BM25 by reciprocal rank).
+
+        A store that fuses in one request (`recall_fused`) does; otherwise the kNN and BM25
+        hits are fused here, and documents only BM25 found are fetched.
+        """
+        if hybrid:
+            fused = self.store.recall_fused(query, query_vector, n, filters=filters)
+            if fused is not None:
+                return fused
         dense = self.store.recall(query_vector, n, filters=filters)
         if not hybrid:
             return dense

@@ -87,7 +87,7 @@ def load_searcher(config: ServiceConfig) -> Searcher:
         int8=config.int8,
         threads=config.threads,
         index_dir=config.index_dir,
-        **config.opensearch,
+        **config.cluster,
     )
 
 

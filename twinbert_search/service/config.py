@@ -33,7 +33,8 @@ class ServiceConfig:
     same size so its time budget measures the rerank, not the queue behind slow encodes.
     `refresh_s` is how often an embedded store looks for a snapshot that another process
     (`twinbert-search index`) finalized, so a long-running service picks up re-indexing
-    (0: never). `api_key` and `opensearch` (which may hold a password) are left out of `repr`.
+    (0: never). `cluster` holds a cluster backend's connection flags (OpenSearch or
+    Elasticsearch); it and `api_key` may hold secrets and are left out of `repr`.
     """
 
     index_dir: Path | None = None
@@ -42,7 +43,7 @@ class ServiceConfig:
     threads: int | None = None
     workers: int = field(default_factory=default_workers)
     backend: str = "embedded"
-    opensearch: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    cluster: Mapping[str, Any] = field(default_factory=dict, repr=False)
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     api_key: str | None = field(default=None, repr=False)
@@ -53,7 +54,7 @@ class ServiceConfig:
 
     def validate(self) -> ServiceConfig:
         """Raise ConfigurationError naming the first bad setting; returns self for chaining."""
-        check_options(self.backend, index_dir=self.index_dir, **self.opensearch)
+        check_options(self.backend, index_dir=self.index_dir, **self.cluster)
         if self.threads is not None and self.threads < 1:
             raise ConfigurationError(f"--threads must be positive, got {self.threads}")
         if self.workers < 1:

@@ -178,6 +178,19 @@ class VectorStore(ABC):
         """BM25 hits as (id, score); backends without a text index raise NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} has no BM25 index")
 
+    def recall_fused(
+        self,
+        query: str,
+        query_vector: np.ndarray,
+        n: int,
+        *,
+        filters: Filters | None = None,
+    ) -> Candidates | None:
+        """kNN and BM25 fused by reciprocal rank (k=60) in one request, where the backend can
+        (Elasticsearch's `rrf` retriever); None, the default, leaves the fusion to the searcher.
+        """
+        return None
+
     def bm25_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
         """BM25 scores of these ids, for a rerank that fuses them; NotImplementedError without."""
         raise NotImplementedError(f"{type(self).__name__} has no BM25 scores for given ids")

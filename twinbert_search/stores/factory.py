@@ -2,12 +2,14 @@
 
 `index`, `search`, `eval` and `serve` all come through here (searchers through
 `search.factory.open_searcher`), so a flag means the same thing on every command:
-`--backend embedded` needs `--index-dir`; `--backend opensearch` needs `--url` (or
-OPENSEARCH_URL) and takes the other `opensearch_options` flags as keyword arguments, as
-`stores.opensearch.connection.store_from_options` does (keys it does not know are ignored).
+`--backend embedded` needs `--index-dir`; `--backend opensearch` and `--backend elasticsearch`
+need `--url` (or OPENSEARCH_URL, ELASTICSEARCH_URL) and take the other cluster flags as
+keyword arguments, as each engine's `connection.store_from_options` does (keys it does not
+know are ignored). A flag left out falls back to that engine's environment variable.
 
-`--ann` is read per backend: an embedded ANN spec (`auto`, `flat`, `hnsw32,efc=200`) or an
-OpenSearch index description (`faiss:hnsw16:efc128:fp16:innerproduct`; `auto` is its default).
+`--ann` is read per backend: an embedded ANN spec (`auto`, `flat`, `hnsw32,efc=200`), an
+OpenSearch index description (`faiss:hnsw16:efc128:fp16:innerproduct`) or an Elasticsearch one
+(`elasticsearch:int8_hnsw16:efc128:innerproduct`); `auto` is each backend's default.
 Heavy modules (onnxruntime, faiss) are imported by the functions, so the CLI starts fast.
 """
 
@@ -18,14 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.elasticsearch import ENV_URL as ELASTICSEARCH_ENV_URL
 from twinbert_search.stores.opensearch import ENV_URL
 
 if TYPE_CHECKING:
     from twinbert_search.manifest import ModelManifest
     from twinbert_search.stores.base import VectorStore
 
-BACKENDS = ("embedded", "opensearch")
-EMBEDDED, OPENSEARCH = BACKENDS
+BACKENDS = ("embedded", "opensearch", "elasticsearch")
+EMBEDDED, OPENSEARCH, ELASTICSEARCH = BACKENDS
+CLUSTERS = (OPENSEARCH, ELASTICSEARCH)
+URL_ENV = {OPENSEARCH: ENV_URL, ELASTICSEARCH: ELASTICSEARCH_ENV_URL}
+ENGINE_NAMES = {OPENSEARCH: "OpenSearch", ELASTICSEARCH: "Elasticsearch"}
 
 
 def embedded_dir(index_dir: str | Path | None) -> Path:
@@ -35,7 +41,7 @@ def embedded_dir(index_dir: str | Path | None) -> Path:
 
 
 def check_options(
-    backend: str, *, index_dir: str | Path | None = None, **opensearch_kwargs: Any
+    backend: str, *, index_dir: str | Path | None = None, **cluster_kwargs: Any
 ) -> None:
     """Raise ConfigurationError when the backend lacks what it needs (before any real work)."""
     if backend not in BACKENDS:
@@ -43,10 +49,13 @@ def check_options(
     if backend == EMBEDDED:
         embedded_dir(index_dir)
         return
+    engine, url_env = ENGINE_NAMES[backend], URL_ENV[backend]
     if index_dir is not None:
-        raise ConfigurationError("--index-dir is for --backend embedded; OpenSearch takes --url")
-    if not (opensearch_kwargs.get("url") or os.environ.get(ENV_URL)):
-        raise ConfigurationError(f"--backend opensearch needs --url (or {ENV_URL})")
+        raise ConfigurationError(f"--index-dir is for --backend embedded; {engine} takes --url")
+    if not (cluster_kwargs.get("url") or os.environ.get(url_env)):
+        raise ConfigurationError(f"--backend {backend} needs --url (or {url_env})")
+    if backend == OPENSEARCH and cluster_kwargs.get("es_api_key"):
+        raise ConfigurationError("--es-api-key is for --backend elasticsearch")
 
 
 def open_store(
@@ -58,16 +67,16 @@ def open_store(
     codec: str | None = None,
     ann: str | None = None,
     manifest: ModelManifest | None = None,
-    **opensearch_kwargs: Any,
+    **cluster_kwargs: Any,
 ) -> VectorStore:
     """The store the options describe; the caller closes it (stores are context managers).
 
     Embedded: `writable` creates or opens the writer (`dim`, `codec`, `ann` as in
-    `EmbeddedStore.create_or_open`), otherwise the snapshot is opened read-only. OpenSearch:
-    a connection reads and writes either way; `ann` shapes the indices it creates and
-    `manifest` renders its template and pipelines.
+    `EmbeddedStore.create_or_open`), otherwise the snapshot is opened read-only. A cluster
+    (OpenSearch, Elasticsearch): a connection reads and writes either way; `ann` shapes the
+    indices it creates and `manifest` renders its template and pipelines.
     """
-    check_options(backend, index_dir=index_dir, **opensearch_kwargs)
+    check_options(backend, index_dir=index_dir, **cluster_kwargs)
     if backend == EMBEDDED:
         from twinbert_search.stores.embedded import EmbeddedStore
 
@@ -75,13 +84,25 @@ def open_store(
         if writable:
             return EmbeddedStore.create_or_open(path, dim=dim, codec=codec, ann=ann)
         return EmbeddedStore.open(path)
+    if codec not in (None, "float32"):
+        hint = {
+            OPENSEARCH: "e.g. faiss:fp16 or lucene:byte",
+            ELASTICSEARCH: "e.g. int8_hnsw or bbq_hnsw",
+        }[backend]
+        raise ConfigurationError(
+            f"--codec is for the embedded store; {ENGINE_NAMES[backend]} keeps float32 "
+            f"vectors in _source (set the ANN graph's encoding in --ann, {hint})"
+        )
+    if backend == ELASTICSEARCH:
+        from twinbert_search.stores.elasticsearch.connection import (
+            store_from_options as elasticsearch_store,
+        )
+        from twinbert_search.stores.elasticsearch.index_options import IndexOptions as EsOptions
+
+        es_options = None if ann in (None, "auto") else EsOptions.parse(ann)
+        return elasticsearch_store(**cluster_kwargs, manifest=manifest, index_options=es_options)
     from twinbert_search.stores.opensearch.assets import IndexOptions
     from twinbert_search.stores.opensearch.connection import store_from_options
 
-    if codec not in (None, "float32"):
-        raise ConfigurationError(
-            "--codec is for the embedded store; OpenSearch keeps float32 vectors in _source "
-            "(set the ANN graph's encoding in --ann, e.g. faiss:fp16 or lucene:byte)"
-        )
     options = None if ann in (None, "auto") else IndexOptions.parse(ann)
-    return store_from_options(**opensearch_kwargs, manifest=manifest, index_options=options)
+    return store_from_options(**cluster_kwargs, manifest=manifest, index_options=options)

@@ -26,6 +26,7 @@ class ClusterConnection:
 
     ENGINE: ClassVar[str] = "cluster"
     ENV_PREFIX: ClassVar[str] = "CLUSTER"
+    SECRET_KEYS: ClassVar[tuple[str, ...]] = ()  # an engine's extra credentials (api_key)
 
     url: str
     username: str | None = None
@@ -59,17 +60,22 @@ class ClusterConnection:
 
     @classmethod
     def from_env(cls: type[C], url: str | None = None, **overrides: Any) -> C:
-        """Flags first, then <PREFIX>_URL/_USERNAME/_PASSWORD/_CA_CERTS/_VERIFY_CERTS."""
+        """Flags first, then <PREFIX>_URL/_USERNAME/_PASSWORD/_CA_CERTS/_VERIFY_CERTS.
+
+        A key passed as None counts as not given, so a command can hand on every flag.
+        """
         url = url or os.environ.get(cls.env_name("URL"))
         if not url:
             raise ConfigurationError(
                 f"no {cls.ENGINE} URL: pass --url or set {cls.env_name('URL')}"
             )
-        overrides.setdefault("username", os.environ.get(cls.env_name("USERNAME")) or None)
-        overrides.setdefault("password", os.environ.get(cls.env_name("PASSWORD")) or None)
-        overrides.setdefault("ca_certs", os.environ.get(cls.env_name("CA_CERTS")) or None)
-        verify = os.environ.get(cls.env_name("VERIFY_CERTS"), "true").strip().lower()
-        overrides.setdefault("verify_certs", verify not in ("0", "false", "no", "off"))
+        # a flag left out arrives as None: the environment fills it
+        for key in ("username", "password", "ca_certs", *cls.SECRET_KEYS):
+            if overrides.get(key) is None:
+                overrides[key] = os.environ.get(cls.env_name(key.upper())) or None
+        if overrides.get("verify_certs") is None:
+            verify = os.environ.get(cls.env_name("VERIFY_CERTS"), "true").strip().lower()
+            overrides["verify_certs"] = verify not in ("0", "false", "no", "off")
         return cls(url=url, **{k: v for k, v in overrides.items() if v is not None})
 
     @property

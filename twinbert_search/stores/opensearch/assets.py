@@ -14,7 +14,7 @@ ML Commons `text_embedding` pipeline and the hybrid search pipeline.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,12 @@ from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.cluster import schema
 from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE, template_priority
+from twinbert_search.stores.cluster.pipelines import (
+    check_vector_processor,
+    normalise_processors,
+    pipeline_description,
+    vector_pipeline,
+)
 from twinbert_search.stores.cluster.queries import (
     bm25_scores_body,
     bm25_search_body,
@@ -87,7 +93,6 @@ __all__ = [
     "bm25_scores_body",
     "bm25_search_body",
     "decode_floats",
-    "elasticsearch_index_template",
     "embedding_pipeline",
     "encode_floats",
     "exact_similarity",
@@ -208,119 +213,6 @@ def index_template(
     }
 
 
-def elasticsearch_index_template(
-    manifest: ModelManifest, options: IndexOptions, names: AssetNames | None = None
-) -> dict[str, Any]:
-    """The Elasticsearch variant (`dense_vector`); offered as a file, not used by the store.
-
-    Elasticsearch has no fp16 HNSW: `fp32` maps to `hnsw`, `byte` to `int8_hnsw` (the engine
-    option does not apply). Unit vectors make `dot_product` the exact cosine.
-    """
-    names = names or AssetNames()
-    if options.encoding not in ("fp32", "byte"):
-        raise ConfigurationError(
-            "Elasticsearch has no fp16 HNSW; use fp32 (hnsw) or byte (int8_hnsw)"
-        )
-    similarity = {"innerproduct": "dot_product", "cosinesimil": "cosine", "l2": "l2_norm"}
-    if options.space_type not in similarity:
-        raise ConfigurationError(f"unknown space type {options.space_type!r}")
-    hnsw = "int8_hnsw" if options.encoding == "byte" else "hnsw"
-    vector = {
-        "type": "dense_vector",
-        "dims": manifest.dim,
-        "index": True,
-        "similarity": similarity[options.space_type],
-        "index_options": {"type": hnsw, "m": options.m, "ef_construction": options.ef_construction},
-    }
-    meta = index_meta(manifest, options)
-    meta[META_KEY]["ann"] = (
-        f"elasticsearch:{hnsw}{options.m}:efc{options.ef_construction}:{options.space_type}"
-    )
-    return {
-        "index_patterns": names.index_patterns,
-        "priority": names.template_priority,
-        "template": {
-            "settings": {
-                "index": {
-                    "number_of_shards": options.shards,
-                    "number_of_replicas": options.replicas,
-                }
-            },
-            "mappings": schema.mappings(meta, vector),
-        },
-        "_meta": meta,
-    }
-
-
-def _check_vector_script(manifest: ModelManifest) -> dict[str, Any]:
-    """A painless check that the vector has the index's dimension (and unit length)."""
-    source = (
-        "def v = ctx[params.field];"
-        " if (!(v instanceof List)) {"
-        " throw new IllegalArgumentException('[' + params.field + '] must be an array of '"
-        " + params.dim + ' numbers'); }"
-        " if (v.size() != params.dim) {"
-        " throw new IllegalArgumentException('[' + params.field + '] has ' + v.size()"
-        " + ' values; the index expects ' + params.dim); }"
-        " if (params.unit) { double n = 0; for (def x : v) { n += x * x; }"
-        " if (Math.abs(n - 1.0) > params.tolerance) {"
-        " throw new IllegalArgumentException('[' + params.field + '] is not unit length"
-        " (squared norm ' + n + ')'); } }"
-    )
-    return {
-        "script": {
-            "tag": "check-embedding",
-            "description": "reject vectors of another dimension (or not unit length)",
-            "lang": "painless",
-            "source": source,
-            "params": {
-                "field": FIELD_VECTOR,
-                "dim": manifest.dim,
-                "unit": manifest.normalize,
-                "tolerance": SQUARED_NORM_TOLERANCE,
-            },
-        }
-    }
-
-
-def _normalise_fields() -> list[dict[str, Any]]:
-    return [
-        {"set": {"tag": "default-title", "field": FIELD_TITLE, "value": "", "override": False}},
-        {"trim": {"tag": "trim-title", "field": FIELD_TITLE, "ignore_missing": True}},
-        {"trim": {"tag": "trim-text", "field": FIELD_TEXT}},
-        {
-            "set": {
-                "tag": "default-metadata",
-                "field": FIELD_METADATA,
-                "value": {},
-                "override": False,
-            }
-        },
-    ]
-
-
-def pipeline_description(what: str, manifest: ModelManifest) -> str:
-    """A pipeline's description, naming the model it was rendered for.
-
-    The description is where a pipeline records that: OpenSearch (2.19, 3.5) refuses `_meta`
-    on ingest pipelines, although the API specification lists it. `put_assets` compares it.
-    """
-    model = manifest.fingerprint or "unversioned"
-    return f"{what} ({META_KEY} format {FORMAT}, {manifest.dim}-d, model {model})"
-
-
-def vector_pipeline(manifest: ModelManifest) -> dict[str, Any]:
-    """Ingest pipeline (a): documents that arrive with precomputed vectors."""
-    return {
-        "description": pipeline_description(
-            "TwinBERT documents with precomputed vectors: check the vector, normalise the "
-            "text fields",
-            manifest,
-        ),
-        "processors": [_check_vector_script(manifest), *_normalise_fields()],
-    }
-
-
 def embedding_pipeline(manifest: ModelManifest, model_id: str) -> dict[str, Any]:
     """Ingest pipeline (b): ML Commons encodes `encoding_text` (title + text) in the cluster."""
     return {
@@ -330,7 +222,7 @@ def embedding_pipeline(manifest: ModelManifest, model_id: str) -> dict[str, Any]
             manifest,
         ),
         "processors": [
-            *_normalise_fields(),
+            *normalise_processors(),
             {
                 "text_embedding": {
                     "tag": "encode-document",
@@ -339,7 +231,7 @@ def embedding_pipeline(manifest: ModelManifest, model_id: str) -> dict[str, Any]
                 }
             },
             {"remove": {"tag": "drop-encoding-text", "field": FIELD_ENCODING_TEXT}},
-            _check_vector_script(manifest),
+            check_vector_processor(manifest),
         ],
     }
 
@@ -451,14 +343,9 @@ def render_defaults(
     manifest = manifest or ModelManifest(dim=384)
     options = options or IndexOptions()
     names = names or AssetNames()
-    # Elasticsearch has no fp16: the compact default there is int8_hnsw
-    es_options = replace(options, encoding="fp32" if options.encoding == "fp32" else "byte")
     return {
         f"index_templates/{names.template}.opensearch.json": index_template(
             manifest, options, names
-        ),
-        f"index_templates/{names.template}.elasticsearch.json": elasticsearch_index_template(
-            manifest, es_options, names
         ),
         f"pipelines/{names.vector_pipeline}.ingest.json": vector_pipeline(manifest),
         f"pipelines/{names.embed_pipeline}.ingest.json": embedding_pipeline(manifest, model_id),

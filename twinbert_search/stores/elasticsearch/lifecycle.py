@@ -1,0 +1,75 @@
+"""Elasticsearch's index and alias API as the shared lifecycle's `IndexAdmin`.
+
+Blue/green rebuilds, generations and resuming an interrupted build are written once in
+`stores/cluster/lifecycle.py`; this adapter maps each of its calls to one request of the
+official client, and reads back what an index records about itself: its mapping's `_meta`,
+and the `dense_vector` field's similarity (how its kNN scores read).
+
+Elasticsearch refuses wildcard deletes (`action.destructive_requires_name`), so old
+generations are deleted by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from twinbert_search.stores.cluster.schema import FIELD_VECTOR, recorded_meta
+
+
+class ElasticsearchIndices:
+    """`IndexAdmin` over an Elasticsearch client; `errors` is the store's translate_errors."""
+
+    def __init__(self, client: Any, errors: Callable[[str], AbstractContextManager[Any]]) -> None:
+        self.client = client
+        self._errors = errors
+
+    def errors(self, what: str) -> AbstractContextManager[Any]:
+        return self._errors(what)
+
+    def alias_exists(self, name: str) -> bool:
+        return bool(self.client.indices.exists_alias(name=name))
+
+    def alias_members(self, name: str) -> list[str]:
+        return list(self.client.indices.get_alias(name=name).body)
+
+    def index_exists(self, name: str) -> bool:
+        return bool(self.client.indices.exists(index=name))
+
+    def matching(self, pattern: str) -> list[str]:
+        from elasticsearch import NotFoundError
+
+        try:
+            return list(self.client.indices.get(index=pattern).body)
+        except NotFoundError:
+            return []
+
+    def flat_settings(self, index: str) -> Mapping[str, Any]:
+        settings = self.client.indices.get_settings(index=index, flat_settings=True)
+        return next(iter(settings.body.values()), {}).get("settings", {})
+
+    def create(self, index: str, body: Mapping[str, Any]) -> None:
+        self.client.indices.create(index=index, **body)
+
+    def put_settings(self, index: str, body: Mapping[str, Any]) -> None:
+        self.client.indices.put_settings(index=index, settings=body)
+
+    def refresh(self, index: str) -> None:
+        self.client.indices.refresh(index=index)
+
+    def update_aliases(self, actions: list[dict[str, Any]]) -> None:
+        self.client.indices.update_aliases(actions=actions)
+
+    def delete(self, indices: Sequence[str]) -> None:
+        self.client.indices.delete(index=",".join(indices))
+
+    def recorded_meta(self, index: str) -> dict[str, Any]:
+        """What `index` records (model, dim, ann) and its vector field's `similarity`."""
+        with self.errors(f"read the mapping of {index}"):
+            mapping = self.client.indices.get_mapping(index=index).body
+        mappings = next(iter(mapping.values()))["mappings"]
+        meta = recorded_meta(mappings, "dims")
+        vector = mappings.get("properties", {}).get(FIELD_VECTOR, {})
+        meta["similarity"] = vector.get("similarity")
+        return meta
