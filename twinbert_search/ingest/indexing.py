@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from twinbert_search.documents import Document
-from twinbert_search.errors import InputError
+from twinbert_search.errors import EmptyDocumentError, InputError
 from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.stores.base import VectorStore
 
@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class IndexReport:
-    """What one indexing run did; docs_per_s counts only documents actually encoded."""
+    """What one indexing run did; docs_per_s counts only documents actually encoded.
+
+    `errors` holds the records the reader skipped: empty documents (`EmptyDocumentError`)
+    and, with skip mode, malformed ones; `empty` and `malformed` count each kind.
+    """
 
     seen: int = 0
     added: int = 0
@@ -46,6 +50,23 @@ class IndexReport:
     def docs_per_s(self) -> float:
         return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
+    @property
+    def empty(self) -> int:
+        return sum(isinstance(e, EmptyDocumentError) for e in self.errors)
+
+    @property
+    def malformed(self) -> int:
+        return len(self.errors) - self.empty
+
+    def skipped(self) -> str:
+        """For the summary: `0 skipped`, `2 skipped: empty`, `3 skipped: 2 empty, 1 malformed`."""
+        counts = ((self.empty, "empty"), (self.malformed, "malformed"))
+        kinds = [(n, name) for n, name in counts if n]
+        if len(kinds) == 1:
+            return f"{kinds[0][0]} skipped: {kinds[0][1]}"
+        detail = ", ".join(f"{n} {name}" for n, name in kinds)
+        return f"{len(self.errors)} skipped" + (f": {detail}" if detail else "")
+
     def to_dict(self) -> dict:
         return {
             "seen": self.seen,
@@ -53,7 +74,9 @@ class IndexReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "deleted": self.deleted,
-            "errors": [str(e) for e in self.errors],
+            "skipped": {"empty": self.empty, "malformed": self.malformed},
+            "errors": [str(e) for e in self.errors if not isinstance(e, EmptyDocumentError)],
+            "empty": [str(e) for e in self.errors if isinstance(e, EmptyDocumentError)],
             "docs_per_s": round(self.docs_per_s, 1),
             "seconds": round(self.seconds, 2),
         }
