@@ -120,9 +120,12 @@ def test_sigkill_midway_then_rerun_indexes_every_document_once(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 0 < committed < len(docs)
+    manifest = json.loads((index_dir / "store.json").read_text())
+    assert manifest["unfinished_run"]["started"]  # readers are told the index is incomplete
 
     rerun = _cli([*args, "--json"])
     assert rerun.returncode == 0, rerun.stderr
+    assert "unfinished_run" not in json.loads((index_dir / "store.json").read_text())
     report = json.loads(rerun.stdout)
     assert report["unchanged"] >= committed and report["added"] == len(docs) - report["unchanged"]
     ids = stored_ids(index_dir)

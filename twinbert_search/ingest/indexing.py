@@ -5,6 +5,10 @@ already holds with the same content hash (skipped), encodes the rest in length-s
 batches, and writes them in one store transaction. A job killed midway therefore loses at
 most the chunk in flight; re-running it skips everything already stored. A bad record stops
 the job only after the good records before it are written (or is skipped and reported).
+
+The store records each run when it begins and clears the record only when the run completes
+(`VectorStore.begin_index_run`), so a run that was killed or stopped leaves the store marked
+incomplete for `search`, `eval` and `serve` until a later run finishes.
 """
 
 from __future__ import annotations
@@ -124,9 +128,11 @@ def run_indexing(
     `write_chunk(documents, advance)` stores one chunk of new or changed documents (calling
     `advance(n)` as it goes); its time is what docs/s counts. Raises the first reader
     `InputError` after writing every good chunk before it, and `ModelMismatchError` before
-    writing anything if the store holds another model's vectors.
+    writing anything if the store holds another model's vectors. The store is marked as
+    being indexed until the run completes (`VectorStore.begin_index_run`).
     """
     store.ensure_model(model_fingerprint)
+    store.begin_index_run()
     report = IndexReport()
     start = time.perf_counter()
     seen_ids: set[str] = set()
@@ -154,7 +160,8 @@ def run_indexing(
             report.deleted = store.delete(stale) if stale else 0
         store.finalize()  # what was written stays searchable even when a bad record stops us
         if reader_error:
-            raise reader_error[0]
+            raise reader_error[0]  # the store stays marked incomplete
+        store.end_index_run()
     finally:
         bar.close()
         report.seconds = time.perf_counter() - start
