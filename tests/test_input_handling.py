@@ -103,13 +103,16 @@ def test_an_empty_documents_id_still_counts_for_duplicates(tmp_path: Path) -> No
         list(read_corpus(path, on_empty="skip", errors=[]))
 
 
-def test_load_beir_leaves_empty_documents_out(tmp_path: Path) -> None:
-    write(tmp_path / "corpus.jsonl", [TITLE_ONLY, *EMPTY, BODY[0]])
+def test_load_beir_takes_title_only_documents_and_refuses_empty_ones(tmp_path: Path) -> None:
+    write(tmp_path / "corpus.jsonl", [TITLE_ONLY, BODY[0]])
     write(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "roots"}])
     (tmp_path / "qrels").mkdir()
     write(tmp_path / "qrels/test.tsv", ["query-id\tcorpus-id\tscore", "q1\tt1\t1"])
     corpus, _, _ = load_beir(tmp_path)
     assert sorted(corpus) == ["b0", "t1"]
+    write(tmp_path / "corpus.jsonl", [TITLE_ONLY, *EMPTY])
+    with pytest.raises(EmptyDocumentError, match=r"corpus\.jsonl:2, id 'e1'"):
+        load_beir(tmp_path)  # training refuses such data (tests/test_teacher.py)
 
 
 def test_the_report_counts_each_kind() -> None:

@@ -255,8 +255,8 @@ def load_beir(
     """Load a BEIR folder: corpus, the queries judged in `qrels/<split>.tsv`, and those qrels.
 
     Every judged query must exist in queries.jsonl (it could not be searched otherwise). Judged
-    doc ids missing from the corpus are allowed, as in BEIR: they only lower recall. Empty
-    documents are left out with a logged warning, as `index` leaves them out.
+    doc ids missing from the corpus are allowed, as in BEIR: they only lower recall. Title-only
+    documents are documents; an empty one is an error (training refuses such data).
     """
     root = Path(folder)
     qrels_path = root / "qrels" / f"{split}.tsv"
@@ -276,7 +276,7 @@ def load_beir(
             record_id=missing[0],
             field="query-id",
         )
-    corpus = {d.id: d for d in read_corpus(root / "corpus.jsonl", on_empty="skip")}
+    corpus = {d.id: d for d in read_corpus(root / "corpus.jsonl")}
     return corpus, {qid: queries[qid] for qid in qrels}, qrels
 
 
