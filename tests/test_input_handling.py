@@ -276,7 +276,7 @@ def test_eval_warns_about_judged_documents_the_store_lacks(
     result = runner.invoke(main, eval_args(ix, tiny_model, *judged))
     assert result.exit_code == 0, result.output
     (warning,) = warnings_of(result)
-    assert "judge 2 of 3 documents that the store does not hold (1 of them relevant)" in warning
+    assert "2 of the 3 documents the qrels judge are not in the store (1 of them judged" in warning
     assert json.loads(result.stdout)["queries"] == 1
 
 

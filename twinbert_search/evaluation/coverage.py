@@ -32,6 +32,6 @@ def coverage_warning(store: VectorStore, qrels: Mapping[str, Mapping[str, int]])
     if not missing:
         return None
     return (
-        f"the qrels judge {missing} of {judged} documents that the store does not hold "
-        f"({relevant} of them relevant); they count as never retrieved"
+        f"{missing} of the {judged} documents the qrels judge are not in the store "
+        f"({relevant} of them judged relevant); they count as never retrieved"
     )
