@@ -120,9 +120,12 @@ def test_sigkill_midway_then_rerun_indexes_every_document_once(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 0 < committed < len(docs)
+    manifest = json.loads((index_dir / "store.json").read_text())
+    assert manifest["unfinished_run"]["started"]  # readers are told the index is incomplete
 
     rerun = _cli([*args, "--json"])
     assert rerun.returncode == 0, rerun.stderr
+    assert "unfinished_run" not in json.loads((index_dir / "store.json").read_text())
     report = json.loads(rerun.stdout)
     assert report["unchanged"] >= committed and report["added"] == len(docs) - report["unchanged"]
     ids = stored_ids(index_dir)
@@ -149,22 +152,28 @@ GOOD = [
 
 
 @pytest.mark.parametrize(
-    ("bad_line", "expected"),
+    ("bad_line", "expected", "flags"),
     [
-        ('{"_id": "x1", "text": ', "malformed JSON"),
-        (json.dumps({"title": "no id", "text": "the sun"}), "_id"),
-        (json.dumps({"_id": "x2", "title": "t"}), "text"),
-        (json.dumps({"_id": "x3", "text": "   "}), "x3"),
-        (json.dumps({"_id": "g0", "text": "duplicate"}), "g0"),
+        ('{"_id": "x1", "text": ', "malformed JSON", ()),
+        (json.dumps({"title": "no id", "text": "the sun"}), "_id", ()),
+        (json.dumps({"_id": "x2", "title": "t"}), "text", ()),
+        # an empty document is skipped by default (tests/test_input_handling.py); --strict stops
+        (json.dumps({"_id": "x3", "text": "   "}), "x3", ("--strict",)),
+        (json.dumps({"_id": "g0", "text": "duplicate"}), "g0", ()),
     ],
-    ids=["malformed-json", "missing-id", "missing-text", "empty-text", "duplicate-id"],
+    ids=["malformed-json", "missing-id", "missing-text", "empty-text-strict", "duplicate-id"],
 )
 def test_bad_record_stops_with_one_line_and_keeps_what_was_indexed(
-    runner: CliRunner, tiny_model: Path, tmp_path: Path, bad_line: str, expected: str
+    runner: CliRunner,
+    tiny_model: Path,
+    tmp_path: Path,
+    bad_line: str,
+    expected: str,
+    flags: tuple[str, ...],
 ) -> None:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("\n".join([*GOOD, bad_line, GOOD[0].replace("g0", "after")]) + "\n")
-    result = _index(runner, corpus, tmp_path / "ix", tiny_model)
+    result = _index(runner, corpus, tmp_path / "ix", tiny_model, *flags)
     assert result.exit_code == 3
     message = result.stderr.strip()
     assert message.startswith("error:") and "\n" not in message

@@ -12,7 +12,9 @@ from typing import Any
 class Document:
     """One document as read from the user's corpus.
 
-    `encoding_text` is what the document encoder sees (BEIR convention: title, a space, text).
+    `encoding_text` is what the document encoder sees (BEIR convention: title, a space, text);
+    a document's content is its title plus its text, so a title alone is content and
+    `is_empty` holds only when both are empty.
     `content_hash` changes exactly when anything stored for the document changes, which is
     what incremental indexing compares.
     """
@@ -25,6 +27,11 @@ class Document:
     @property
     def encoding_text(self) -> str:
         return f"{self.title} {self.text}".strip() if self.title else self.text
+
+    @property
+    def is_empty(self) -> bool:
+        """Neither title nor text: nothing to encode or match (readers skip or refuse it)."""
+        return not self.encoding_text.strip()
 
     @property
     def content_hash(self) -> str:

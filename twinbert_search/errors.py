@@ -61,6 +61,14 @@ class InputError(TwinBertSearchError):
         return f"{', '.join(where)}: {self.reason}" if where else self.reason
 
 
+class EmptyDocumentError(InputError):
+    """A document with neither title nor text: nothing to encode or match.
+
+    `index` skips and counts these by default (`--strict` makes them errors), so it is told
+    apart from the malformed records that stop a run.
+    """
+
+
 class StoreError(TwinBertSearchError):
     """The vector store cannot serve or accept the request."""
 

@@ -55,6 +55,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", rf"/{NAME.format('index')}/_settings", "indices.get_settings"),
     ("PUT", rf"/{NAME.format('index')}/_settings", "indices.put_settings"),
     ("GET", rf"/{NAME.format('index')}/_mapping", "indices.get_mapping"),
+    ("PUT|POST", rf"/{NAME.format('index')}/_mapping", "indices.put_mapping"),
     ("PUT", rf"/{NAME.format('index')}", "indices.create"),
     ("HEAD", rf"/{NAME.format('index')}", "indices.exists"),
     ("GET", rf"/{NAME.format('index')}", "indices.get"),

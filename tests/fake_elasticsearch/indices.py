@@ -11,6 +11,7 @@ from typing import Any
 from tests.fake_elasticsearch.common import (
     ApiError,
     FakeIndex,
+    FakeUnsupported,
     deep_merge,
     flatten_settings,
     not_found,
@@ -210,6 +211,14 @@ class IndicesApi:
 
     def _h_indices_get_mapping(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
         return 200, {n: {"mappings": self.indices[n].mappings} for n in self.resolve(pp["index"])}
+
+    def _h_indices_put_mapping(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        """Only `_meta`, which replaces the recorded one whole, as the real engine does."""
+        if set(body or {}) != {"_meta"}:
+            raise FakeUnsupported(f"put_mapping of {sorted(body or {})}")
+        for name in self.resolve(pp["index"]):
+            self.indices[name].mappings["_meta"] = json.loads(json.dumps(body["_meta"]))
+        return 200, {"acknowledged": True}
 
     # -- aliases --------------------------------------------------------------------------------
 

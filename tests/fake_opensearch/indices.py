@@ -9,6 +9,7 @@ priority is refused, and so are keys a pipeline's parser does not read (`_meta` 
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -198,6 +199,14 @@ class IndicesApi:
 
     def _h_indices_get_mapping(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
         return 200, {n: {"mappings": self.indices[n].mappings} for n in self.resolve(pp["index"])}
+
+    def _h_indices_put_mapping(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        """Only `_meta`, which replaces the recorded one whole, as the real engine does."""
+        if set(body or {}) != {"_meta"}:
+            raise FakeUnsupported(f"put_mapping of {sorted(body or {})}")
+        for name in self.resolve(pp["index"]):
+            self.indices[name].mappings["_meta"] = json.loads(json.dumps(body["_meta"]))
+        return 200, {"acknowledged": True}
 
     def _h_indices_put_settings(
         self, pp: dict[str, str], params: Any, body: Any

@@ -30,6 +30,8 @@ from twinbert_search.stores.factory import CLUSTERS, OPENSEARCH
 
 __all__ = ["build_default", "delete", "index", "quantize"]
 
+MAX_SKIPPED_LINES = 100  # skipped records named on stderr; --json lists them all
+
 
 @click.command("index")
 @click.argument("corpus", type=click.Path(exists=True, path_type=Path))
@@ -60,7 +62,13 @@ __all__ = ["build_default", "delete", "index", "quantize"]
 )
 @click.option("--prune", is_flag=True, help="Delete stored documents absent from CORPUS.")
 @click.option(
-    "--skip-errors", is_flag=True, help="Skip bad records (reported) instead of stopping."
+    "--skip-errors", is_flag=True, help="Skip malformed records (reported) instead of stopping."
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Treat empty documents (no title, no text) as malformed records; by default they are "
+    "skipped and counted.",
 )
 @click.option(
     "--rebuild",
@@ -102,6 +110,7 @@ def index(
     chunk_size: int,
     prune: bool,
     skip_errors: bool,
+    strict: bool,
     rebuild: bool,
     delete_old: bool,
     encode_in_cluster: bool,
@@ -147,6 +156,7 @@ def index(
         chunk_size=chunk_size,
         prune=prune,
         skip_errors=skip_errors,
+        strict=strict,
         rebuild=rebuild,
         delete_old=delete_old,
         model_id=model_id,
@@ -154,15 +164,18 @@ def index(
         **cluster_kwargs,
     )
     report = run.report
-    for err in report.errors:
+    for err in report.errors[:MAX_SKIPPED_LINES]:
         click.echo(f"skipped: {err}", err=True)
+    if len(report.errors) > MAX_SKIPPED_LINES:
+        more = len(report.errors) - MAX_SKIPPED_LINES
+        click.echo(f"skipped: ... and {more} more (--json lists every one)", err=True)
     if as_json:
         click.echo(json.dumps(run.to_dict()))
         return
     click.echo(
         f"indexed {report.seen} documents into {run.location['where']}: {report.added} added, "
         f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
-        f"{len(report.errors)} skipped; {report.docs_per_s:.1f} docs/s encoding, "
+        f"{report.skipped()}; {report.docs_per_s:.1f} docs/s encoding, "
         f"{report.seconds:.1f}s total"
     )
 
@@ -217,7 +230,9 @@ def quantize(
 
     if docs < 1:
         raise ConfigurationError(f"--docs must be positive, got {docs}")
-    records = read_corpus(corpus, fmt=fmt, id_field=id_field, text_fields=text_fields)
+    records = read_corpus(
+        corpus, fmt=fmt, id_field=id_field, text_fields=text_fields, on_empty="skip"
+    )
     texts = [d.encoding_text for d in islice(records, docs)]
     report = quantize_documents(
         resolve_model(model, build_default=True), texts, alpha=alpha, overwrite=force

@@ -1,14 +1,15 @@
 """Commands that read a store: `search` (one query) and `eval` (a query set against qrels).
 
 Both open a searcher through `search.factory.open_searcher` from the shared flags, so they
-take the same store and model flags as `index` and `serve`.
+take the same store and model flags as `index` and `serve`, and both refuse a store with no
+documents and warn (one line on stderr) when its last indexing run did not complete.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,7 +25,20 @@ from twinbert_search.cli.options import (
     no_progress_option,
 )
 
+if TYPE_CHECKING:
+    from twinbert_search.stores.base import VectorStore
+
 __all__ = ["eval_cmd", "search"]
+
+
+def check_store(store: VectorStore) -> None:
+    """StoreError when the store is empty; a warning line when its indexing is unfinished."""
+    from twinbert_search.search.factory import incomplete_warning, require_documents
+
+    require_documents(store)
+    warning = incomplete_warning(store)
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command("search")
@@ -63,6 +77,7 @@ def search(
         backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **cluster_kwargs
     )
     with searcher.store:
+        check_store(searcher.store)
         result = searcher.search(
             query,
             k,
@@ -134,6 +149,7 @@ def eval_cmd(
     """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked side by side, with their
     difference (and whether the rerank loses to its recall), and latency p50/p99."""
     from twinbert_search.evaluation.compare import format_stage_table, rerank_losses
+    from twinbert_search.evaluation.coverage import coverage_warning
     from twinbert_search.evaluation.metrics import PRIMARY_METRIC
     from twinbert_search.evaluation.runfile import write_run
     from twinbert_search.evaluation.searcher import evaluate_searcher
@@ -147,6 +163,10 @@ def eval_cmd(
         backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **cluster_kwargs
     )
     with searcher.store:
+        check_store(searcher.store)
+        coverage = coverage_warning(searcher.store, judgments)
+        if coverage is not None:
+            click.echo(f"warning: {coverage}", err=True)
         report = evaluate_searcher(
             searcher,
             read_queries(queries),

@@ -9,6 +9,7 @@ twinbert_search.evaluation` pulls in neither pytrec_eval nor a model):
 - `searcher`    `evaluate_searcher`: a `Searcher` over judged queries; one search per query
                 (the pipeline `Searcher.search` runs) gives the recall-only and reranked runs,
                 their metrics and per-stage latency (`twinbert-search eval`).
+- `coverage`    judged documents the store does not hold (`eval` warns with the count).
 - `runfile`     TREC run files (`qid Q0 docid rank score tag`), ranked by `(-score, docid)`.
 - `provenance`  where a figure was measured: the CPU model and the git commit.
 """

@@ -50,6 +50,7 @@ def index_corpus(
     chunk_size: int = 512,
     prune: bool = False,
     skip_errors: bool = False,
+    strict: bool = False,
     rebuild: bool = False,
     delete_old: bool = False,
     model_id: str | None = None,
@@ -59,8 +60,10 @@ def index_corpus(
     """Index `corpus` (BEIR folder, JSONL or TSV) with `model` (the default model if None).
 
     `model_id` names an in-cluster encoder (ML Commons): the cluster encodes the documents and
-    only the model's manifest is read here. Bad records stop the run after the good ones
-    before them are written, or with `skip_errors` are reported in `report.errors`.
+    only the model's manifest is read here. Malformed records stop the run after the good
+    ones before them are written, or with `skip_errors` are reported in `report.errors`.
+    Empty documents (no title, no text) are skipped and reported there too, unless `strict`
+    makes them malformed records.
     """
     from twinbert_search.ingest.indexing import index_documents, index_in_cluster
     from twinbert_search.ingest.readers import read_corpus
@@ -98,6 +101,7 @@ def index_corpus(
         text_fields=text_fields,
         on_error="skip" if skip_errors else "raise",
         errors=errors,
+        on_empty="error" if strict else "skip",
     )
     with open_store(
         backend,

@@ -5,6 +5,10 @@ already holds with the same content hash (skipped), encodes the rest in length-s
 batches, and writes them in one store transaction. A job killed midway therefore loses at
 most the chunk in flight; re-running it skips everything already stored. A bad record stops
 the job only after the good records before it are written (or is skipped and reported).
+
+The store records each run when it begins and clears the record only when the run completes
+(`VectorStore.begin_index_run`), so a run that was killed or stopped leaves the store marked
+incomplete for `search`, `eval` and `serve` until a later run finishes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from twinbert_search.documents import Document
-from twinbert_search.errors import InputError
+from twinbert_search.errors import EmptyDocumentError, InputError
 from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.stores.base import VectorStore
 
@@ -27,7 +31,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class IndexReport:
-    """What one indexing run did; docs_per_s counts only documents actually encoded."""
+    """What one indexing run did; docs_per_s counts only documents actually encoded.
+
+    `errors` holds the records the reader skipped: empty documents (`EmptyDocumentError`)
+    and, with skip mode, malformed ones; `empty` and `malformed` count each kind.
+    """
 
     seen: int = 0
     added: int = 0
@@ -46,6 +54,23 @@ class IndexReport:
     def docs_per_s(self) -> float:
         return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
+    @property
+    def empty(self) -> int:
+        return sum(isinstance(e, EmptyDocumentError) for e in self.errors)
+
+    @property
+    def malformed(self) -> int:
+        return len(self.errors) - self.empty
+
+    def skipped(self) -> str:
+        """For the summary: `0 skipped`, `2 skipped: empty`, `3 skipped: 2 empty, 1 malformed`."""
+        counts = ((self.empty, "empty"), (self.malformed, "malformed"))
+        kinds = [(n, name) for n, name in counts if n]
+        if len(kinds) == 1:
+            return f"{kinds[0][0]} skipped: {kinds[0][1]}"
+        detail = ", ".join(f"{n} {name}" for n, name in kinds)
+        return f"{len(self.errors)} skipped" + (f": {detail}" if detail else "")
+
     def to_dict(self) -> dict:
         return {
             "seen": self.seen,
@@ -53,7 +78,9 @@ class IndexReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "deleted": self.deleted,
-            "errors": [str(e) for e in self.errors],
+            "skipped": {"empty": self.empty, "malformed": self.malformed},
+            "errors": [str(e) for e in self.errors if not isinstance(e, EmptyDocumentError)],
+            "empty": [str(e) for e in self.errors if isinstance(e, EmptyDocumentError)],
             "docs_per_s": round(self.docs_per_s, 1),
             "seconds": round(self.seconds, 2),
         }
@@ -101,9 +128,11 @@ def run_indexing(
     `write_chunk(documents, advance)` stores one chunk of new or changed documents (calling
     `advance(n)` as it goes); its time is what docs/s counts. Raises the first reader
     `InputError` after writing every good chunk before it, and `ModelMismatchError` before
-    writing anything if the store holds another model's vectors.
+    writing anything if the store holds another model's vectors. The store is marked as
+    being indexed until the run completes (`VectorStore.begin_index_run`).
     """
     store.ensure_model(model_fingerprint)
+    store.begin_index_run()
     report = IndexReport()
     start = time.perf_counter()
     seen_ids: set[str] = set()
@@ -131,7 +160,8 @@ def run_indexing(
             report.deleted = store.delete(stale) if stale else 0
         store.finalize()  # what was written stays searchable even when a bad record stops us
         if reader_error:
-            raise reader_error[0]
+            raise reader_error[0]  # the store stays marked incomplete
+        store.end_index_run()
     finally:
         bar.close()
         report.seconds = time.perf_counter() - start

@@ -4,6 +4,10 @@ Every malformed record raises `InputError` naming the file, the 1-based line, th
 when known and the field, so a user can fix the data without reading our code. With
 `on_error="skip"` bad records are dropped and appended to the caller's `errors` list instead,
 so a long indexing job can finish and report everything at the end.
+
+A document's content is its title plus its text: a title alone is a document (CACM has 1,617
+of them). One with neither is `EmptyDocumentError`, which `on_empty="skip"` drops (into
+`errors` too) while malformed records still follow `on_error`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from twinbert_search.documents import Document, Query
-from twinbert_search.errors import ConfigurationError, InputError
+from twinbert_search.errors import ConfigurationError, EmptyDocumentError, InputError
 
 __all__ = [
     "Qrels",
@@ -32,6 +36,7 @@ logger = logging.getLogger(__name__)
 Qrels = dict[str, dict[str, int]]
 Format = Literal["auto", "jsonl", "tsv"]
 OnError = Literal["raise", "skip"]
+OnEmpty = Literal["error", "skip"]
 PathLike = str | os.PathLike[str]
 
 _CORPUS_HEADER_IDS = frozenset({"id", "_id", "doc_id"})
@@ -48,21 +53,28 @@ def read_corpus(
     title_field: str = "title",
     on_error: OnError = "raise",
     errors: list[InputError] | None = None,
+    on_empty: OnEmpty = "error",
 ) -> Iterator[Document]:
     """Stream the documents of a BEIR folder, a JSONL file or a TSV file.
 
     JSONL: when `text_fields[0] == title_field` and there are more fields, that first field is
     the (optional) title and the rest are the body; otherwise every field is body. Body fields
-    must be present strings; their stripped values are joined with one space and must not be
-    empty. A null title or metadata counts as absent; `metadata`, when present, must be an
-    object. TSV rows are `id<TAB>text` or `id<TAB>title<TAB>text`, with an optional header
-    whose first cell is `id`, `_id` or `doc_id`. Blank lines are ignored. Duplicate ids are
-    errors (in skip mode the first occurrence wins).
+    must be present, strings or null; their stripped values are joined with one space. A null
+    title or metadata counts as absent; `metadata`, when present, must be an object. TSV rows
+    are `id<TAB>text` or `id<TAB>title<TAB>text`, with an optional header whose first cell is
+    `id`, `_id` or `doc_id`. Blank lines are ignored. Duplicate ids are errors (in skip mode
+    the first occurrence wins).
+
+    A record with an empty body but a title is a document; one with neither raises
+    `EmptyDocumentError` (an `InputError`, so `on_error` applies), or with `on_empty="skip"`
+    is dropped and appended to `errors` (logged without a list) whatever `on_error` says.
 
     Path and option problems raise at once; record problems are raised (or collected) as the
     iterator reaches them.
     """
     _check_on_error(on_error)
+    if on_empty not in ("error", "skip"):
+        raise ConfigurationError(f"on_empty must be 'error' or 'skip', got {on_empty!r}")
     source = _resolve(path, "corpus.jsonl")
     kind = _detect_format(source, fmt)
     if kind == "jsonl":
@@ -81,16 +93,17 @@ def read_corpus(
                 if name not in obj:
                     raise _err(f"missing field {name!r}", source, lineno, doc_id, name)
                 value = obj[name]
+                if value is None:  # null: no text, as a null title is no title
+                    continue
                 if not isinstance(value, str):
                     raise _err("must be a string", source, lineno, doc_id, name)
                 if value.strip():
                     parts.append(value.strip())
-            if not parts:
-                raise _err("text is empty", source, lineno, doc_id, "+".join(body_fields))
             metadata = obj.get("metadata")
             if metadata is not None and not isinstance(metadata, dict):
                 raise _err("metadata must be a JSON object", source, lineno, doc_id, "metadata")
-            return Document(id=doc_id, text=" ".join(parts), title=title, metadata=metadata or {})
+            doc = Document(id=doc_id, text=" ".join(parts), title=title, metadata=metadata or {})
+            return _nonempty(doc, source, lineno, "+".join(body_fields), has_title)
 
     else:
 
@@ -103,14 +116,12 @@ def read_corpus(
                     lineno,
                 )
             doc_id = _tsv_id(cells[0], source, lineno)
-            text = cells[-1].strip()
-            if not text:
-                raise _err("text is empty", source, lineno, doc_id, "text")
             title = cells[1].strip() if len(cells) == 3 else ""
-            return Document(id=doc_id, text=text, title=title)
+            doc = Document(id=doc_id, text=cells[-1].strip(), title=title)
+            return _nonempty(doc, source, lineno, "text", len(cells) == 3)
 
     header = _CORPUS_HEADER_IDS if kind == "tsv" else frozenset()
-    return _records(source, parse, header, on_error, errors)
+    return _records(source, parse, header, on_error, errors, on_empty)
 
 
 def read_queries(
@@ -244,7 +255,8 @@ def load_beir(
     """Load a BEIR folder: corpus, the queries judged in `qrels/<split>.tsv`, and those qrels.
 
     Every judged query must exist in queries.jsonl (it could not be searched otherwise). Judged
-    doc ids missing from the corpus are allowed, as in BEIR: they only lower recall.
+    doc ids missing from the corpus are allowed, as in BEIR: they only lower recall. Title-only
+    documents are documents; an empty one is an error (training refuses such data).
     """
     root = Path(folder)
     qrels_path = root / "qrels" / f"{split}.tsv"
@@ -279,6 +291,14 @@ def _err(
     field: str | None = None,
 ) -> InputError:
     return InputError(reason, source=source, line=line, record_id=record_id, field=field)
+
+
+def _nonempty(doc: Document, source: str, line: int, field: str, has_title: bool) -> Document:
+    """`doc`, unless it has neither title nor text (then `EmptyDocumentError`)."""
+    if not doc.is_empty:
+        return doc
+    reason = "empty document: no title, and text is empty" if has_title else "text is empty"
+    raise EmptyDocumentError(reason, source=source, line=line, record_id=doc.id, field=field)
 
 
 def _check_on_error(on_error: str) -> None:
@@ -326,8 +346,13 @@ def _records(
     header_ids: frozenset[str],
     on_error: OnError,
     errors: list[InputError] | None,
+    on_empty: OnEmpty = "error",
 ) -> Iterator[Any]:
-    """Parse each non-blank line, enforce unique ids, and raise or collect the failures."""
+    """Parse each non-blank line, enforce unique ids, and raise or collect the failures.
+
+    An empty document's id counts as seen (a later record with it is a duplicate), and a
+    duplicate that is also empty is reported as the duplicate.
+    """
     seen: dict[str, int] = {}
     first = True
     for lineno, line in _decoded_lines(source):
@@ -340,24 +365,42 @@ def _records(
                 first = False
                 continue
             first = False
-            record = parse(lineno, line)
-            if record.id in seen:
+            empty: EmptyDocumentError | None = None
+            try:
+                record = parse(lineno, line)
+                record_id = record.id
+            except EmptyDocumentError as exc:
+                empty, record_id = exc, exc.record_id
+            if record_id in seen:
                 raise _err(
-                    f"duplicate id (first seen at line {seen[record.id]})",
+                    f"duplicate id (first seen at line {seen[record_id]})",
                     source,
                     lineno,
-                    record.id,
+                    record_id,
                 )
-            seen[record.id] = lineno
+            seen[record_id] = lineno
+            if empty is not None:
+                if on_empty == "error":
+                    raise empty
+                _skipped(empty, errors)
+                continue
         except InputError as exc:
             if on_error == "raise":
                 raise
-            if errors is not None:
-                errors.append(exc)
-            else:
-                logger.warning("skipped bad record: %s", exc)
+            _skipped(exc, errors)
             continue
         yield record
+
+
+def _skipped(exc: InputError, errors: list[InputError] | None) -> None:
+    if errors is not None:
+        errors.append(exc)
+    else:
+        logger.warning("skipped %s record: %s", _kind(exc), exc)
+
+
+def _kind(exc: InputError) -> str:
+    return "empty" if isinstance(exc, EmptyDocumentError) else "bad"
 
 
 def _json_object(source: str, lineno: int, line: str) -> dict[str, Any]:

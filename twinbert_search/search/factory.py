@@ -1,16 +1,25 @@
-"""A two-stage Searcher from CLI or service options: the store the options name, and its model."""
+"""A two-stage Searcher from CLI or service options: the store the options name, and its model.
+
+Before reading a store, `search`, `eval` and `serve` ask two questions of it here, so each
+says the same thing: does it hold any documents (`require_documents`), and did its last
+indexing run complete (`incomplete_warning`)?
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twinbert_search.errors import StoreError
 from twinbert_search.stores.factory import EMBEDDED, check_options, embedded_dir, open_store
 
 if TYPE_CHECKING:
     from twinbert_search.search.searcher import Searcher
+    from twinbert_search.stores.base import VectorStore
 
-__all__ = ["open_searcher"]
+__all__ = ["incomplete_warning", "open_searcher", "require_documents"]
+
+REINDEX = "run `twinbert-search index` again to complete it"
 
 
 def open_searcher(
@@ -44,3 +53,25 @@ def open_searcher(
     except BaseException:
         store.close()
         raise
+
+
+def require_documents(store: VectorStore) -> None:
+    """Raise StoreError when the store holds no documents: every metric would read 0.0."""
+    if store.info.count > 0:
+        return
+    where = store.location()["where"]
+    why = "its indexing run did not complete; " if store.unfinished_index_run() else ""
+    raise StoreError(f"{where} holds no documents ({why}index a corpus: `twinbert-search index`)")
+
+
+def incomplete_warning(store: VectorStore) -> str | None:
+    """One line saying the store's last indexing run did not complete, or None if it did."""
+    run = store.unfinished_index_run()
+    if run is None:
+        return None
+    where = store.location()["where"]
+    started = run.get("started", "at an unknown time")
+    return (
+        f"{where} is incomplete: an indexing run started {started} did not finish "
+        f"(killed, crashed or stopped by a bad record); {REINDEX}"
+    )

@@ -133,6 +133,12 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
             else await anyio.to_thread.run_sync(load_searcher, config)
         )
         service = SearchService(loaded, config, metrics)
+        try:
+            warning = await anyio.to_thread.run_sync(service.index_warning)
+        except TwinBertSearchError:  # the store is down: /readyz says so
+            warning = None
+        if warning is not None:
+            logger.warning("%s", warning)  # once; /readyz and /metrics keep saying it
         app.state.service = service
         refresher = asyncio.create_task(service.refresh_forever(config.refresh_s))
         metrics.ready.set(1)
@@ -219,12 +225,18 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
         tags=["operations"],
     )
     async def readyz(request: Request) -> Readiness | Response:
-        """Readiness: model and store loaded, and the store answers (its document count)."""
+        """Readiness: model and store loaded, and the store answers (its document count).
+
+        A store whose last indexing run did not complete is still ready (it serves what it
+        holds), with `warning` saying so.
+        """
         service = getattr(request.app.state, "service", None)
         if service is None:
             return _unready("the model and store are not loaded")
         try:
-            info = await anyio.to_thread.run_sync(lambda: service.searcher.store.info)
+            info, warning = await anyio.to_thread.run_sync(
+                lambda: (service.searcher.store.info, service.index_warning())
+            )
         except TwinBertSearchError as exc:
             return _unready(f"{classify(exc)[1]}: {exc}")
         return Readiness(
@@ -233,6 +245,7 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
             model=service.searcher.runtime.fingerprint[:12],
             dim=service.searcher.runtime.dim,
             documents=info.count,
+            warning=warning,
         )
 
     @app.get(
@@ -241,8 +254,13 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
     )
-    async def prometheus_metrics() -> Response:
-        """Prometheus metrics: latency per stage, candidates, errors, query-cache hits."""
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics: latency per stage, candidates, errors, query-cache hits, and
+        whether the store's last indexing run completed (as of this scrape)."""
+        service = getattr(request.app.state, "service", None)
+        if service is not None:
+            with contextlib.suppress(TwinBertSearchError):  # a store down keeps the last value
+                await anyio.to_thread.run_sync(service.index_warning)
         content, media_type = metrics.render()
         return Response(content, media_type=media_type)
 

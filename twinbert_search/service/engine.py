@@ -33,6 +33,7 @@ from twinbert_search.errors import (
     StoreError,
 )
 from twinbert_search.search import Searcher, pipeline, positions_by_score
+from twinbert_search.search.factory import incomplete_warning
 from twinbert_search.service.config import ServiceConfig
 from twinbert_search.service.errors import UnknownDocumentError
 from twinbert_search.service.metrics import ServiceMetrics
@@ -112,6 +113,13 @@ class SearchService:
         self.budget_s = config.rerank_budget_ms / 1e3
         self._work = ThreadPoolExecutor(config.workers, thread_name_prefix="twinbert-work")
         self._rerank = ThreadPoolExecutor(config.workers, thread_name_prefix="twinbert-rerank")
+
+    def index_warning(self) -> str | None:
+        """The store's unfinished-indexing warning (None: its last run completed), also set
+        on the `twinbert_index_incomplete` gauge; blocking, so routes run it in a thread."""
+        warning = incomplete_warning(self.searcher.store)
+        self.metrics.index_incomplete.set(0 if warning is None else 1)
+        return warning
 
     def close(self) -> None:
         """Stop the pools; reranks left running after a timeout are not waited for."""

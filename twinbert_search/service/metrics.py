@@ -44,7 +44,8 @@ OTHER_ROUTE = "other"
 
 
 class ServiceMetrics:
-    """Latency per stage, candidate counts, errors, rerank degradations, query-cache use."""
+    """Latency per stage, candidate counts, errors, rerank degradations, query-cache use,
+    readiness and whether the store's last indexing run completed."""
 
     def __init__(self, routes: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
@@ -100,6 +101,11 @@ class ServiceMetrics:
         )
         self.ready = Gauge(
             "twinbert_ready", "1 once the model and store are loaded, else 0.", registry=r
+        )
+        self.index_incomplete = Gauge(
+            "twinbert_index_incomplete",
+            "1 while the store records an indexing run that did not complete, else 0.",
+            registry=r,
         )
 
     def route_label(self, path: str) -> str:

@@ -230,6 +230,9 @@ class Readiness(BaseModel):
     dim: int | None = None
     documents: int | None = None
     message: str | None = None
+    warning: str | None = Field(
+        None, description="Still ready, but e.g. the store's last indexing run did not complete."
+    )
 
 
 class ErrorDetail(BaseModel):

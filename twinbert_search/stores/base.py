@@ -166,6 +166,25 @@ class VectorStore(ABC):
         """Where this store writes and reads, for summaries: `where` is one readable line."""
         return {"where": self.info.backend}
 
+    def begin_index_run(self) -> None:
+        """Record that an indexing run started, so readers can tell if it never completes.
+
+        `end_index_run` clears the record; a run killed, crashed or stopped by a bad record
+        leaves it, and `unfinished_index_run` reports it until a later run completes. The
+        embedded store keeps it in `store.json`, cluster stores in the write index's `_meta`;
+        a store that cannot record it does nothing.
+        """
+        return None
+
+    def end_index_run(self) -> None:
+        """The indexing run completed: clear what `begin_index_run` recorded."""
+        return None
+
+    def unfinished_index_run(self) -> dict[str, Any] | None:
+        """What the store recorded of an indexing run that never completed (`started`, an
+        ISO time), read afresh so a long-running reader sees a later run complete it."""
+        return None
+
     @abstractmethod
     def recall(
         self, query_vector: np.ndarray, n: int, *, filters: Filters | None = None

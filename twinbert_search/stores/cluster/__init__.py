@@ -11,6 +11,7 @@ its vector field and its kNN query differ. The shared parts:
     bulk         BulkOptions; streaming bulk with capped backoff on 429/5xx, one
                  BulkIndexError for what still fails
     lifecycle    index names and generations, blue/green alias switching over IndexAdmin
+    runs         an indexing run that did not complete, marked in the write index's `_meta`
     errors       the error table: each kind of failure to the package's error
     connection   URL, credentials and environment variables
 

@@ -64,6 +64,14 @@ class ElasticsearchIndices:
     def delete(self, indices: Sequence[str]) -> None:
         self.client.indices.delete(index=",".join(indices))
 
+    def mapping_meta(self, index: str) -> Mapping[str, Any]:
+        """The mapping's whole `_meta` (`cluster.runs` changes one key and puts it back)."""
+        mapping = self.client.indices.get_mapping(index=index).body
+        return next(iter(mapping.values()))["mappings"].get("_meta") or {}
+
+    def put_mapping_meta(self, index: str, meta: Mapping[str, Any]) -> None:
+        self.client.indices.put_mapping(index=index, meta=dict(meta))
+
     def recorded_meta(self, index: str) -> dict[str, Any]:
         """What `index` records (model, dim, ann) and its vector field's `similarity`."""
         with self.errors(f"read the mapping of {index}"):

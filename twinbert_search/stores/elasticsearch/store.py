@@ -40,6 +40,7 @@ from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.lifecycle import Generations, check_name
 from twinbert_search.stores.cluster.queries import scan_ids
+from twinbert_search.stores.cluster.runs import IndexRunHooks, IndexRuns
 from twinbert_search.stores.elasticsearch import assets
 from twinbert_search.stores.elasticsearch.bulk import delete_ids, send_actions
 from twinbert_search.stores.elasticsearch.connection import (
@@ -61,7 +62,7 @@ BACKEND = "elasticsearch"
 KEPT_KEYS = ("description", "processors")  # a pipeline equal in these is kept
 
 
-class ElasticsearchStore(VectorStore):
+class ElasticsearchStore(IndexRunHooks, VectorStore):
     """TwinBERT documents in an Elasticsearch index (or behind an alias, for blue/green)."""
 
     def __init__(
@@ -99,6 +100,7 @@ class ElasticsearchStore(VectorStore):
         self.names = assets.AssetNames(alias or index or assets.DEFAULT_BASE)
         self.indices = ElasticsearchIndices(self.client, self._errors)
         self.generations = Generations(self.indices, index=index, alias=alias)
+        self.runs = IndexRuns(self.indices)  # an unfinished indexing run, in `_meta`
         self._sleep = sleep
         self._meta_cache: dict[str, dict[str, Any]] = {}
         self.read_cache_seconds = read_cache_seconds
@@ -236,6 +238,7 @@ class ElasticsearchStore(VectorStore):
             self.indices.create(name, body)
         logger.info("created index %s (%s)", name, self.index_options.describe())
         self.generations.mark_created(name)
+        self.runs.created(name)
         self._meta_cache.pop(name, None)
         return name
 

@@ -1,7 +1,8 @@
 """The embedded store's directory and its manifest, `store.json`.
 
     index_dir/
-      store.json                   manifest (config, counts, generations, current snapshot)
+      store.json                   manifest (config, counts, generations, current snapshot,
+                                   and `unfinished_run` while an index run has not completed)
       docs.sqlite                  source of truth (WAL): docs + meta tables
       .writer.lock                 held (flock) by the one process that may write
       snapshots/snapshot-<gen>-<tag>/
@@ -41,6 +42,7 @@ LOCK_NAME = ".writer.lock"
 SNAPSHOTS = "snapshots"
 SNAPSHOT_META = "snapshot.json"
 REINDEX_HINT = "run `twinbert-search index` (or EmbeddedStore.finalize()) on it"
+UNFINISHED_RUN = "unfinished_run"  # store.json key: {"started": ...} until the run completes
 
 
 def now() -> str:

@@ -12,6 +12,7 @@ in its own module: the SQLite connection (`database.py`), the writer and its loc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from twinbert_search.stores.embedded.layout import (
     LOCK_NAME,
     MANIFEST_NAME,
     REINDEX_HINT,
+    UNFINISHED_RUN,
     StoreManifest,
     now,
     read_manifest,
@@ -248,6 +250,25 @@ class EmbeddedStore(VectorStore):
         self._write_manifest()
         self._reader.unload()
         self._manifest.prune_snapshots()
+
+    def begin_index_run(self) -> None:
+        """Record the run in store.json at once, so a kill at any point leaves it there."""
+        if self.read_only:
+            raise StoreError(f"{self.path} was opened read-only")
+        self._manifest.data[UNFINISHED_RUN] = {"started": now()}
+        self._write_manifest()
+
+    def end_index_run(self) -> None:
+        if self._manifest.data.pop(UNFINISHED_RUN, None) is not None:
+            self._write_manifest()
+
+    def unfinished_index_run(self) -> dict[str, Any] | None:
+        """From store.json on disk when read-only (a server sees another process's run)."""
+        data = self._manifest.data
+        if self.read_only:
+            with contextlib.suppress(OSError, StoreError):  # else: what was read at opening
+                data = read_manifest(self.path)
+        return data.get(UNFINISHED_RUN)
 
     def _snapshot_is_current(self) -> bool:
         snapshot = self._manifest.snapshot

@@ -55,6 +55,14 @@ class OpenSearchIndices:
     def delete(self, indices: Sequence[str]) -> None:
         self.client.indices.delete(index=",".join(indices))
 
+    def mapping_meta(self, index: str) -> Mapping[str, Any]:
+        """The mapping's whole `_meta` (`cluster.runs` changes one key and puts it back)."""
+        mapping = self.client.indices.get_mapping(index=index)
+        return next(iter(mapping.values()))["mappings"].get("_meta") or {}
+
+    def put_mapping_meta(self, index: str, meta: Mapping[str, Any]) -> None:
+        self.client.indices.put_mapping(index=index, body={"_meta": dict(meta)})
+
     def recorded_meta(self, index: str) -> dict[str, Any]:
         """What `index` records about itself (model, dim, ann), from its mapping."""
         with self.errors(f"read the mapping of {index}"):

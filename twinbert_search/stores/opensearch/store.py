@@ -42,6 +42,7 @@ from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.lifecycle import Generations, check_name
 from twinbert_search.stores.cluster.queries import scan_ids
+from twinbert_search.stores.cluster.runs import IndexRunHooks, IndexRuns
 from twinbert_search.stores.opensearch import assets
 from twinbert_search.stores.opensearch.assets import IndexOptions
 from twinbert_search.stores.opensearch.bulk import delete_ids, send_actions
@@ -58,7 +59,7 @@ MGET_BATCH = 1000
 SCAN_PAGE = 1000
 
 
-class OpenSearchStore(VectorStore):
+class OpenSearchStore(IndexRunHooks, VectorStore):
     """TwinBERT documents in an OpenSearch index (or behind an alias, for blue/green builds)."""
 
     def __init__(
@@ -98,6 +99,7 @@ class OpenSearchStore(VectorStore):
         self.names = assets.AssetNames(alias or index or assets.DEFAULT_BASE)
         self.indices = OpenSearchIndices(self.client, self._errors)
         self.generations = Generations(self.indices, index=index, alias=alias)
+        self.runs = IndexRuns(self.indices)  # an unfinished indexing run, in `_meta`
         self._sleep = sleep
         self._meta_cache: dict[str, dict[str, Any]] = {}
         self.hybrid_available: bool | None = None
@@ -237,6 +239,7 @@ class OpenSearchStore(VectorStore):
             self.indices.create(name, body)
         logger.info("created index %s (%s)", name, self.index_options.describe())
         self.generations.mark_created(name)
+        self.runs.created(name)
         self._meta_cache.pop(name, None)
         return name
 
