@@ -126,20 +126,24 @@ def test_a_rebuild_that_fails_leaves_the_live_index_complete() -> None:
     assert resumed.unfinished_index_run() is None
 
 
-def test_a_rebuild_stopped_by_a_bad_record_is_live_and_marked() -> None:
-    """A stopped run still finalizes what it wrote, so the alias moves to the partial build;
-    readers are told it is incomplete until a run completes it."""
+def test_a_rebuild_stopped_by_a_bad_record_keeps_the_old_index_live() -> None:
+    """A stopped rebuild leaves the alias on the complete old index (and deletes nothing, even
+    with delete_old); the next run resumes the build and moves the alias when it completes."""
     cluster = FakeElasticsearch()
     run(es.make_store(cluster, alias="docs"), BODY)
     rebuild = es.make_store(cluster, alias="docs")
-    rebuild.begin_rebuild(resume=True)
+    rebuild.begin_rebuild(resume=True, delete_old=True)
     with pytest.raises(InputError):
         run(rebuild, stopped_after([TITLE_ONLY]))
     reader = es.make_store(cluster, alias="docs")
-    assert cluster.aliases == {"docs": {"docs-000002"}} and reader.all_ids() == ["t1"]
-    assert reader.unfinished_index_run() is not None
-    run(es.make_store(cluster, alias="docs"), [TITLE_ONLY, *BODY])
-    assert reader.unfinished_index_run() is None
+    assert cluster.aliases == {"docs": {"docs-000001"}}
+    assert sorted(reader.all_ids()) == sorted(d.id for d in BODY)
+    assert RUN_KEY in our_meta(reader, "docs-000002")  # the build, marked, not read yet
+    resumed = es.make_store(cluster, alias="docs")
+    resumed.begin_rebuild(resume=True, delete_old=True)
+    run(resumed, [TITLE_ONLY, *BODY])
+    assert cluster.aliases == {"docs": {"docs-000002"}} and "docs-000001" not in cluster.indices
+    assert es.make_store(cluster, alias="docs").unfinished_index_run() is None
 
 
 def test_an_index_created_by_the_runs_first_write_is_marked() -> None:

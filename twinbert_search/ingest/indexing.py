@@ -158,9 +158,10 @@ def run_indexing(
         if prune and not reader_error:
             stale = [doc_id for doc_id in store.all_ids() if doc_id not in seen_ids]
             report.deleted = store.delete(stale) if stale else 0
-        store.finalize()  # what was written stays searchable even when a bad record stops us
-        if reader_error:
+        if reader_error:  # what was written stays searchable (a rebuild keeps the old index)
+            store.finalize_partial()
             raise reader_error[0]  # the store stays marked incomplete
+        store.finalize()
         store.end_index_run()
     finally:
         bar.close()

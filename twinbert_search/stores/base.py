@@ -256,6 +256,14 @@ class VectorStore(ABC):
         """Make written documents searchable (build or refresh indexes). Idempotent."""
         return None
 
+    def finalize_partial(self) -> None:
+        """`finalize` after a run that stopped before the end (a bad record).
+
+        What was written becomes searchable, except where a complete copy is live: a cluster
+        store's blue/green rebuild leaves its alias on the old index until a run completes.
+        """
+        self.finalize()
+
     def close(self) -> None:
         """Release files or connections."""
         return None

@@ -224,11 +224,18 @@ class Generations:
         """Where recorded content hashes are read: the new generation during a rebuild."""
         return self.write_index if self.rebuild else self.resolve_write_index()
 
-    def finalize(self, live_settings: Mapping[str, Any]) -> bool:
+    def finalize(self, live_settings: Mapping[str, Any], *, partial: bool = False) -> bool:
         """Refresh; a newly built index gets its live settings and then the alias.
 
-        Returns True when an index went live (readers should look up the target again).
+        `partial`: the run stopped before the end. A rebuild then only refreshes its new
+        generation and leaves the alias on the complete old index (a later run resumes the
+        build); a first build goes live anyway, so what was written is searchable. Returns True
+        when an index went live (readers should look up the target again).
         """
+        if partial and self.created is not None and self.rebuild is not None:
+            with self.admin.errors(f"refresh {self.created}"):
+                self.admin.refresh(self.created)
+            return False
         if self.created is not None:
             created = self.created
             with self.admin.errors(f"make {created} live"):

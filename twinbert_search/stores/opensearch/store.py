@@ -304,6 +304,12 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
         if self.generations.finalize(assets.live_settings(self.index_options)):
             self._read_state = None
 
+    def finalize_partial(self) -> None:
+        """Refresh what a stopped run wrote; a rebuild keeps the alias on the old index."""
+        live = assets.live_settings(self.index_options)
+        if self.generations.finalize(live, partial=True):
+            self._read_state = None
+
     # -- writes -----------------------------------------------------------------------------
 
     def upsert(
