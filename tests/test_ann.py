@@ -12,8 +12,12 @@ from twinbert_search.stores.ann import (
     DEFAULT_NPROBE,
     MIN_POINTS_PER_LIST,
     AnnSpec,
+    ArraySource,
     build_index,
+    exact_top_k,
+    holds_vectors,
     load_index,
+    reconstruct_rows,
     parse_ann_spec,
     save_index,
     search,
@@ -98,8 +102,13 @@ def test_invalid_strings_name_the_string_and_the_forms(text: str) -> None:
 def test_auto_resolves_by_size() -> None:
     auto = parse_ann_spec("auto")
     assert auto.resolve(AUTO_HNSW_THRESHOLD - 1).canonical == "flat"
-    assert auto.resolve(AUTO_HNSW_THRESHOLD).canonical == "ivf1282"  # lists capped at n / 39
-    assert auto.resolve(1_000_000).canonical == "ivf2048"
+    # At scale, one 8-bit copy serves kNN and rerank; lists capped at n / 39 when few.
+    assert auto.resolve(AUTO_HNSW_THRESHOLD).canonical == "ivf1282,sq8"
+    assert auto.resolve(1_000_000).canonical == "ivf2048,sq8"
+    # Lists double while they would average over 2,500 vectors: 10M scans like 1M.
+    assert auto.resolve(10_000_000).canonical == "ivf4096,sq8"
+    assert auto.resolve(5_120_000).canonical == "ivf2048,sq8"
+    assert auto.resolve(5_120_001).canonical == "ivf4096,sq8"
     assert parse_ann_spec("hnsw16").resolve(10).canonical == "hnsw16"
 
 
@@ -240,3 +249,63 @@ def test_threads_argument_restores_the_global_setting() -> None:
     index = build_index("hnsw8", unit_vectors(200, 8), threads=1)
     search(index, unit_vectors(3, 8), 2, threads=1)
     assert faiss.omp_get_max_threads() == before
+
+
+class CountingSource(ArraySource):
+    """An ArraySource that records the largest read, to show a build streams."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        super().__init__(matrix)
+        self.largest = 0
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        self.largest = max(self.largest, hi - lo)
+        return super().rows(lo, hi)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        self.largest = max(self.largest, len(rows))
+        return super().take(rows)
+
+
+def test_build_reads_a_source_in_chunks_and_trains_on_a_sample(monkeypatch) -> None:
+    from twinbert_search.stores import ann
+
+    monkeypatch.setattr(ann, "ADD_CHUNK", 500)
+    monkeypatch.setattr(ann, "EXACT_CHUNK", 700)
+    x = unit_vectors(4000, 16)
+    source = CountingSource(x)
+    added: list[int] = []
+    index = build_index("ivf8", source, progress=added.append)
+    assert index.ntotal == 4000 and added == [500] * 8
+    # reads: add chunks (500), 8 lists x 64 training points (512), tuning's exact search in
+    # chunks (700) with 200 sampled queries: never all 4,000 rows at once
+    assert source.largest == 700
+    whole = build_index("ivf8", x)
+    assert whole.nprobe == index.nprobe
+    assert np.array_equal(search(whole, x[:5], 10)[1], search(index, x[:5], 10)[1])
+
+
+def test_exact_top_k_streams_to_the_same_answer_as_a_full_sort() -> None:
+    x = unit_vectors(1000, 16)
+    queries = unit_vectors(7, 16, seed=3)
+    scores, rows = exact_top_k(queries, ArraySource(x), 25, chunk=90)
+    assert np.array_equal(rows, exact_top(x, queries, 25))
+    assert np.allclose(scores, np.take_along_axis(queries @ x.T, rows, 1))
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_ivf_sq8_holds_its_vectors_and_returns_them_from_the_scanned_lists(tmp_path) -> None:
+    x = unit_vectors(3000, 32)
+    index = build_index("ivf16,sq8", x)
+    assert isinstance(index, faiss.IndexIVFScalarQuantizer) and not index.by_residual
+    assert holds_vectors(index) and not stores_exact_vectors(index)
+    assert not holds_vectors(build_index("hnsw8,sq8", x))
+    save_index(index, tmp_path / "i.faiss")
+    mapped = load_index(tmp_path / "i.faiss", mmap=True)
+    scores, rows, vectors = search_with_vectors(mapped, x[0], 50)
+    assert np.array_equal(rows, search(index, x[0], 50)[1][0])
+    # the codes decode to the vectors themselves (no centroid to add): 8-bit error only
+    assert np.abs(vectors - x[rows]).max() < 0.01
+    assert np.allclose(scores, vectors @ x[0], atol=1e-4)
+    picked = np.array([2999, 0, 17])
+    assert np.abs(reconstruct_rows(mapped, picked) - x[picked]).max() < 0.01

@@ -8,8 +8,16 @@ Accepted strings, parsed only by `parse_ann_spec`:
     hnswM,sq8             HNSW over 8-bit scalar-quantized vectors (IndexHNSWSQ), ~4x less RAM
     hnswM,efc=N,sq8       both options (in any order)
     ivfN                  inverted file with N k-means lists, e.g. ivf2048 (IndexIVFFlat)
-    ivfN,sq8              the same over 8-bit scalar-quantized vectors (IndexIVFScalarQuantizer)
-    auto                  flat below 50,000 vectors, ivf2048 at or above; resolved at build time
+    ivfN,sq8              the same over 8-bit scalar-quantized vectors (IndexIVFScalarQuantizer,
+                          not by residual: its codes are the vectors, so a store serves both
+                          kNN and rerank from them and keeps no other copy)
+    auto                  flat below 50,000 vectors, ivfN,sq8 at or above (N = 2048, doubled
+                          while lists would hold over 2,500 vectors); resolved at build time
+
+Indexes are built from a `VectorSource` read in chunks, and an IVF index trains on a sample
+(`IVF_TRAIN_POINTS_PER_LIST` per list), so a build never holds every vector as float32: a
+10M-document store builds on a 24 GiB machine. `load_index(mmap=True)` maps an IVF index's
+lists from disk, so several processes share one copy in the page cache.
 
 An IVF index trains in seconds where an HNSW graph takes minutes at a million vectors. Its
 list count is capped at build time so every list gets at least MIN_POINTS_PER_LIST vectors
@@ -26,9 +34,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -39,6 +49,7 @@ log = logging.getLogger(__name__)
 
 AUTO_HNSW_THRESHOLD = 50_000  # below: exact search (name kept for compatibility)
 AUTO_IVF_LISTS = 2048
+AUTO_MAX_LIST_SIZE = 2_500  # auto doubles its list count until lists hold at most this many
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
 MIN_EF_SEARCH = 128
@@ -50,6 +61,8 @@ MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means cen
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample size per list (faiss subsamples to this)
 IVF_TRAIN_ITERATIONS = 10
 MAX_NLIST = 1 << 20
+ADD_CHUNK = 100_000  # vectors decoded and added per step while building
+EXACT_CHUNK = 100_000  # vectors per step of a streamed exact search
 ACCEPTED_FORMS = (
     "flat, auto, hnswM (e.g. hnsw32), hnswM,efc=N, hnswM,sq8, hnswM,efc=N,sq8, "
     "ivfN (e.g. ivf2048), ivfN,sq8"
@@ -86,6 +99,11 @@ class AnnSpec:
     def resolve(self, n_vectors: int) -> AnnSpec:
         """The concrete spec for a corpus of this size ("auto" picks flat or ivf2048).
 
+        auto picks ivfN,sq8: one 8-bit copy of the vectors serves kNN and rerank (a quarter
+        of float32's memory). N is 2048, doubled while lists would average more than
+        AUTO_MAX_LIST_SIZE vectors (10M vectors: 4096), so a query scans about as many codes
+        at 10M as at 1M.
+
         ivf2048 over hnsw32 by measurement (benchmarks/run.py, 100k vectors, 2 cores):
         recall@100 0.998 vs 0.976 (efc=40), k=1000 search 0.33 vs 2.95 ms, build 9.7 s vs
         minutes; at 1M it kept recall 1.000 with a 38 s build.
@@ -99,7 +117,15 @@ class AnnSpec:
             return self
         if n_vectors < AUTO_HNSW_THRESHOLD:
             return AnnSpec("flat")
-        return AnnSpec("ivf", nlist=AUTO_IVF_LISTS).resolve(n_vectors)
+        nlist = AUTO_IVF_LISTS
+        while n_vectors > nlist * AUTO_MAX_LIST_SIZE and nlist < MAX_NLIST:
+            nlist *= 2
+        return AnnSpec("ivf", nlist=nlist, sq8=True).resolve(n_vectors)
+
+    @property
+    def holds_vectors(self) -> bool:
+        """Whether the built index keeps decodable vectors that serve the rerank too."""
+        return self.kind == "ivf" and self.sq8
 
     def __str__(self) -> str:
         return self.canonical
@@ -184,11 +210,90 @@ def _as_float32_matrix(vectors: np.ndarray) -> np.ndarray:
     return array
 
 
+class VectorSource(Protocol):
+    """Vectors read in pieces: what `build_index` and `tune_nprobe` need, never all at once."""
+
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """Float32 vectors of rows lo..hi-1."""
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Float32 vectors of the given (sorted) rows."""
+
+
+class ArraySource:
+    """A float32 matrix in memory as a `VectorSource`."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.matrix = _as_float32_matrix(matrix)
+        self.dim = int(self.matrix.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        return self.matrix[lo:hi]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.matrix[rows]
+
+
+def _as_source(vectors: np.ndarray | VectorSource) -> VectorSource:
+    return ArraySource(vectors) if isinstance(vectors, np.ndarray) else vectors
+
+
+def exact_top_k(
+    queries: np.ndarray, source: VectorSource, k: int, *, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (scores, rows) per query by inner product, best first, streamed over
+    `source` in chunks: the truth that ANN recall is measured against, at any size."""
+    matrix = _as_float32_matrix(queries)
+    n, chunk = len(source), chunk or EXACT_CHUNK
+    k = min(k, n)
+    best_scores = np.full((len(matrix), 0), -np.inf, np.float32)
+    best_rows = np.zeros((len(matrix), 0), np.int64)
+    for lo in range(0, n, chunk):
+        block = source.rows(lo, min(n, lo + chunk))
+        scores = np.concatenate([best_scores, matrix @ block.T], axis=1)
+        rows = np.concatenate(
+            [best_rows, np.broadcast_to(np.arange(lo, lo + len(block)), (len(matrix), len(block)))],
+            axis=1,
+        )
+        if scores.shape[1] > k:
+            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            scores = np.take_along_axis(scores, keep, axis=1)
+            rows = np.take_along_axis(rows, keep, axis=1)
+        best_scores, best_rows = scores, rows
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_rows, order, 1)
+
+
+def _training_sample(index: faiss.Index, source: VectorSource, seed: int = 1234) -> np.ndarray:
+    """The vectors an index trains on: all of them when few, else a random sample of
+    IVF_TRAIN_POINTS_PER_LIST per list (k-means would subsample to that anyway)."""
+    n = len(source)
+    wanted = IVF_TRAIN_POINTS_PER_LIST * getattr(index, "nlist", 1024)
+    if n <= wanted:
+        return source.rows(0, n)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=wanted, replace=False))
+    return source.take(rows)
+
+
 def _new_ivf(spec: AnnSpec, dim: int) -> faiss.Index:
     quantizer = faiss.IndexFlatIP(dim)  # the python wrapper keeps it alive with the index
     if spec.sq8:
+        # Not by residual: a code then decodes to the vector itself, with no centroid added,
+        # and the rerank reads it straight from the list the search just scanned.
         index = faiss.IndexIVFScalarQuantizer(
-            quantizer, dim, spec.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            quantizer,
+            dim,
+            spec.nlist,
+            faiss.ScalarQuantizer.QT_8bit,
+            faiss.METRIC_INNER_PRODUCT,
+            False,
         )
     else:
         index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, faiss.METRIC_INNER_PRODUCT)
@@ -216,32 +321,39 @@ def _new_index(spec: AnnSpec, dim: int) -> faiss.Index:
 
 def build_index(
     spec: str | AnnSpec,
-    vectors: np.ndarray,
+    vectors: np.ndarray | VectorSource,
     *,
     threads: int | None = None,
     tune: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> faiss.Index:
     """An index over `vectors` (row i gets label i); "auto" is resolved by their count.
 
+    The vectors are read in chunks of ADD_CHUNK and training uses a sample, so a source
+    backed by a memory map is never held whole. `progress(n)` is called after each chunk.
     IVF indexes get their default nprobe from `tune_nprobe` unless `tune` is False.
     """
-    matrix = _as_float32_matrix(vectors)
-    resolved = parse_ann_spec(spec).resolve(len(matrix))
-    index = _new_index(resolved, matrix.shape[1])
+    source = _as_source(vectors)
+    n = len(source)
+    resolved = parse_ann_spec(spec).resolve(n)
+    index = _new_index(resolved, source.dim)
     with _omp_threads(threads):
-        if not index.is_trained and len(matrix):
-            index.train(matrix)
-        if len(matrix):
-            index.add(matrix)
+        if not index.is_trained and n:
+            index.train(_training_sample(index, source))
+        for lo in range(0, n, ADD_CHUNK):
+            block = source.rows(lo, min(n, lo + ADD_CHUNK))
+            index.add(_as_float32_matrix(block))
+            if progress is not None:
+                progress(len(block))
         if tune and isinstance(index, faiss.IndexIVF):
-            nprobe, recall = tune_nprobe(index, matrix)
+            nprobe, recall = tune_nprobe(index, source)
             log.info("%s: nprobe %d (recall@100 %.4f on indexed vectors)", spec, nprobe, recall)
     return index
 
 
 def tune_nprobe(
     index: faiss.IndexIVF,
-    vectors: np.ndarray,
+    vectors: np.ndarray | VectorSource,
     *,
     target: float = NPROBE_TARGET_RECALL,
     k: int = 100,
@@ -254,22 +366,18 @@ def tune_nprobe(
     the exact and the ANN top-k, so it measures how well the index finds a point's
     neighbours. Real queries sit farther from the documents than documents sit from each
     other, so the target is set above the recall a deployment needs. Too few vectors (at
-    most 2k): the index keeps its nprobe.
+    most 2k): the index keeps its nprobe. The exact top-k streams over the source.
     """
-    matrix = _as_float32_matrix(vectors)
-    n = len(matrix)
+    source = _as_source(vectors)
+    n = len(source)
     if n <= 2 * k:
         return int(index.nprobe), 1.0
-    rows = np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False)
-    queries = matrix[rows]
-    truth = []
-    for lo in range(0, len(queries), 16):  # exact top-(k+1) in slabs: 16 x n scores at a time
-        scores = queries[lo : lo + 16] @ matrix.T
-        top = np.argpartition(-scores, k, axis=1)[:, : k + 1]
-        truth += [set(t.tolist()) for t in top]
-    truth = [t - {int(r)} for t, r in zip(truth, rows, strict=True)]
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    queries = _as_float32_matrix(source.take(rows))
+    _, top = exact_top_k(queries, source, k + 1)
+    truth = [set(t.tolist()) - {int(r)} for t, r in zip(top, rows, strict=True)]
     choices = [p for p in NPROBE_CHOICES if p < index.nlist] + [int(index.nlist)]  # all lists
-    for nprobe in choices:  # the last, every list, is exact up to float error
+    for nprobe in choices:  # the last, every list, is exact up to quantization error
         _, found = index.search(queries, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
         hits = sum(
             len((set(f.tolist()) - {int(r)}) & t)
@@ -320,13 +428,22 @@ def stores_exact_vectors(index: faiss.Index) -> bool:
     return isinstance(index, faiss.IndexIVFFlat)
 
 
+def holds_vectors(index: faiss.Index) -> bool:
+    """Whether the index's codes decode to the vectors themselves (IVF-Flat, or IVF-SQ not
+    by residual), so it can stand in for the store's own copy."""
+    if isinstance(index, faiss.IndexIVFFlat):
+        return True
+    return isinstance(index, faiss.IndexIVFScalarQuantizer) and not index.by_residual
+
+
 def search_with_vectors(
     index: faiss.Index, query: np.ndarray, k: int, *, nprobe: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`search` for one query plus the hits' stored vectors: (scores, rows, vectors), hits only.
 
-    Only for indexes where `stores_exact_vectors` holds: the vectors are the indexed ones, bit
-    for bit (measured at 1M documents, 1,000 hits: 0.59 ms against 0.82 for search + gather).
+    Only for indexes where `holds_vectors` holds: IVF-Flat gives the indexed vectors bit for
+    bit (measured at 1M documents, 1,000 hits: 0.59 ms against 0.82 for search + gather),
+    IVF-SQ8 their 8-bit decoding.
     """
     matrix = _as_float32_matrix(query)
     if len(matrix) != 1:
@@ -342,9 +459,33 @@ def search_with_vectors(
     return scores, rows, vectors  # views: no copy of the (k, dim) vectors
 
 
+def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
+    """Float32 vectors of these rows, decoded from an index where `holds_vectors` holds.
+
+    An IVF index needs a row-to-list map for that; it is built on first use (8 bytes a
+    vector), as only fetch by id and filtered recall read rows this way.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros((0, index.d), np.float32)
+    if isinstance(index, faiss.IndexIVF) and index.direct_map.type == faiss.DirectMap.NoMap:
+        index.make_direct_map()
+    return index.reconstruct_batch(rows)
+
+
 def save_index(index: faiss.Index, path: str | Path) -> None:
     faiss.write_index(index, str(path))
 
 
-def load_index(path: str | Path) -> faiss.Index:
-    return faiss.read_index(str(path))
+def load_index(path: str | Path, *, mmap: bool = False) -> faiss.Index:
+    """Read an index; `mmap` maps an IVF index's lists from the file instead of reading them
+    (read-only; the page cache holds them once for every process)."""
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+
+
+def warm(index: faiss.Index) -> None:
+    """Touch every inverted list once (one search over all of them), so a memory-mapped
+    index serves its first queries without page faults."""
+    if isinstance(index, faiss.IndexIVF) and index.ntotal:
+        probe = np.zeros((1, index.d), np.float32)
+        index.search(probe, 1, params=faiss.SearchParametersIVF(nprobe=int(index.nlist)))

@@ -8,9 +8,11 @@
       snapshots/snapshot-<gen>-<tag>/
         snapshot.json              what was built, from which data generation
         ids.json                   row -> id (rows sorted by id)
-        vectors.npy [scales.npy]   codec arrays, memory-mapped at query time
+        vectors.npy [scales.npy]   codec arrays, memory-mapped at query time; absent when
+                                   the ANN index holds the vectors ("vectors": "ann")
         precomputed.npy            optional, float32 (n, h)
-        ann.faiss                  faiss index over the decoded vectors (absent when empty)
+        ann.faiss                  faiss index over the decoded vectors (absent when empty);
+                                   IVF lists memory-mapped at query time
         bm25/                      optional BM25 index over "title text"
         filters/                   metadata inverted index: field -> value -> rows
 
@@ -41,6 +43,7 @@ DB_NAME = "docs.sqlite"
 LOCK_NAME = ".writer.lock"
 SNAPSHOTS = "snapshots"
 SNAPSHOT_META = "snapshot.json"
+VECTORS_IN_ANN = "ann"  # snapshot.json "vectors": the ANN index holds the only copy
 REINDEX_HINT = "run `twinbert-search index` (or EmbeddedStore.finalize()) on it"
 UNFINISHED_RUN = "unfinished_run"  # store.json key: {"started": ...} until the run completes
 

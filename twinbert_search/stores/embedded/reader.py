@@ -2,7 +2,10 @@
 
 Queries read only the snapshot that `store.json` names (plus SQLite for document text and
 for ids newer than it), loaded lazily on first use and memory-mapped so several server
-processes share the page cache. `refresh()` picks up a snapshot another process finalized.
+processes share the page cache. When the snapshot keeps its vectors only in the ANN index
+(`"vectors": "ann"`, an IVF-SQ8 index), recall takes the hits' vectors from the lists it
+scanned and fetches decode them from the index. `refresh()` picks up a snapshot another
+process finalized.
 
 Filtered recall scans the allowed rows exactly up to `EXACT_SUBSET_MAX` of them (exact and
 cheap at that size); above it the ANN index is over-fetched until enough hits pass.
@@ -30,6 +33,7 @@ from twinbert_search.stores.embedded.database import Database
 from twinbert_search.stores.embedded.layout import (
     REINDEX_HINT,
     SNAPSHOT_META,
+    VECTORS_IN_ANN,
     StoreManifest,
     read_manifest,
 )
@@ -93,8 +97,7 @@ class Snapshot:
     meta: dict[str, Any]
     codec: Codec
     ids: list[str]
-    row_of: dict[str, int]
-    arrays: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]  # the codec arrays; empty when the index holds the vectors
     precomputed: np.ndarray | None
     index: Any  # faiss.Index, or None when empty
     filters: FilterIndex
@@ -107,16 +110,23 @@ class Snapshot:
         codec = get_codec(meta["codec"])
         ids = json.loads((path / "ids.json").read_text())
         has_pre = (path / "precomputed.npy").is_file()
-        has_ann = (path / "ann.faiss").is_file()
+        index = None
+        if (path / "ann.faiss").is_file():
+            ivf = meta["ann"].startswith("ivf")  # lists mapped from the file, then touched once
+            index = ann_lib.load_index(path / "ann.faiss", mmap=ivf)
+            if ivf:
+                ann_lib.warm(index)
+        in_ann = meta.get("vectors") == VECTORS_IN_ANN
         return cls(
             path=path,
             meta=meta,
             codec=codec,
             ids=ids,
-            row_of={doc_id: row for row, doc_id in enumerate(ids)},
-            arrays={name: _load_npy(path / f"{name}.npy") for name in codec.array_names()},
+            arrays={}
+            if in_ann
+            else {name: _load_npy(path / f"{name}.npy") for name in codec.array_names()},
             precomputed=_load_npy(path / "precomputed.npy") if has_pre else None,
-            index=ann_lib.load_index(path / "ann.faiss") if has_ann else None,
+            index=index,
             filters=FilterIndex(path / "filters"),
         )
 
@@ -125,10 +135,24 @@ class Snapshot:
         return len(self.ids)
 
     @cached_property
-    def exact_vectors(self) -> bool:
-        """Whether the ANN index holds the decoded vectors themselves (IVF-Flat, built from
-        `codec.decode`), so recall can take the hits' vectors from it."""
-        return self.index is not None and ann_lib.stores_exact_vectors(self.index)
+    def row_of(self) -> dict[str, int]:
+        """id -> row, built on first fetch by id (searches never need it)."""
+        return {doc_id: row for row, doc_id in enumerate(self.ids)}
+
+    @cached_property
+    def vectors_from_index(self) -> bool:
+        """Whether recall takes the hits' vectors from the ANN index: it holds the only copy,
+        or the decoded vectors bit for bit (IVF-Flat, built from `codec.decode`)."""
+        if self.index is None:
+            return False
+        return not self.arrays or ann_lib.stores_exact_vectors(self.index)
+
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        """Float32 vectors of these rows, from the codec arrays or the index holding them."""
+        if self.arrays:
+            return self.codec.decode(self.arrays, rows)
+        with self._lock:  # the first call builds the index's row map
+            return ann_lib.reconstruct_rows(self.index, rows)
 
     @property
     def dim(self) -> int | None:
@@ -206,7 +230,7 @@ class Reader:
         query = self._checked_query(query_vector, snap)
         if n <= 0 or snap.count == 0:
             return self._empty(snap, with_documents)
-        if not filters and snap.exact_vectors:
+        if not filters and snap.vectors_from_index:
             scores, rows, vectors = ann_lib.search_with_vectors(snap.index, query, n)
             return self.candidates(snap, rows, scores, with_documents, vectors)
         if not filters:
@@ -242,7 +266,7 @@ class Reader:
     def _exact(
         snap: Snapshot, query: np.ndarray, n: int, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        scores = snap.codec.decode(snap.arrays, allowed) @ query
+        scores = snap.decode(allowed) @ query
         return _top_n(scores, allowed, n)
 
     @staticmethod
@@ -277,7 +301,7 @@ class Reader:
         return Candidates(
             ids=ids,
             recall_scores=np.asarray(scores, dtype=np.float32),
-            vectors=snap.codec.decode(snap.arrays, rows) if vectors is None else vectors,
+            vectors=snap.decode(rows) if vectors is None else vectors,
             precomputed=precomputed,
             documents=self._documents(ids) if with_documents else None,
         )

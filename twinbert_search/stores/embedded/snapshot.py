@@ -1,11 +1,17 @@
 """Building a search snapshot from SQLite, and publishing it atomically.
 
-A snapshot is immutable: the ids in id order, the vectors in the store's codec, the
-precomputed crossing inputs, the ANN index (`stores/ann.py`), the BM25 index (`bm25.py`) and
-the metadata filter postings (`stores/filters.py`). It is built in a temporary folder from
-one read transaction (a consistent data generation) and renamed into place; only then does
-the caller point `store.json` at it, so a crash during a build leaves the previous snapshot
-serving.
+A snapshot is immutable: the ids in id order, the vectors, the precomputed crossing inputs,
+the ANN index (`stores/ann.py`), the BM25 index (`bm25.py`) and the metadata filter postings
+(`stores/filters.py`). The vectors are kept once: in the store's codec, or, when the ANN index
+holds decodable codes (`ivfN,sq8`, what `auto` builds at 50k documents and more), only there
+(`snapshot.json` says `"vectors": "ann"`).
+
+Rows stream from SQLite into memory-mapped files and the index trains on a sample, so the
+build holds a chunk of float32 vectors at a time, whatever the store's size.
+
+It is built in a temporary folder from one read transaction (a consistent data generation)
+and renamed into place; only then does the caller point `store.json` at it, so a crash
+during a build leaves the previous snapshot serving.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from twinbert_search.errors import StoreError
 from twinbert_search.stores import ann as ann_lib
@@ -31,12 +38,29 @@ from twinbert_search.stores.embedded.layout import (
     FORMAT_VERSION,
     SNAPSHOT_META,
     SNAPSHOTS,
+    VECTORS_IN_ANN,
     now,
     write_json_atomic,
 )
 from twinbert_search.stores.filters import FilterBuilder
 
 FETCH_CHUNK = 5_000  # rows per fetchmany while building a snapshot
+
+
+class CodecSource:
+    """A snapshot's codec arrays as an `ann.VectorSource`: decoded a chunk at a time."""
+
+    def __init__(self, codec: Codec, arrays: Mapping[str, np.ndarray], dim: int) -> None:
+        self.codec, self.arrays, self.dim = codec, arrays, dim
+
+    def __len__(self) -> int:
+        return len(self.arrays[VECTORS])
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        return self.codec.decode({name: array[lo:hi] for name, array in self.arrays.items()})
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.codec.decode(self.arrays, rows)
 
 
 def build_and_publish(
@@ -72,13 +96,10 @@ def build_snapshot(
         conn.execute("BEGIN")
         meta = read_meta(conn)
         codec = get_codec(meta["codec"])
-        ids, arrays, pre, filters = read_columns(conn, codec, meta["dim"] or 0)
-        for array_name, array in arrays.items():
-            np.save(tmp / f"{array_name}.npy", array)
+        ids, arrays, pre, filters = read_columns(conn, codec, meta["dim"] or 0, tmp)
         (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False))
-        if pre is not None:
-            np.save(tmp / "precomputed.npy", pre)
         filter_fields = filters.save(tmp / "filters")
+        del filters
         if bm25:
             BM25Index.build(ids, _texts(conn)).save(tmp / "bm25")
         conn.execute("COMMIT")
@@ -86,9 +107,21 @@ def build_snapshot(
         conn.close()
     # The slow part runs after the read transaction ends, so the WAL can checkpoint.
     resolved = ann_lib.parse_ann_spec(ann).resolve(len(ids))
+    vectors_in_ann = bool(ids) and resolved.holds_vectors
     if ids:
-        index = ann_lib.build_index(resolved, codec.decode(arrays), threads=threads)
+        with tqdm(total=len(ids), desc="ANN index", unit="doc", disable=None) as bar:
+            index = ann_lib.build_index(
+                resolved,
+                CodecSource(codec, arrays, meta["dim"]),
+                threads=threads,
+                progress=bar.update,
+            )
         ann_lib.save_index(index, tmp / "ann.faiss")
+        del index
+    if vectors_in_ann:  # the index's codes serve kNN and rerank: no second copy
+        arrays.clear()
+        for array_name in codec.array_names():
+            (tmp / f"{array_name}.npy").unlink()
     snapshot_meta = {
         "name": name,
         "format_version": FORMAT_VERSION,
@@ -96,6 +129,7 @@ def build_snapshot(
         "count": len(ids),
         "dim": meta["dim"],
         "codec": codec.name,
+        "vectors": VECTORS_IN_ANN if vectors_in_ann else "arrays",
         "ann": resolved.canonical,
         "ann_configured": ann,
         "bm25": bool(bm25),
@@ -108,33 +142,54 @@ def build_snapshot(
 
 
 def read_columns(
-    conn: sqlite3.Connection, codec: Codec, dim: int
+    conn: sqlite3.Connection, codec: Codec, dim: int, directory: Path
 ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None, FilterBuilder]:
-    """All documents in id order: ids, codec arrays, precomputed, filter postings."""
+    """All documents in id order: ids, codec arrays, precomputed, filter postings.
+
+    The arrays are written into memory-mapped .npy files in `directory` as rows stream in
+    (`vectors.npy`, `scales.npy`, `precomputed.npy`), so no array is held whole in memory.
+    """
     n = conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
-    arrays = {VECTORS: np.zeros((n, dim), codec.dtype)}
+    arrays = {VECTORS: _open_npy(directory / f"{VECTORS}.npy", (n, dim), codec.dtype)}
     if codec.has_scale:
-        arrays[SCALES] = np.zeros(n, np.float32)
+        arrays[SCALES] = _open_npy(directory / f"{SCALES}.npy", (n,), np.float32)
     ids: list[str] = []
-    pre_rows: list[bytes] = []
+    pre: np.ndarray | None = None
     has_pre: bool | None = None
     filters = FilterBuilder()
     cursor = conn.execute("SELECT id, vector, scale, precomputed, metadata FROM docs ORDER BY id")
-    while batch := cursor.fetchmany(FETCH_CHUNK):
-        start = len(ids)
-        decoded = codec.from_blobs([r[1] for r in batch], [r[2] for r in batch], dim)
-        for array_name, array in decoded.items():
-            arrays[array_name][start : start + len(batch)] = array
-        for offset, (doc_id, _, _, pre_blob, metadata) in enumerate(batch):
-            has_pre = check_all_or_none(has_pre, pre_blob is not None, doc_id)
-            if pre_blob is not None:
-                pre_rows.append(pre_blob)
-            filters.add(start + offset, json.loads(metadata))
-            ids.append(doc_id)
-    pre = None
-    if pre_rows:
-        pre = np.frombuffer(b"".join(pre_rows), np.float32).reshape(n, -1)
+    with tqdm(total=n, desc="snapshot", unit="doc", disable=None) as bar:
+        while batch := cursor.fetchmany(FETCH_CHUNK):
+            start = len(ids)
+            decoded = codec.from_blobs([r[1] for r in batch], [r[2] for r in batch], dim)
+            for array_name, array in decoded.items():
+                arrays[array_name][start : start + len(batch)] = array
+            pre_blobs = []
+            for offset, (doc_id, _, _, pre_blob, metadata) in enumerate(batch):
+                has_pre = check_all_or_none(has_pre, pre_blob is not None, doc_id)
+                if pre_blob is not None:
+                    pre_blobs.append(pre_blob)
+                filters.add(start + offset, json.loads(metadata))
+                ids.append(doc_id)
+            if pre_blobs:
+                block = np.frombuffer(b"".join(pre_blobs), np.float32).reshape(len(batch), -1)
+                if pre is None:
+                    pre = _open_npy(directory / "precomputed.npy", (n, block.shape[1]), np.float32)
+                pre[start : start + len(batch)] = block
+            bar.update(len(batch))
+    for array in (*arrays.values(), pre):
+        if isinstance(array, np.memmap):
+            array.flush()
     return ids, arrays, pre, filters
+
+
+def _open_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A new .npy file of this shape, mapped for writing (a plain array when empty)."""
+    if 0 in shape:
+        array = np.zeros(shape, dtype)
+        np.save(path, array)
+        return array
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
 def check_all_or_none(seen: bool | None, present: bool, doc_id: str) -> bool:
