@@ -7,7 +7,7 @@ At 50k documents and more `auto` keeps the vectors once, as the 8-bit codes of a
 index that serves kNN and rerank alike. This measures what that costs on real collections:
 each corpus is indexed once (codec float32), then its snapshot is rebuilt with each index
 string and evaluated with `evaluate_searcher` (the `eval` command's) on the test qrels, the
-model's served settings, no lexical fusion unless the model's manifest asks for it.
+model's served settings (`--lexical-weight 0`: the crossing layer alone).
 
 - `flat`          exact search over the float32 vectors: the reference
 - `ivfN`          IVF-Flat: the lists hold float32 copies (what `auto` built before)
@@ -43,7 +43,12 @@ def _specs(count: int, nlist: int | None) -> list[str]:
 
 
 def evaluate_dataset(
-    data: Path, work: Path, model: Path | None, int8: bool, nlist: int | None
+    data: Path,
+    work: Path,
+    model: Path | None,
+    int8: bool,
+    nlist: int | None,
+    lexical_weight: float | None = None,
 ) -> list[dict]:
     """Index `data` once, then rebuild and evaluate its snapshot per index string."""
     store_dir = work / data.name
@@ -60,7 +65,9 @@ def evaluate_dataset(
             built = store.info.ann
         searcher = open_searcher("embedded", model=model, int8=int8, index_dir=store_dir)
         with searcher.store:
-            report = evaluate_searcher(searcher, queries, qrels, progress=False)
+            report = evaluate_searcher(
+                searcher, queries, qrels, lexical_weight=lexical_weight, progress=False
+            )
         rows.append(
             {
                 "data": data.name,
@@ -81,12 +88,20 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=None, help="model directory (default model)")
     p.add_argument("--int8", action="store_true", help="int8 query and document graphs")
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default n / 39)")
+    p.add_argument(
+        "--lexical-weight",
+        type=float,
+        default=None,
+        help="BM25 weight in the rerank (default: the model's served setting; 0: crossing only)",
+    )
     p.add_argument("--work-dir", type=Path, required=True, help="stores are kept here")
     args = p.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for data in args.data:
-        rows += evaluate_dataset(data, args.work_dir, args.model, args.int8, args.nlist)
+        rows += evaluate_dataset(
+            data, args.work_dir, args.model, args.int8, args.nlist, args.lexical_weight
+        )
     print("| collection | index | queries | recall nDCG@10 | reranked nDCG@10 |")
     print("|---|---|---:|---:|---:|")
     for r in rows:

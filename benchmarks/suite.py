@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,35 +178,65 @@ def dir_bytes(path: Path) -> int:
 
 
 def build_store(
-    path: Path, vectors: np.ndarray, runtime: TwinBertRuntime, cfg: BenchConfig
-) -> dict[str, float]:
-    """Ingest synthetic vectors (ids d0000000...) into an embedded store and finalize it."""
+    path: Path,
+    vectors: np.ndarray | Iterable[np.ndarray],
+    runtime: TwinBertRuntime,
+    cfg: BenchConfig,
+    observe: Callable[[int, np.ndarray], None] | None = None,
+) -> dict[str, Any]:
+    """Ingest synthetic vectors (ids d00000000...) into an embedded store and finalize it.
+
+    `vectors` is a matrix or an iterable of chunks (10M float32 vectors do not fit beside
+    the store); `observe(start_row, chunk)` sees each chunk as it is ingested, so the exact
+    top-k can be kept without a second pass. Time spent producing chunks is reported apart.
+    """
     from twinbert_search.stores.embedded import EmbeddedStore
 
+    chunk = 20_000
+    if isinstance(vectors, np.ndarray):
+        matrix = vectors
+        vectors = (matrix[lo : lo + chunk] for lo in range(0, len(matrix), chunk))
     shutil.rmtree(path, ignore_errors=True)
-    start = time.perf_counter()
-    store = EmbeddedStore.create_or_open(
-        path, dim=vectors.shape[1], codec=cfg.codec, ann=cfg.ann, bm25=False
-    )
+    store = None
+    generate, ingest, lo = 0.0, 0.0, 0
     try:
-        chunk = 20_000
-        for lo in range(0, len(vectors), chunk):
-            block = vectors[lo : lo + chunk]
-            docs = [Document(id=f"d{i:08d}", text=f"doc {i}") for i in range(lo, lo + len(block))]
-            store.upsert(
-                docs,
-                block,
-                model_fingerprint=runtime.fingerprint,
-                precomputed=runtime.precompute_documents(block),
-            )
-        ingest = time.perf_counter() - start
+        source = iter(vectors)
+        while True:
+            t0 = time.perf_counter()
+            block = next(source, None)
+            generate += time.perf_counter() - t0
+            if block is None:
+                break
+            t0 = time.perf_counter()
+            if store is None:
+                store = EmbeddedStore.create_or_open(
+                    path, dim=block.shape[1], codec=cfg.codec, ann=cfg.ann, bm25=False
+                )
+            for part in range(0, len(block), chunk):
+                piece = block[part : part + chunk]
+                first = lo + part
+                docs = [
+                    Document(id=f"d{i:08d}", text=f"doc {i}")
+                    for i in range(first, first + len(piece))
+                ]
+                store.upsert(
+                    docs,
+                    piece,
+                    model_fingerprint=runtime.fingerprint,
+                    precomputed=runtime.precompute_documents(piece),
+                )
+            ingest += time.perf_counter() - t0
+            if observe is not None:
+                observe(lo, block)
+            lo += len(block)
         start = time.perf_counter()
         store.finalize()
         finalize = time.perf_counter() - start
         ann = store.info.ann
     finally:
-        store.close()
-    return {"ingest_s": ingest, "build_s": finalize, "ann": ann}
+        if store is not None:
+            store.close()
+    return {"generate_s": generate, "ingest_s": ingest, "build_s": finalize, "ann": ann}
 
 
 def cfg_dim(cfg: BenchConfig) -> int:
