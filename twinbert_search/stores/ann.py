@@ -339,7 +339,10 @@ def build_index(
     index = _new_index(resolved, source.dim)
     with _omp_threads(threads):
         if not index.is_trained and n:
-            index.train(_training_sample(index, source))
+            sample = _training_sample(index, source)
+            log.info("%s: training on %d of %d vectors", resolved, len(sample), n)
+            index.train(sample)
+            del sample
         for lo in range(0, n, ADD_CHUNK):
             block = source.rows(lo, min(n, lo + ADD_CHUNK))
             index.add(_as_float32_matrix(block))

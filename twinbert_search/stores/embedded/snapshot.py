@@ -17,6 +17,7 @@ during a build leaves the previous snapshot serving.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -43,6 +44,8 @@ from twinbert_search.stores.embedded.layout import (
     write_json_atomic,
 )
 from twinbert_search.stores.filters import FilterBuilder
+
+log = logging.getLogger(__name__)
 
 FETCH_CHUNK = 5_000  # rows per fetchmany while building a snapshot
 
@@ -108,6 +111,7 @@ def build_snapshot(
     # The slow part runs after the read transaction ends, so the WAL can checkpoint.
     resolved = ann_lib.parse_ann_spec(ann).resolve(len(ids))
     vectors_in_ann = bool(ids) and resolved.holds_vectors
+    log.info("snapshot %s: %d documents read; building %s", name, len(ids), resolved)
     if ids:
         with tqdm(total=len(ids), desc="ANN index", unit="doc", disable=None) as bar:
             index = ann_lib.build_index(
@@ -117,6 +121,7 @@ def build_snapshot(
                 progress=bar.update,
             )
         ann_lib.save_index(index, tmp / "ann.faiss")
+        log.info("snapshot %s: %s built (nprobe %s)", name, resolved, getattr(index, "nprobe", "-"))
         del index
     if vectors_in_ann:  # the index's codes serve kNN and rerank: no second copy
         arrays.clear()
