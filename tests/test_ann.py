@@ -177,12 +177,17 @@ def test_tuned_nprobe_is_the_fewest_lists_reaching_the_target() -> None:
     nprobe, recall = tune_nprobe(index, x, target=0.9)
     assert index.nprobe == nprobe and recall >= 0.9
     assert nprobe in (8, 16, 32)
-    if recall < 1.0:  # asking for a little more recall takes more lists
+    if recall < 0.98:  # asking for a little more recall takes more lists
         more, _ = tune_nprobe(build_index("ivf64", x, tune=False), x, target=recall + 1e-9)
         assert more > nprobe
-    # Unreachable target: every list is scanned (exact).
+    # An unreachable target is held to 99% of what every list (here: exact) finds.
     nprobe, recall = tune_nprobe(index, x, target=1.01)
-    assert nprobe == 64 and recall == pytest.approx(1.0, abs=1e-3)
+    assert recall >= 0.99
+    # 8-bit codes cap recall below 1 at any nprobe: tuning stops at 99% of that ceiling
+    # instead of scanning every list for a recall the codes cannot give.
+    codes = build_index("ivf64,sq8", x, tune=False)
+    nprobe, recall = tune_nprobe(codes, x, target=1.0)
+    assert nprobe < 64 and recall < 1.0
     # Too few vectors to measure: nprobe is left alone.
     small = build_index("ivf4", x[:150], tune=False)
     assert tune_nprobe(small, x[:150]) == (small.nprobe, 1.0)

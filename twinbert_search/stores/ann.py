@@ -57,6 +57,7 @@ DEFAULT_NPROBE = 32  # IVF lists scanned per query when tuning is off or finds n
 NPROBE_CHOICES = (8, 16, 32, 64, 128, 256)  # tried in order by `tune_nprobe`
 NPROBE_TARGET_RECALL = 0.98  # recall@100 the tuned nprobe must reach on the sample
 NPROBE_SAMPLE = 200  # indexed vectors used as queries when tuning
+NPROBE_CEILING_SHARE = 0.99  # ...or this share of the recall at NPROBE_CHOICES[-1] lists
 MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means centroid
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample size per list (faiss subsamples to this)
 IVF_TRAIN_ITERATIONS = 10
@@ -370,6 +371,11 @@ def tune_nprobe(
     neighbours. Real queries sit farther from the documents than documents sit from each
     other, so the target is set above the recall a deployment needs. Too few vectors (at
     most 2k): the index keeps its nprobe. The exact top-k streams over the source.
+
+    Codes that lose recall at any nprobe (8-bit codes: their ties and near-ties fall either
+    way) cap what more lists can buy, so the target is at most NPROBE_CEILING_SHARE of the
+    recall of the widest choice, NPROBE_CHOICES[-1] lists: the lists chosen find 99% of
+    what scanning many more would.
     """
     source = _as_source(vectors)
     n = len(source)
@@ -379,14 +385,21 @@ def tune_nprobe(
     queries = _as_float32_matrix(source.take(rows))
     _, top = exact_top_k(queries, source, k + 1)
     truth = [set(t.tolist()) - {int(r)} for t, r in zip(top, rows, strict=True)]
-    choices = [p for p in NPROBE_CHOICES if p < index.nlist] + [int(index.nlist)]  # all lists
-    for nprobe in choices:  # the last, every list, is exact up to quantization error
+
+    def recall_at(nprobe: int) -> float:
         _, found = index.search(queries, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
         hits = sum(
             len((set(f.tolist()) - {int(r)}) & t)
             for f, r, t in zip(found, rows, truth, strict=True)
         )
-        recall = hits / sum(len(t) for t in truth)
+        return hits / sum(len(t) for t in truth)
+
+    widest = min(int(index.nlist), NPROBE_CHOICES[-1])
+    ceiling = recall_at(widest)
+    target = min(target, NPROBE_CEILING_SHARE * ceiling)
+    choices = [p for p in NPROBE_CHOICES if p < widest] + [widest]
+    for nprobe in choices:
+        recall = ceiling if nprobe == widest else recall_at(nprobe)
         if recall >= target:
             break
     index.nprobe = nprobe
