@@ -139,7 +139,7 @@ def test_ivf_recall_takes_vectors_from_the_index(tmp_path, codec, ann, only_copy
     # IVF-Flat holds the decoded vectors and IVF-SQ8 their 8-bit codes, so recall reads them
     # from the lists it scanned; a fetch by id must give the same vectors. With sq8 the index
     # is the snapshot's only copy: no codec arrays are written.
-    store, docs, vectors = build(tmp_path, n=2000, codec=codec, ann=ann)
+    store, _, vectors = build(tmp_path, n=2000, codec=codec, ann=ann)
     snap = store._loaded()
     assert snap.vectors_from_index
     assert (snap.meta["vectors"] == "ann") is only_copy
