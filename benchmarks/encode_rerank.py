@@ -1,20 +1,20 @@
 """The encoding and rerank sections: the query side of a search, timed alone.
 
 - encoding   query encoder p50/p99, fp32 vs int8 graphs, 1 and 2 threads, int8-fp32 cosine
-- rerank     residual crossing vs the teacher cross-encoder on the same 100 / 1,000 candidates
+- rerank     residual crossing alone, then against the recipe's teacher on the same recalled
+             100 / 1,000 candidates (`teacher_timing.py`)
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks import teacher_timing
 from benchmarks.suite import (
     BenchConfig,
-    corpus_documents,
     load_runtime,
     query_texts,
     with_residual,
@@ -64,22 +64,6 @@ def bench_encoding(cfg: BenchConfig) -> dict[str, Any]:
 # --- rerank -------------------------------------------------------------------------------
 
 
-def _teacher(cfg: BenchConfig, runtime: TwinBertRuntime) -> Any:
-    """A cross-encoder on the model's base checkpoint (random head: fine for timing)."""
-    import torch
-
-    from twinbert_search.runtime.tokenization import TextTokenizer
-    from twinbert_search.training.teacher import CrossEncoder, TeacherScorer
-    from twinbert_search.training.tokenizer import tokenizer_file
-
-    torch.set_num_threads(2)
-    path = Path(cfg.teacher or runtime.manifest.base_model)
-    model = CrossEncoder.from_checkpoint(path).eval()
-    length = min(cfg.teacher_max_length, model.backbone.config.max_position_embeddings)
-    tokenizer = TextTokenizer.from_file(tokenizer_file(path), length)
-    return TeacherScorer(model, tokenizer, "benchmark", batch_size=32), str(path)
-
-
 def _gemm_floor(
     cfg: BenchConfig, dim: int, hidden_sizes: list[int], rng: np.random.Generator
 ) -> list[dict[str, Any]]:
@@ -97,7 +81,6 @@ def _gemm_floor(
 def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
     """Crossing-layer rerank vs the teacher cross-encoder on the same candidates."""
     texts = query_texts(cfg)
-    docs = corpus_documents(cfg, max(1000, cfg.candidates))
     rng = np.random.default_rng(cfg.seed)
     query = runtime.encode_query(texts[0])
     crossing_rows = []
@@ -136,33 +119,11 @@ def bench_rerank(cfg: BenchConfig, runtime: TwinBertRuntime) -> dict[str, Any]:
     }
     if cfg.teacher_reps <= 0:
         return out
-    scorer, teacher_path = _teacher(cfg, runtime)
-    teacher_rows = []
-    for n, reps in ((100, cfg.teacher_reps), (1000, 1)):
-        pairs = [(texts[0], d.encoding_text) for d in docs[:n]]
-        samples = sample_ms(lambda i, p=pairs: scorer.score(p), reps, warmup=1 if n == 100 else 0)
-        teacher_rows.append({"candidates": n, **summary_ms(samples)})
-    out["teacher"] = {
-        "checkpoint": teacher_path,
-        "max_length": scorer.max_length,
-        "rows": teacher_rows,
-    }
-    ratios = []
-    for t in teacher_rows:
-        for c in crossing_rows:
-            if (
-                c["candidates"] == t["candidates"]
-                and c["hidden"] == cfg.hidden
-                and not c.get("output_relu")
-                and not c.get("int8")
-            ):
-                ratios.append(
-                    {
-                        "combine": c["combine"],
-                        "candidates": t["candidates"],
-                        "teacher_over_crossing": t["p50"] / c["p50"],
-                        "teacher_over_encode_plus_crossing": t["p50"] / (c["p50"] + encode["p50"]),
-                    }
-                )
-    out["ratios"] = ratios
+    try:
+        import torch  # noqa: F401  (exporting a teacher needs the train extra)
+    except ImportError:
+        out["teacher_skipped"] = "torch is not installed (pip install -e '.[train]')"
+        return out
+    student = with_residual(runtime, cfg, cfg.combine)
+    out.update(teacher_timing.bench_teacher(cfg, runtime, student))
     return out

@@ -284,23 +284,31 @@ def render(results: dict[str, Any]) -> str:
                 f"BLAS floor for 1,000 candidates (the max layer's one matrix product alone, "
                 f"p50): {floor}.",
             ]
+        if "teacher_skipped" in rr:
+            lines += ["", f"Teacher not timed: {rr['teacher_skipped']}."]
         if "teacher" in rr:
             t = rr["teacher"]
             lines += [
                 "",
-                f"Teacher: a cross-encoder (`CrossEncoder` + `TeacherScorer`, torch, 2 threads, "
-                f"batch 32, max length {t['max_length']}) on `{t['checkpoint']}` "
-                "with a random head, over the same number of real SciFact candidates; query "
-                f"encoding p50 {rr['query_encode_ms']:.2f} ms (int8, serving threads).",
+                f"Teacher as the recipe runs it ({t['kind']}, `{t['checkpoint']}`): its "
+                f"{t['graph']} graph at max length {t['max_length']}, batches of "
+                f"{t['batch_size']} pairs on {t['threads']} ONNX Runtime threads "
+                "(`benchmarks/teacher_timing.py`). Both sides rerank the same candidates, "
+                f"recalled by {t['candidates_from']} for real query texts: the teacher scores "
+                "the (query, document) pairs; TwinBERT-res encodes the query and scores the "
+                "same documents' stored vectors with the crossing as served. Per query:",
                 "",
             ]
             lines += _table(
-                ["candidates", "teacher p50 ms", "runs"],
-                [[r["candidates"], f"{r['p50']:.0f}", r["n"]] for r in t["rows"]],
+                ["candidates", "queries", "teacher p50 / p99 ms", "TwinBERT-res p50 / p99 ms"],
+                [
+                    [r["candidates"], r["queries"], _ms(r["teacher"]), _ms(r["twinbert"])]
+                    for r in t["rows"]
+                ],
             )
             lines += [
                 "",
-                f"Cost ratios (teacher p50 / TwinBERT p50, hidden {cfg['hidden']}):",
+                f"Cost ratios (teacher p50 / TwinBERT-res p50, hidden {cfg['hidden']}):",
                 "",
             ]
             lines += _table(
@@ -386,8 +394,9 @@ def render(results: dict[str, Any]) -> str:
                 "",
                 "The same IVF indexes with nprobe swept (faiss search alone; recall@100 at "
                 f"k = 100, latency at k = {cfg['candidates']:,}; the store's default, in "
-                "brackets above, is the fewest lists reaching recall@100 0.98 on a sample of "
-                "the indexed vectors, chosen at build by `ann.tune_nprobe`):",
+                "brackets above, is the fewest lists reaching recall@100 0.98, or 99% of the "
+                "recall at 256 lists where the codes cap it lower, on a sample of the indexed "
+                "vectors, chosen at build by `ann.tune_nprobe`):",
                 "",
             ]
             lines += _table(

@@ -59,9 +59,8 @@ class BenchConfig:
     encode_queries: int = 300  # timed query encodings per variant
     search_queries: int = 200  # timed end-to-end searches per size
     rerank_reps: int = 200  # timed crossing calls per candidate count
-    teacher_reps: int = 3  # timed teacher calls on 100 candidates (1 on 1,000)
-    teacher: Path | None = None  # cross-encoder checkpoint; None: the model's base_model
-    teacher_max_length: int = 256
+    teacher_reps: int = 10  # queries the teacher reranks 100 candidates for (1 at 1,000)
+    teacher: Path | None = None  # teacher dir (recipe export) or checkpoint; None: base_model
     index_docs: int = 500
     index_batch: int = 32
     corpus: Path | None = None  # None: SciFact when present, else the sample corpus

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from benchmarks import report, run
 from benchmarks.synthetic import ClusteredSphere
+from benchmarks.teacher_timing import recipe_max_length
 from twinbert_search.cli import main
 from twinbert_search.runtime.openvino import openvino_available
 
@@ -95,8 +96,16 @@ def test_suite_runs_end_to_end_at_tiny_sizes(tiny_model: Path, tmp_path: Path) -
     int8 = [r for r in rerank["crossing"] if r["int8"]]  # the int8 crossing graph
     assert {(r["combine"], r["candidates"]) for r in int8} == {("max", 100), ("max", 1000)}
     assert results["config"]["crossing_int8"]  # end-to-end search scores with it
-    assert len(rerank["ratios"]) == 4  # float, shipped form only: no legacy or int8 rows
-    assert [r["candidates"] for r in rerank["teacher"]["rows"]] == [100, 1000]
+    # The teacher as the recipe runs it (int8 ONNX at the recipe's length), timed against
+    # TwinBERT-res on the same BM25-recalled candidates: per depth, one row holds both.
+    teacher = rerank["teacher"]
+    assert teacher["graph"] == "int8 ONNX" and teacher["kind"].startswith("base checkpoint")
+    assert teacher["max_length"] == recipe_max_length() == 128
+    assert teacher["candidates_from"] == "BM25 over sample/corpus.jsonl"
+    depths = [r["candidates"] for r in teacher["rows"]]
+    assert len(depths) == 2 and all(0 < d <= 300 for d in depths)  # the corpus has 300
+    assert [r["candidates"] for r in rerank["ratios"]] == depths
+    assert all(r["teacher"]["p50"] > 0 and r["twinbert"]["p50"] > 0 for r in teacher["rows"])
     assert all(r["teacher_over_crossing"] > 0 for r in rerank["ratios"])
 
     search = results["search"]
@@ -211,3 +220,49 @@ def test_cli_bench_runs_the_suite_from_its_repository(tmp_path: Path) -> None:
     assert Path(cwd).resolve() == (tmp_path / "repo").resolve()
     missing = CliRunner().invoke(main, ["bench", "--suite", str(tmp_path / "none")])
     assert missing.exit_code == 2 and missing.stderr.startswith("error: --suite: no benchmark")
+
+
+def test_teacher_and_twinbert_rerank_the_same_recalled_documents(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import numpy as np
+
+    from benchmarks import teacher_timing
+    from benchmarks.suite import BenchConfig
+
+    scored_pairs: list[list[tuple[str, str]]] = []
+    scored_docs: list[list[str]] = []
+
+    class Teacher:
+        batch_size = 32
+
+        def score(self, pairs):
+            scored_pairs.append(list(pairs))
+            return np.zeros(len(pairs), np.float32)
+
+    class Student:
+        """Vectors that say which document they encode, to see what the crossing scored."""
+
+        def __init__(self) -> None:
+            self.texts: list[str] = []
+
+        def encode_documents(self, texts):
+            self.texts = list(texts)
+            return np.arange(len(texts), dtype=np.float32)[:, None]
+
+        def encode_query(self, text):
+            return np.zeros(1, np.float32)
+
+        def score(self, query, vectors):
+            scored_docs.append([self.texts[int(v[0])] for v in vectors])
+            return np.zeros(len(vectors), np.float32)
+
+    info = {"checkpoint": "x", "kind": "k", "graph": "g", "max_length": 1, "threads": 2}
+    monkeypatch.setattr(teacher_timing, "recipe_teacher", lambda cfg, rt: (Teacher(), info))
+    cfg = BenchConfig(model_dir=tmp_path, work_dir=tmp_path, corpus=SAMPLE_CORPUS)
+    cfg.teacher_reps, cfg.rerank_reps = 2, 4
+    out = teacher_timing.bench_teacher(cfg, None, Student())
+    teacher_docs = [[doc for _, doc in pairs] for pairs in scored_pairs if len(pairs) > 32]
+    # every set of documents the teacher reranked, the crossing reranked too
+    assert teacher_docs and all(docs in scored_docs for docs in teacher_docs)
+    assert len(out["teacher"]["rows"]) == 2 and out["teacher"]["rows"][0]["queries"] == 2
