@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None, help="model directory (default model)")
     p.add_argument("--teacher", type=Path, default=None, help="cross-encoder checkpoint")
     p.add_argument("--no-teacher", action="store_true", help="skip the teacher timing")
-    p.add_argument("--ann", default="ivf2048", help="ANN index string for the search stores")
+    p.add_argument("--ann", default="auto", help="ANN index string for the search stores")
     p.add_argument("--codec", default="float32", choices=suite.CODECS)
     p.add_argument("--hidden", type=int, default=128, help="residual crossing hidden size")
     p.add_argument("--combine", default="max", choices=("max", "concat"))
