@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,6 @@ from twinbert_search.documents import Document
 from twinbert_search.errors import (
     ConfigurationError,
     InputError,
-    ModelMismatchError,
     StoreError,
 )
 from twinbert_search.manifest import ModelManifest
@@ -35,9 +33,8 @@ from twinbert_search.stores.base import (
     Filters,
     StoreInfo,
     VectorStore,
-    short_fingerprint,
 )
-from twinbert_search.stores.cluster import reads, schema
+from twinbert_search.stores.cluster import reads, schema, writes
 from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.lifecycle import Generations, check_name
@@ -131,22 +128,8 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
         return IndexOptions.parse(ann).space_type if ann else self.index_options.space_type
 
     def _manifest_for(self, dim: int, fingerprint: str, *, unit: bool = True) -> ModelManifest:
-        """The manifest an index is rendered from; without one, `unit` says if vectors are."""
-        if self.manifest is not None:
-            if self.manifest.dim != dim:
-                raise ConfigurationError(
-                    f"vectors have dimension {dim}, the model manifest says {self.manifest.dim}"
-                )
-            base = self.manifest.fingerprint
-            if base and fingerprint != base and not fingerprint.startswith(f"{base}:"):
-                raise ModelMismatchError(
-                    "the vectors come from another model than the store's manifest",
-                    expected=base,
-                    actual=fingerprint,
-                )
-            # the graph variant (":int8") is part of what the index records
-            return replace(self.manifest, fingerprint=fingerprint)
-        return ModelManifest(dim=dim, fingerprint=fingerprint, normalize=unit)
+        """The manifest an index is rendered from (`cluster.writes.manifest_for`)."""
+        return writes.manifest_for(self.manifest, dim, fingerprint, unit=unit)
 
     def prepare_index(
         self,
@@ -250,20 +233,7 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
         index = self.generations.resolve_write_index()
         if index is None:
             return self._create_index(self._manifest_for(dim, fingerprint, unit=unit))
-        meta = self._index_meta(index)
-        recorded = meta.get("model_fingerprint")
-        if recorded and recorded != fingerprint:
-            raise ModelMismatchError(
-                f"index {index} was built with model {short_fingerprint(recorded)}, not "
-                f"{short_fingerprint(fingerprint)}; rebuild it (blue/green, with --alias) to "
-                "change models",
-                expected=recorded,
-                actual=fingerprint,
-            )
-        if meta.get("dim") not in (None, dim):
-            raise ConfigurationError(
-                f"index {index} holds {meta['dim']}-d vectors, these are {dim}-d"
-            )
+        writes.check_recorded(index, self._index_meta(index), dim, fingerprint)
         return index
 
     def _prepare_rebuild_write(self, dim: int, fingerprint: str, *, unit: bool = True) -> str:
@@ -324,30 +294,13 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
 
         Not atomic: documents that succeeded stay. Ids are `_id`s, so resending is harmless.
         """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        n = len(documents)
-        if vectors.ndim != 2 or vectors.shape[0] != n:
-            raise InputError(f"expected vectors of shape ({n}, dim), got {vectors.shape}")
-        if precomputed is not None:
-            precomputed = np.asarray(precomputed, dtype=np.float32)
-            if precomputed.ndim != 2 or precomputed.shape[0] != n:
-                raise InputError(f"expected precomputed of shape ({n}, h), got {precomputed.shape}")
-        if n == 0:
+        vectors, precomputed = writes.checked_arrays(documents, vectors, precomputed)
+        if not documents:
             return
-        bad = ~np.isfinite(vectors).all(axis=1)
-        if precomputed is not None:
-            bad |= ~np.isfinite(precomputed).all(axis=1)
-        if bad.any():
-            raise InputError("vector is not finite", record_id=documents[int(np.argmax(bad))].id)
         # without a manifest, the vectors say whether the index may insist on unit length
         unit = schema.all_unit(vectors)
         index = self._prepare_write(int(vectors.shape[1]), model_fingerprint, unit=unit)
-        actions = []
-        for i, doc in enumerate(documents):
-            fields: dict[str, Any] = {schema.FIELD_VECTOR: schema.vector_to_list(vectors[i])}
-            if precomputed is not None:
-                fields[schema.FIELD_PRECOMPUTED] = schema.encode_floats(precomputed[i])
-            actions.append(self._index_action(index, doc, fields))
+        actions = writes.vector_actions(index, documents, vectors, precomputed, engine="OpenSearch")
         pipeline = self.names.vector_pipeline if self.bulk.use_pipeline else None
         self._run_bulk(actions, pipeline=pipeline)
 
