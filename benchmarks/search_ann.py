@@ -31,37 +31,17 @@ from benchmarks.suite import (
 from benchmarks.synthetic import ClusteredSphere
 from benchmarks.timing import sample_ms, summary_ms
 from twinbert_search.runtime.model import TwinBertRuntime
+from twinbert_search.stores.ann import RunningTopK
 
 MATRIX_MAX = 1_000_000  # above: vectors streamed in chunks, no brute-force latency reference
 
 
-class RunningTop:
-    """The exact top-`depth` inner products of some queries over vectors seen in chunks, so
-    a 10M-vector store's truth needs no 15 GB matrix (`build_store` feeds it as it ingests)."""
-
-    def __init__(self, queries: np.ndarray, depth: int) -> None:
-        self.queries, self.depth = queries, depth
-        self.scores = np.full((len(queries), 0), -np.inf, np.float32)
-        self.rows = np.zeros((len(queries), 0), np.int64)
-
-    def add(self, start: int, block: np.ndarray) -> None:
-        scores = np.concatenate([self.scores, self.queries @ block.T], axis=1)
-        rows = np.arange(start, start + len(block), dtype=np.int64)
-        rows = np.concatenate([self.rows, np.broadcast_to(rows, (len(self.queries), len(rows)))], 1)
-        if scores.shape[1] > self.depth:
-            keep = np.argpartition(-scores, self.depth - 1, axis=1)[:, : self.depth]
-            scores = np.take_along_axis(scores, keep, 1)
-            rows = np.take_along_axis(rows, keep, 1)
-        self.scores, self.rows = scores, rows
-
-    def result(self, k: int) -> tuple[np.ndarray, dict[str, float]]:
-        """Top-k rows per query and the mean similarity at ranks 1, 10, 100, 1,000."""
-        order = np.argsort(-self.scores, axis=1, kind="stable")
-        scores = np.take_along_axis(self.scores, order, 1)
-        rows = np.take_along_axis(self.rows, order, 1)
-        ranks = [r for r in (1, 10, 100, 1000) if r <= scores.shape[1]]
-        mean = scores[:, [r - 1 for r in ranks]].mean(axis=0)
-        return rows[:, :k], {str(r): float(v) for r, v in zip(ranks, mean, strict=True)}
+def _truth(top: RunningTopK, k: int) -> tuple[np.ndarray, dict[str, float]]:
+    """Top-k rows per query and the mean similarity at ranks 1, 10, 100 and 1,000."""
+    scores, rows = top.result()
+    ranks = [r for r in (1, 10, 100, 1000) if r <= scores.shape[1]]
+    mean = scores[:, [r - 1 for r in ranks]].mean(axis=0)
+    return rows[:, :k], {str(r): float(v) for r, v in zip(ranks, mean, strict=True)}
 
 
 def exact_top(docs: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, dict[str, float]]:
@@ -105,13 +85,13 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
     warmup, queries = np.split(sphere.queries(2 * cfg.search_queries), 2)
     generate = time.perf_counter() - start
     path = cfg.work_dir / f"store-{size}"
-    top = RunningTop(queries, min(1000, size))
+    top = RunningTopK(queries, min(1000, size))
     built = build_store(
         path, sphere.documents(size) if docs is None else docs, runtime, cfg, observe=top.add
     )
     generate += built.pop("generate_s")
     k = min(RECALL_K, size)
-    truth, similarity = top.result(k)
+    truth, similarity = _truth(top, k)
     exact = None
     if docs is not None:
         exact = _exact_latency(docs, queries, k, min(50, cfg.search_queries))

@@ -246,30 +246,42 @@ def _as_source(vectors: np.ndarray | VectorSource) -> VectorSource:
     return ArraySource(vectors) if isinstance(vectors, np.ndarray) else vectors
 
 
+class RunningTopK:
+    """The exact top-k inner products of some queries over vectors that arrive in chunks
+    (row numbers continue from chunk to chunk), so no full score matrix is ever held."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.queries, self.k = _as_float32_matrix(queries), k
+        self.scores = np.full((len(self.queries), 0), -np.inf, np.float32)
+        self.rows = np.zeros((len(self.queries), 0), np.int64)
+
+    def add(self, start: int, block: np.ndarray) -> None:
+        """Merge the scores of `block`, whose first vector is row `start`."""
+        scores = np.concatenate([self.scores, self.queries @ block.T], axis=1)
+        rows = np.broadcast_to(np.arange(start, start + len(block)), (len(scores), len(block)))
+        rows = np.concatenate([self.rows, rows], axis=1)
+        if scores.shape[1] > self.k:
+            keep = np.argpartition(-scores, self.k - 1, axis=1)[:, : self.k]
+            scores = np.take_along_axis(scores, keep, axis=1)
+            rows = np.take_along_axis(rows, keep, axis=1)
+        self.scores, self.rows = scores, rows
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) per query, best first."""
+        order = np.argsort(-self.scores, axis=1, kind="stable")
+        return np.take_along_axis(self.scores, order, 1), np.take_along_axis(self.rows, order, 1)
+
+
 def exact_top_k(
     queries: np.ndarray, source: VectorSource, k: int, *, chunk: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (scores, rows) per query by inner product, best first, streamed over
     `source` in chunks: the truth that ANN recall is measured against, at any size."""
-    matrix = _as_float32_matrix(queries)
     n, chunk = len(source), chunk or EXACT_CHUNK
-    k = min(k, n)
-    best_scores = np.full((len(matrix), 0), -np.inf, np.float32)
-    best_rows = np.zeros((len(matrix), 0), np.int64)
+    top = RunningTopK(queries, min(k, n))
     for lo in range(0, n, chunk):
-        block = source.rows(lo, min(n, lo + chunk))
-        scores = np.concatenate([best_scores, matrix @ block.T], axis=1)
-        rows = np.concatenate(
-            [best_rows, np.broadcast_to(np.arange(lo, lo + len(block)), (len(matrix), len(block)))],
-            axis=1,
-        )
-        if scores.shape[1] > k:
-            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            scores = np.take_along_axis(scores, keep, axis=1)
-            rows = np.take_along_axis(rows, keep, axis=1)
-        best_scores, best_rows = scores, rows
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    return np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_rows, order, 1)
+        top.add(lo, source.rows(lo, min(n, lo + chunk)))
+    return top.result()
 
 
 def _training_sample(index: faiss.Index, source: VectorSource, seed: int = 1234) -> np.ndarray:
