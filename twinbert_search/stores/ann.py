@@ -494,10 +494,10 @@ def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
     vector), as only fetch by id and filtered recall read rows this way.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) == 0:
-        return np.zeros((0, index.d), np.float32)
     if isinstance(index, faiss.IndexIVF) and index.direct_map.type == faiss.DirectMap.NoMap:
         index.make_direct_map()
+    if len(rows) == 0:
+        return np.zeros((0, index.d), np.float32)
     return index.reconstruct_batch(rows)
 
 

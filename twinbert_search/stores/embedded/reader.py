@@ -102,6 +102,7 @@ class Snapshot:
     index: Any  # faiss.Index, or None when empty
     filters: FilterIndex
     _bm25: BM25Index | None = None
+    _row_map: bool = False  # the index's row -> list map exists (`decode`)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -151,8 +152,11 @@ class Snapshot:
         """Float32 vectors of these rows, from the codec arrays or the index holding them."""
         if self.arrays:
             return self.codec.decode(self.arrays, rows)
-        with self._lock:  # the first call builds the index's row map
-            return ann_lib.reconstruct_rows(self.index, rows)
+        if not self._row_map:  # built once, under the lock; reads after it need none
+            with self._lock:
+                ann_lib.reconstruct_rows(self.index, rows[:0])
+                self._row_map = True
+        return ann_lib.reconstruct_rows(self.index, rows)
 
     @property
     def dim(self) -> int | None:
