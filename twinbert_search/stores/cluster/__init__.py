@@ -1,8 +1,8 @@
 """What every cluster engine shares, written once and importing no engine client.
 
-A cluster backend (OpenSearch today in `stores/opensearch/`, Elasticsearch beside it later)
-stores the same documents and follows the same write and read discipline; only its client,
-its vector field and its kNN query differ. The shared parts:
+A cluster backend (`stores/opensearch/`, `stores/elasticsearch/`) stores the same documents
+and follows the same write and read discipline; only its client, its vector field and its
+kNN query differ. The shared parts:
 
     schema       the document's fields, `_meta`, mappings around the vector field, base64
                  float32 for precomputed data, bulk index actions
@@ -14,6 +14,10 @@ its vector field and its kNN query differ. The shared parts:
     runs         an indexing run that did not complete, marked in the write index's `_meta`
     errors       the error table: each kind of failure to the package's error
     connection   URL, credentials and environment variables
+    writes       the write path's array checks, manifest and model checks, bulk actions
+    pipelines    the ingest pipelines' shared description
+    store        ClusterStoreBase: the engine-neutral store methods (which index a write
+                 goes to, upsert, delete, content hashes, rebuilds, finalize)
 
 An engine sub-package supplies its client (`ClusterConnection.client`), its
 `helpers.streaming_bulk` (`bulk.helper_stream`), an `IndexAdmin` adapter over its index

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,12 +34,13 @@ from twinbert_search.stores.base import (
     StoreInfo,
     VectorStore,
 )
-from twinbert_search.stores.cluster import reads, schema, writes
+from twinbert_search.stores.cluster import reads, schema
 from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.lifecycle import Generations, check_name
 from twinbert_search.stores.cluster.queries import scan_ids
 from twinbert_search.stores.cluster.runs import IndexRunHooks, IndexRuns
+from twinbert_search.stores.cluster.store import ClusterStoreBase
 from twinbert_search.stores.opensearch import assets
 from twinbert_search.stores.opensearch.assets import IndexOptions
 from twinbert_search.stores.opensearch.bulk import delete_ids, send_actions
@@ -56,8 +57,10 @@ MGET_BATCH = 1000
 SCAN_PAGE = 1000
 
 
-class OpenSearchStore(IndexRunHooks, VectorStore):
+class OpenSearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
     """TwinBERT documents in an OpenSearch index (or behind an alias, for blue/green builds)."""
+
+    ENGINE = "OpenSearch"
 
     def __init__(
         self,
@@ -113,23 +116,9 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
     def _errors(self, what: str) -> Any:
         return translate_errors(self._safe_url, what)
 
-    @property
-    def read_target(self) -> str:
-        """What queries name: the alias when there is one (it follows rebuilds), else the index."""
-        return self.alias or self.index or ""
-
-    def _index_meta(self, index: str) -> dict[str, Any]:
-        if index not in self._meta_cache:
-            self._meta_cache[index] = self.indices.recorded_meta(index)
-        return self._meta_cache[index]
-
     def _space_type(self, index: str) -> str:
         ann = self._index_meta(index).get("ann")
         return IndexOptions.parse(ann).space_type if ann else self.index_options.space_type
-
-    def _manifest_for(self, dim: int, fingerprint: str, *, unit: bool = True) -> ModelManifest:
-        """The manifest an index is rendered from (`cluster.writes.manifest_for`)."""
-        return writes.manifest_for(self.manifest, dim, fingerprint, unit=unit)
 
     def prepare_index(
         self,
@@ -152,12 +141,6 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
         if rebuild:
             self.begin_rebuild(resume=True, delete_old=delete_old)
         return done
-
-    def location(self) -> dict[str, Any]:
-        """The read target (alias or index) and the concrete indices behind it."""
-        target, indices = self.read_target, self.info.extra.get("indices", [])
-        where = target if indices in ([], [target]) else f"{target} ({', '.join(indices)})"
-        return {"where": where, "target": target, "indices": indices}
 
     # -- assets -----------------------------------------------------------------------------
 
@@ -226,83 +209,7 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
         self._meta_cache.pop(name, None)
         return name
 
-    def _prepare_write(self, dim: int, fingerprint: str, *, unit: bool = True) -> str:
-        """The index this batch goes to, created on the first write; refuses other models."""
-        if self.generations.rebuild:
-            return self._prepare_rebuild_write(dim, fingerprint, unit=unit)
-        index = self.generations.resolve_write_index()
-        if index is None:
-            return self._create_index(self._manifest_for(dim, fingerprint, unit=unit))
-        writes.check_recorded(index, self._index_meta(index), dim, fingerprint)
-        return index
-
-    def _prepare_rebuild_write(self, dim: int, fingerprint: str, *, unit: bool = True) -> str:
-        generations = self.generations
-        if generations.write_index is not None:
-            meta = self._index_meta(generations.write_index)
-            if meta.get("model_fingerprint") not in (None, fingerprint) or meta.get("dim") != dim:
-                logger.warning(
-                    "the unfinished rebuild %s holds another model; starting a new generation",
-                    generations.write_index,
-                )
-                generations.write_index = None
-        if generations.write_index is None:
-            return self._create_index(self._manifest_for(dim, fingerprint, unit=unit))
-        return generations.write_index
-
-    def ensure_model(self, fingerprint: str) -> None:
-        """During a rebuild the new generation may hold another model: that is its purpose.
-
-        The generation being written is checked when it is (re)opened for writing instead.
-        """
-        if self.generations.rebuild is None:
-            super().ensure_model(fingerprint)
-
-    def begin_rebuild(self, *, resume: bool = True, delete_old: bool = False) -> str | None:
-        """Send the following writes to a new generation; `finalize()` moves the alias to it.
-
-        With `resume`, an unaliased generation left by a failed rebuild is reused, so only
-        the documents it lacks need sending. Returns the index name once known.
-        """
-        index = self.generations.begin_rebuild(resume=resume, delete_old=delete_old)
-        if index is None and self.manifest is not None:
-            self._create_index(self.manifest)
-        return self.generations.write_index
-
-    def finalize(self) -> None:
-        """Refresh; a newly built index gets its live settings and then the alias."""
-        if self.generations.finalize(assets.live_settings(self.index_options)):
-            self._read_state = None
-
-    def finalize_partial(self) -> None:
-        """Refresh what a stopped run wrote; a rebuild keeps the alias on the old index."""
-        live = assets.live_settings(self.index_options)
-        if self.generations.finalize(live, partial=True):
-            self._read_state = None
-
     # -- writes -----------------------------------------------------------------------------
-
-    def upsert(
-        self,
-        documents: Sequence[Document],
-        vectors: np.ndarray,
-        *,
-        model_fingerprint: str,
-        precomputed: np.ndarray | None = None,
-    ) -> None:
-        """Index documents with their vectors; partial failures raise BulkIndexError at the end.
-
-        Not atomic: documents that succeeded stay. Ids are `_id`s, so resending is harmless.
-        """
-        vectors, precomputed = writes.checked_arrays(documents, vectors, precomputed)
-        if not documents:
-            return
-        # without a manifest, the vectors say whether the index may insist on unit length
-        unit = schema.all_unit(vectors)
-        index = self._prepare_write(int(vectors.shape[1]), model_fingerprint, unit=unit)
-        actions = writes.vector_actions(index, documents, vectors, precomputed, engine="OpenSearch")
-        pipeline = self.names.vector_pipeline if self.bulk.use_pipeline else None
-        self._run_bulk(actions, pipeline=pipeline)
 
     def index_texts(
         self, documents: Sequence[Document], *, model_fingerprint: str, model_id: str
@@ -331,6 +238,17 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
     def _index_action(index: str, doc: Document, extra: dict[str, Any]) -> dict[str, Any]:
         return schema.index_action(index, doc, extra, engine="OpenSearch")
 
+    def _send_vectors(
+        self, index: str, actions: list[dict[str, Any]], pipeline: str | None
+    ) -> None:
+        self._run_bulk(actions, pipeline=pipeline)
+
+    def _delete_ids(self, index: str, ids: list[str]) -> int:
+        return delete_ids(self.client, index, ids, self.bulk)
+
+    def _live_settings(self) -> dict[str, Any]:
+        return assets.live_settings(self.index_options)
+
     def _run_bulk(self, actions: list[dict[str, Any]], *, pipeline: str | None) -> int:
         """Send actions; resend 429/5xx failures with backoff; raise once for the rest."""
         return send_actions(
@@ -341,14 +259,6 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
             safe_url=self._safe_url,
             sleep=self._sleep,
         )
-
-    def delete(self, ids: Iterable[str]) -> int:
-        ids = list(dict.fromkeys(ids))
-        index = self.generations.resolve_write_index()
-        if not ids or index is None:
-            return 0
-        with self._errors(f"delete from {index}"):
-            return delete_ids(self.client, index, ids, self.bulk)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -443,7 +353,8 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
             )
         return reads.candidates_from_hits(hits, dim)
 
-    def _mget(self, index: str, ids: list[str], source: Any) -> list[dict[str, Any]]:
+    def _mget(self, index: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+        source = ",".join(fields)
         docs: list[dict[str, Any]] = []
         for batch in reads.batches(ids, MGET_BATCH):
             with self._errors(f"fetch documents from {index}"):
@@ -458,17 +369,8 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
         ids = list(ids)
         if not ids:
             return Candidates.empty(dim)
-        source = ",".join(assets.SOURCE_FIELDS)
-        docs = self._mget(self.read_target, list(dict.fromkeys(ids)), source)
+        docs = self._mget(self.read_target, list(dict.fromkeys(ids)), list(assets.SOURCE_FIELDS))
         return reads.fetched_candidates(docs, ids, dim)
-
-    def content_hashes(self, ids: Iterable[str]) -> dict[str, str]:
-        """Hashes recorded where writes go (the new generation during a rebuild)."""
-        ids = list(dict.fromkeys(ids))
-        index = self.generations.hash_target()
-        if not ids or index is None:
-            return {}
-        return reads.content_hashes(self._mget(index, ids, schema.FIELD_HASH))
 
     def all_ids(self) -> list[str]:
         """Every id, paged with search_after on `doc_id` (sees refreshed documents)."""
@@ -541,8 +443,3 @@ class OpenSearchStore(IndexRunHooks, VectorStore):
                 k for k in search_pipeline if k == self.names.hybrid_pipeline
             ),
         }
-
-    def close(self) -> None:
-        close = getattr(self.client, "close", None)
-        if close is not None:
-            close()
