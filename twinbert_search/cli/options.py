@@ -5,6 +5,8 @@ cannot drift apart between commands. Where a command reads a flag its own way (a
 `--batch-size` counts queries, `export --model` is a saved model to re-export) it passes its
 own help or default to the same factory. Bundles (`backend_options`, `model_options`,
 `corpus_options`, `student_options`) list their flags in the order `--help` shows them.
+Counts are `COUNT` (0 or a negative is a usage error at parse time, before any model loads),
+and progress bars have one flag, `--progress/--no-progress`, on by default.
 
 The cluster connection flags carry the names of each engine's `connection.OPTION_NAMES`, so a
 command hands them on as `**kwargs` to `open_store`, `open_searcher` or the service config.
