@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from twinbert_search.cli import main
@@ -83,3 +84,63 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert _listed(done.stdout) == COMMANDS
+
+
+def _count_flags(minimum: int) -> list[tuple[str, str]]:
+    """(command path, flag) for every option whose type is a count starting at `minimum`."""
+    return sorted(
+        (path, param.opts[0])
+        for path, command in _commands(main).items()
+        for param in command.params
+        if isinstance(param, click.Option)
+        and isinstance(param.type, click.IntRange)
+        and param.type.min == minimum
+    )
+
+
+POSITIVE_COUNTS = _count_flags(1)
+COUNTS_FROM_ZERO = _count_flags(0)
+
+
+def test_the_counts_are_validated_on_every_command_that_takes_them() -> None:
+    flags = {flag for _, flag in POSITIVE_COUNTS}
+    assert {"-k", "--candidates", "--steps", "--batch-size", "--threads"} <= flags
+    commands = {path for path, flag in POSITIVE_COUNTS if flag == "--batch-size"}
+    assert {"adapt", "distill", "index", "teacher train"} <= commands
+    assert {flag for _, flag in COUNTS_FROM_ZERO} == {"--pseudo-queries", "--validation-queries"}
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+@pytest.mark.parametrize(("command", "flag"), POSITIVE_COUNTS)
+def test_a_count_below_one_is_a_usage_error(command: str, flag: str, value: str) -> None:
+    result = CliRunner().invoke(main, [*command.split(), flag, value])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{flag}'" in result.output and "x>=1" in result.output
+
+
+@pytest.mark.parametrize(("command", "flag"), COUNTS_FROM_ZERO)
+def test_a_negative_count_is_a_usage_error_where_zero_means_none(command: str, flag: str) -> None:
+    result = CliRunner().invoke(main, [*command.split(), flag, "-1"])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{flag}'" in result.output and "x>=0" in result.output
+
+
+def test_every_command_with_progress_bars_takes_one_flag_on_by_default() -> None:
+    spellings = {
+        (tuple(param.opts), tuple(param.secondary_opts), param.default)
+        for command in _commands(main).values()
+        for param in command.params
+        if param.name == "progress" or "--no-progress" in getattr(param, "secondary_opts", ())
+    }
+    assert spellings == {(("--progress",), ("--no-progress",), True)}
+    takes_it = {
+        path
+        for path, command in _commands(main).items()
+        if any(param.name == "progress" for param in command.params)
+    }
+    assert {"index", "eval", "teacher train", "distill", "adapt"} <= takes_it
+    assert not any(
+        "--no-progress" in getattr(param, "opts", ())
+        for command in _commands(main).values()
+        for param in command.params
+    )

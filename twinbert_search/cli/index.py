@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from twinbert_search.cli.options import (
+    COUNT,
     ann_option,
     backend_options,
     batch_size_option,
@@ -23,10 +24,13 @@ from twinbert_search.cli.options import (
     model_id_option,
     model_option,
     model_options,
-    no_progress_option,
+    progress_option,
 )
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.stores.factory import CLUSTERS, OPENSEARCH
+
+if TYPE_CHECKING:
+    from twinbert_search.ingest.corpus import IndexRun
 
 __all__ = ["build_default", "delete", "index", "quantize"]
 
@@ -56,7 +60,7 @@ MAX_SKIPPED_LINES = 100  # skipped records named on stderr; --json lists them al
 @batch_size_option(32)
 @click.option(
     "--chunk-size",
-    type=int,
+    type=COUNT,
     default=512,
     show_default=True,
     help="Documents per store transaction (the most a killed run can lose).",
@@ -93,7 +97,7 @@ MAX_SKIPPED_LINES = 100  # skipped records named on stderr; --json lists them al
     help="Encode documents with the calibrated static int8 graph on OpenVINO (build it with "
     "`twinbert-search quantize`; needs twinbert-search[openvino]). Faster than --int8.",
 )
-@no_progress_option
+@progress_option
 @json_option
 def index(
     corpus: Path,
@@ -117,7 +121,7 @@ def index(
     encode_in_cluster: bool,
     model_id: str | None,
     openvino: bool,
-    no_progress: bool,
+    progress: bool,
     as_json: bool,
     **cluster_kwargs: Any,
 ) -> None:
@@ -129,17 +133,7 @@ def index(
     """
     from twinbert_search.ingest.corpus import index_corpus
 
-    if backend not in CLUSTERS and rebuild:
-        raise ConfigurationError("--rebuild needs --backend opensearch or elasticsearch")
-    if backend != OPENSEARCH:
-        flags = {"--encode-in-cluster": encode_in_cluster, "--model-id": model_id}
-        used = [flag for flag, value in flags.items() if value]
-        if used:
-            raise ConfigurationError(f"{', '.join(used)} needs --backend opensearch")
-    if delete_old and not rebuild:
-        raise ConfigurationError("--delete-old goes with --rebuild")
-    if encode_in_cluster != bool(model_id):
-        raise ConfigurationError("--encode-in-cluster and --model-id go together")
+    _check_index_flags(backend, rebuild, delete_old, encode_in_cluster, model_id)
     run = index_corpus(
         corpus,
         backend=backend,
@@ -161,9 +155,31 @@ def index(
         rebuild=rebuild,
         delete_old=delete_old,
         model_id=model_id,
-        progress=not no_progress,
+        progress=progress,
         **cluster_kwargs,
     )
+    _echo_index_run(run, as_json)
+
+
+def _check_index_flags(
+    backend: str, rebuild: bool, delete_old: bool, encode_in_cluster: bool, model_id: str | None
+) -> None:
+    """ConfigurationError for flags that do not go together, before anything is loaded."""
+    if backend not in CLUSTERS and rebuild:
+        raise ConfigurationError("--rebuild needs --backend opensearch or elasticsearch")
+    if backend != OPENSEARCH:
+        flags = {"--encode-in-cluster": encode_in_cluster, "--model-id": model_id}
+        used = [flag for flag, value in flags.items() if value]
+        if used:
+            raise ConfigurationError(f"{', '.join(used)} needs --backend opensearch")
+    if delete_old and not rebuild:
+        raise ConfigurationError("--delete-old goes with --rebuild")
+    if encode_in_cluster != bool(model_id):
+        raise ConfigurationError("--encode-in-cluster and --model-id go together")
+
+
+def _echo_index_run(run: IndexRun, as_json: bool) -> None:
+    """Skipped records on stderr (the first MAX_SKIPPED_LINES), then the summary or JSON."""
     report = run.report
     for err in report.errors[:MAX_SKIPPED_LINES]:
         click.echo(f"skipped: {err}", err=True)

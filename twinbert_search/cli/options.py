@@ -5,6 +5,8 @@ cannot drift apart between commands. Where a command reads a flag its own way (a
 `--batch-size` counts queries, `export --model` is a saved model to re-export) it passes its
 own help or default to the same factory. Bundles (`backend_options`, `model_options`,
 `corpus_options`, `student_options`) list their flags in the order `--help` shows them.
+Counts are `COUNT` (0 or a negative is a usage error at parse time, before any model loads),
+and progress bars have one flag, `--progress/--no-progress`, on by default.
 
 The cluster connection flags carry the names of each engine's `connection.OPTION_NAMES`, so a
 command hands them on as `**kwargs` to `open_store`, `open_searcher` or the service config.
@@ -32,6 +34,12 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 DIR = click.Path(path_type=Path, file_okay=False)
 """A directory path; existence is checked by the library, which names the path in its error."""
+
+COUNT = click.IntRange(min=1)
+"""A count that must be positive: 0 or a negative is a usage error naming the flag."""
+
+COUNT_OR_NONE = click.IntRange(min=0)
+"""A count where 0 means none (pseudo-queries, validation queries); a negative is an error."""
 
 
 def stack(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
@@ -177,7 +185,7 @@ def int8_option(help: str = "Use the int8 ONNX graphs.", *, negatable: bool = Fa
 
 
 threads_option = click.option(
-    "--threads", type=int, default=None, help="ONNX Runtime intra-op threads."
+    "--threads", type=COUNT, default=None, help="ONNX Runtime intra-op threads."
 )
 
 model_options = stack(model_option(), int8_option(), threads_option)
@@ -187,9 +195,10 @@ model_options = stack(model_option(), int8_option(), threads_option)
 # --- output -------------------------------------------------------------------------------------
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-no_progress_option = click.option("--no-progress", is_flag=True)
-progress_option = click.option("--progress/--no-progress", default=True, help="Progress bars.")
-"""Training's spelling of --no-progress (on by default, either way can be given)."""
+progress_option = click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Progress bars."
+)
+"""The one progress flag of every command: on by default, `--no-progress` turns it off."""
 
 
 def force_option(help: str) -> Decorator:
@@ -218,17 +227,17 @@ corpus_options = stack(
 
 
 def batch_size_option(default: int, help: str | None = None) -> Decorator:
-    return click.option("--batch-size", type=int, default=default, show_default=True, help=help)
+    return click.option("--batch-size", type=COUNT, default=default, show_default=True, help=help)
 
 
 # --- search -------------------------------------------------------------------------------------
 
-k_option = click.option("-k", "k", type=int, default=10, show_default=True)
+k_option = click.option("-k", "k", type=COUNT, default=10, show_default=True)
 
 
 def candidates_option(default: int = 100, help: str | None = None) -> Decorator:
     """--candidates: how many recall candidates the crossing layer reranks (training: scores)."""
-    return click.option("--candidates", type=int, default=default, show_default=True, help=help)
+    return click.option("--candidates", type=COUNT, default=default, show_default=True, help=help)
 
 
 def hybrid_option(help: str | None = None) -> Decorator:
@@ -284,7 +293,7 @@ def checkpoint_option(help: str) -> Decorator:
 
 
 def steps_option(default: int = 1000) -> Decorator:
-    return click.option("--steps", type=int, default=default, show_default=True)
+    return click.option("--steps", type=COUNT, default=default, show_default=True)
 
 
 def lr_option(default: float) -> Decorator:
@@ -297,13 +306,16 @@ def seed_option(default: int | None = 0) -> Decorator:
 
 def pseudo_queries_option(default: int | None = 0) -> Decorator:
     return click.option(
-        "--pseudo-queries", type=int, default=default, show_default=default is not None
+        "--pseudo-queries", type=COUNT_OR_NONE, default=default, show_default=default is not None
     )
 
 
 def validation_queries_option(default: int | None = 50) -> Decorator:
     return click.option(
-        "--validation-queries", type=int, default=default, show_default=default is not None
+        "--validation-queries",
+        type=COUNT_OR_NONE,
+        default=default,
+        show_default=default is not None,
     )
 
 
@@ -338,15 +350,15 @@ student_options = stack(
     ),
     click.option(
         "--hidden",
-        type=int,
+        type=COUNT,
         default=CrossingConfig.hidden,
         show_default=True,
         help="Hidden size of the residual crossing (its rerank cost grows with it).",
     ),
     click.option(
-        "--num-layers", type=int, default=None, help="Keep only the first N transformer layers."
+        "--num-layers", type=COUNT, default=None, help="Keep only the first N transformer layers."
     ),
-    click.option("--max-query-length", type=int, default=64, show_default=True),
-    click.option("--max-doc-length", type=int, default=256, show_default=True),
+    click.option("--max-query-length", type=COUNT, default=64, show_default=True),
+    click.option("--max-doc-length", type=COUNT, default=256, show_default=True),
 )
 """The student's shape, shared by `distill` and `export --out` (in this order)."""

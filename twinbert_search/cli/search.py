@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from twinbert_search.cli.options import (
+    COUNT,
     backend_options,
     candidates_option,
     filter_option,
@@ -22,10 +23,11 @@ from twinbert_search.cli.options import (
     k_option,
     lexical_weight_option,
     model_options,
-    no_progress_option,
+    progress_option,
 )
 
 if TYPE_CHECKING:
+    from twinbert_search.evaluation.searcher import EvalReport
     from twinbert_search.stores.base import VectorStore
 
 __all__ = ["eval_cmd", "search"]
@@ -110,7 +112,7 @@ def search(
 @click.option("--queries", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--qrels", required=True, type=click.Path(exists=True, path_type=Path))
 @candidates_option()
-@click.option("--recall-depth", type=int, default=1000, show_default=True)
+@click.option("--recall-depth", type=COUNT, default=1000, show_default=True)
 @hybrid_option()
 @lexical_weight_option
 @click.option(
@@ -126,7 +128,7 @@ def search(
     help="The qrels a model was trained on: every metric is split into the queries whose "
     "positives were training positives (overlap) and the rest (no-overlap, the headline).",
 )
-@no_progress_option
+@progress_option
 @json_option
 def eval_cmd(
     backend: str,
@@ -142,16 +144,13 @@ def eval_cmd(
     lexical_weight: float | None,
     run_file: Path | None,
     train_qrels: Path | None,
-    no_progress: bool,
+    progress: bool,
     as_json: bool,
     **cluster_kwargs: Any,
 ) -> None:
     """nDCG@10, MRR@10, Recall@100/1000 for recall-only and reranked side by side, with their
     difference (and whether the rerank loses to its recall), and latency p50/p99."""
-    from twinbert_search.evaluation.compare import format_stage_table, rerank_losses
     from twinbert_search.evaluation.coverage import coverage_warning
-    from twinbert_search.evaluation.metrics import PRIMARY_METRIC
-    from twinbert_search.evaluation.runfile import write_run
     from twinbert_search.evaluation.searcher import evaluate_searcher
     from twinbert_search.ingest.readers import read_qrels, read_queries
     from twinbert_search.search.factory import open_searcher
@@ -175,33 +174,55 @@ def eval_cmd(
             recall_depth=recall_depth,
             hybrid=hybrid,
             lexical_weight=lexical_weight,
-            progress=not no_progress,
+            progress=progress,
         )
     if run_file is not None:
-        run_file.parent.mkdir(parents=True, exist_ok=True)
-        write_run(run_file, report.runs["reranked"], "twinbert-rerank")
-        write_run(
-            run_file.with_suffix(".recall" + run_file.suffix),
-            report.runs["recall"],
-            "twinbert-recall",
-        )
+        _write_runs(report, run_file)
     split = None
     if train_qrels is not None:
         from twinbert_search.evaluation.overlap import stage_split
 
         split = stage_split(judgments, report.runs, read_qrels(train_qrels))
     if as_json:
-        payload = report.to_dict()
-        payload["difference"] = {
-            m: round(report.reranked[m] - report.recall[m], 4) for m in report.recall
-        }
-        payload["rerank_loses"] = bool(
-            rerank_losses(report.recall, report.reranked, (PRIMARY_METRIC,))
-        )
-        if split is not None:
-            payload["overlap_split"] = _rounded(split)
-        click.echo(json.dumps(payload))
-        return
+        click.echo(json.dumps(_eval_payload(report, split)))
+    else:
+        _echo_eval_tables(report, split, candidates)
+
+
+def _write_runs(report: EvalReport, run_file: Path) -> None:
+    """The reranked run at `run_file`, the recall run beside it (`<name>.recall<suffix>`)."""
+    from twinbert_search.evaluation.runfile import write_run
+
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    write_run(run_file, report.runs["reranked"], "twinbert-rerank")
+    write_run(
+        run_file.with_suffix(".recall" + run_file.suffix),
+        report.runs["recall"],
+        "twinbert-recall",
+    )
+
+
+def _eval_payload(report: EvalReport, split: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """`eval --json`: the report, the rerank's difference to recall, and the overlap split."""
+    from twinbert_search.evaluation.compare import rerank_losses
+    from twinbert_search.evaluation.metrics import PRIMARY_METRIC
+
+    payload = report.to_dict()
+    payload["difference"] = {
+        m: round(report.reranked[m] - report.recall[m], 4) for m in report.recall
+    }
+    payload["rerank_loses"] = bool(rerank_losses(report.recall, report.reranked, (PRIMARY_METRIC,)))
+    if split is not None:
+        payload["overlap_split"] = _rounded(split)
+    return payload
+
+
+def _echo_eval_tables(
+    report: EvalReport, split: dict[str, dict[str, Any]] | None, candidates: int
+) -> None:
+    """The recall/reranked tables (one per overlap subset with --train-qrels), then latency."""
+    from twinbert_search.evaluation.compare import format_stage_table
+
     click.echo(f"{report.queries} queries; rerank of the top {candidates} recall candidates")
     if split is None:
         tables = [("", report.recall, report.reranked)]

@@ -8,12 +8,18 @@ incremental indexing loop, and say where the documents went.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twinbert_search.errors import ConfigurationError, InputError
-from twinbert_search.ingest.indexing import IndexReport
+from twinbert_search.ingest.indexing import IndexReport, index_documents, index_in_cluster
+
+if TYPE_CHECKING:
+    from twinbert_search.documents import Document
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.runtime import TwinBertRuntime
 
 __all__ = ["IndexRun", "index_corpus"]
 
@@ -65,44 +71,13 @@ def index_corpus(
     Empty documents (no title, no text) are skipped and reported there too, unless `strict`
     makes them malformed records.
     """
-    from twinbert_search.ingest.indexing import index_documents, index_in_cluster
-    from twinbert_search.ingest.readers import read_corpus
-    from twinbert_search.manifest import ModelManifest
-    from twinbert_search.runtime import TwinBertRuntime
-    from twinbert_search.runtime.models import resolve_model
     from twinbert_search.stores.factory import check_options, open_store
 
     check_options(backend, index_dir=index_dir, **cluster_options)
-    if openvino and model_id:
-        raise ConfigurationError(
-            "--openvino encodes locally; it does not go with --encode-in-cluster"
-        )
-    runtime = None
-    model_dir = resolve_model(model, build_default=True)
-    if model_id:  # no local encoding: the manifest is enough
-        from twinbert_search.stores.opensearch.ml import vector_fingerprint
-
-        manifest = ModelManifest.load(model_dir)
-        fingerprint = vector_fingerprint(manifest, int8)
-    else:
-        runtime = TwinBertRuntime.load(
-            model_dir,
-            int8=int8,
-            threads=threads,
-            document_graph="openvino-int8" if openvino else None,
-        )
-        manifest, fingerprint = runtime.manifest, runtime.fingerprint
-    manifest = replace(manifest, fingerprint=fingerprint)  # the graph variant is recorded too
-    errors: list[InputError] = []
-    docs = read_corpus(
-        corpus,
-        fmt=fmt,
-        id_field=id_field,
-        text_fields=text_fields,
-        on_error="skip" if skip_errors else "raise",
-        errors=errors,
-        on_empty="error" if strict else "skip",
+    runtime, manifest = _load_model(
+        model, int8=int8, threads=threads, openvino=openvino, in_cluster=bool(model_id)
     )
+    docs, errors = _read(corpus, fmt, id_field, text_fields, skip_errors=skip_errors, strict=strict)
     with open_store(
         backend,
         index_dir=index_dir,
@@ -126,11 +101,11 @@ def index_corpus(
                 prune=prune,
                 progress=progress,
             )
-        else:
+        else:  # check_options let a model_id through only with an OpenSearch store
             report = index_in_cluster(
                 docs,
-                store,  # type: ignore[arg-type]  # check_options: model_id means a cluster
-                model_fingerprint=fingerprint,
+                store,  # type: ignore[arg-type]
+                model_fingerprint=manifest.fingerprint,
                 model_id=str(model_id),
                 chunk_size=chunk_size,
                 prune=prune,
@@ -139,3 +114,60 @@ def index_corpus(
         location = store.location()
     report.errors = errors
     return IndexRun(report=report, backend=backend, location=location, prepared=prepared)
+
+
+def _load_model(
+    model: str | Path | None, *, int8: bool, threads: int | None, openvino: bool, in_cluster: bool
+) -> tuple[TwinBertRuntime | None, ModelManifest]:
+    """The runtime (None when the cluster encodes) and the manifest the store records.
+
+    The manifest carries the vectors' fingerprint, not the model's: the graph variant (int8,
+    OpenVINO, the in-cluster encoder) is recorded, so a store refuses vectors from another.
+    """
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.runtime import TwinBertRuntime
+    from twinbert_search.runtime.models import resolve_model
+
+    if openvino and in_cluster:
+        raise ConfigurationError(
+            "--openvino encodes locally; it does not go with --encode-in-cluster"
+        )
+    model_dir = resolve_model(model, build_default=True)
+    if in_cluster:  # no local encoding: the manifest is enough
+        from twinbert_search.stores.opensearch.ml import vector_fingerprint
+
+        manifest = ModelManifest.load(model_dir)
+        return None, replace(manifest, fingerprint=vector_fingerprint(manifest, int8))
+    runtime = TwinBertRuntime.load(
+        model_dir,
+        int8=int8,
+        threads=threads,
+        document_graph="openvino-int8" if openvino else None,
+    )
+    return runtime, replace(runtime.manifest, fingerprint=runtime.fingerprint)
+
+
+def _read(
+    corpus: str | Path,
+    fmt: str,
+    id_field: str,
+    text_fields: tuple[str, ...],
+    *,
+    skip_errors: bool,
+    strict: bool,
+) -> tuple[Iterator[Document], list[InputError]]:
+    """The corpus as a lazy stream, and the list its skipped records are appended to as the
+    stream is read (so it is complete only once the indexing loop has drained it)."""
+    from twinbert_search.ingest.readers import read_corpus
+
+    errors: list[InputError] = []
+    docs = read_corpus(
+        corpus,
+        fmt=fmt,
+        id_field=id_field,
+        text_fields=text_fields,
+        on_error="skip" if skip_errors else "raise",
+        errors=errors,
+        on_empty="error" if strict else "skip",
+    )
+    return docs, errors

@@ -1,14 +1,13 @@
 """The served rerank score: the crossing layer combined with the recall stage's own signals.
 
 A rerank must never lose to the list it reranks. A student trained on one collection's labels
-can order queries about documents it never saw worse than its own recall did (SciFact: on the
-104 test queries whose positives were never training positives, a distilled student reranked
-hybrid recall from 0.704 down to 0.663 nDCG@10). So the served score is a weighted sum of
-z-scores over one query's candidates: the crossing logit, the recall score (the fused RRF score
-for hybrid recall, the kNN score otherwise), BM25 and the query-document cosine. The weights
-are tuned on validation queries only (`training.fusion.tune_rerank_fusion`) and kept in the
-model manifest (`extra.rerank_fusion`); where the crossing adds nothing they are the recall
-score alone, and the rerank gives back the recall order.
+can order queries about documents it never saw worse than its own recall did (RESULTS.md has
+the SciFact no-overlap figures). So the served score is a weighted sum of z-scores over one
+query's candidates: the crossing logit, the recall score (the fused RRF score for hybrid
+recall, the kNN score otherwise), BM25 and the query-document cosine. The weights are tuned
+on validation queries only (`training.fusion.tune_rerank_fusion`) and kept in the model
+manifest (`extra.rerank_fusion`); where the crossing adds nothing they are the recall score
+alone, and the rerank gives back the recall order.
 """
 
 from __future__ import annotations

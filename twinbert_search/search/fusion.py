@@ -44,7 +44,9 @@ def positions_by_score(scores: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         return order.astype(np.int64, copy=False)
     tied = np.flatnonzero(ranked[1:] == ranked[:-1])
     if len(tied):
-        # Runs of equal scores: [start, end) in sorted order, each sorted by id.
+        # Runs of equal scores: [start, end) in sorted order, each sorted by id. `tied` holds
+        # i where ranked[i] == ranked[i + 1]; a run of consecutive i from t to u covers the
+        # sorted positions t..u + 1, hence the exclusive end u + 2.
         starts = tied[np.r_[True, np.diff(tied) > 1]]
         ends = tied[np.r_[np.diff(tied) > 1, True]] + 2
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):

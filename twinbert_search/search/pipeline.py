@@ -124,6 +124,7 @@ def rank_recall(recalled: Candidates, depths: Depths) -> Recall:
     else:
         found = recalled.take(full_order[: depths.candidates])
         order = positions_by_score(found.recall_scores, found.ids)
+    # The inverse permutation of `order`: position order[r] holds the candidate ranked r + 1.
     ranks = np.empty(len(found), dtype=np.int64)
     ranks[order] = np.arange(1, len(found) + 1)
     return Recall(found, order, ranks, recalled, full_order)

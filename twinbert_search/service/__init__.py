@@ -1,7 +1,7 @@
 """The HTTP sidecar (`twinbert-search serve`): FastAPI over the Searcher, torch-free.
 
-`create_app(ServiceConfig(...))` builds the app; `twinbert_search.service.app` documents the
-routes, `schemas` the bodies, `errors` the one error-to-status mapping. Names are imported
+`create_app(ServiceConfig(...))` builds the app (`app`); `routes` holds the routes on their
+routers, `schemas` the bodies, `errors` the one error-to-status mapping. Names are imported
 lazily so that the CLI, which imports the config, does not pay for FastAPI on every command.
 """
 

@@ -170,7 +170,7 @@ class SearchService:
         store = self.searcher.store
         try:
             return store.fetch(list(ids))
-        except BackendUnavailableError:
+        except BackendUnavailableError:  # a StoreError too, but no id is to blame: a 503
             raise
         except StoreError:
             known = store.content_hashes(ids)
@@ -186,6 +186,8 @@ class SearchService:
         query: str | None,
         lexical_weight: float | None,
     ) -> np.ndarray:
+        # Overflow warnings are not errors here: non-finite scores are refused just below, and
+        # the request then degrades to the recall order.
         with np.errstate(all="ignore"):
             scores = self.searcher.rerank_scores(
                 vector, candidates, query=query, lexical_weight=lexical_weight
@@ -325,6 +327,8 @@ class SearchService:
         """The request's vectors as a matrix; each must have the model's dimension."""
         dim = self.searcher.runtime.dim
         for i, candidate in enumerate(request.candidates):
+            # The schema takes a list of ids or a list of objects, never a mix: has_vectors
+            # (the first is an object) means every one is.
             assert not isinstance(candidate, str)
             if len(candidate.vector) != dim:
                 raise InputError(
