@@ -16,6 +16,7 @@ from tests.test_teacher import DOCS, save_toy_teacher
 from twinbert_search.manifest import CrossingConfig, ModelManifest
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.training.adapt import adapt
+from twinbert_search.training.args import AdaptArgs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,7 +55,8 @@ def teacher(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def _adapt(corpus: Path, student: Path, out: Path, teacher: Path, **kwargs):
     options = dict(pseudo_queries=8, candidates=4, steps=4, batch_size=2, progress=False)
     options.update(kwargs)
-    return adapt(corpus, student, out, teacher=teacher, **options)
+    on_step = options.pop("on_step", None)
+    return adapt(AdaptArgs(corpus, student, out, teacher=teacher, **options), on_step=on_step)
 
 
 def _crossing(folder: Path) -> dict[str, torch.Tensor]:

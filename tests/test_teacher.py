@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from twinbert_search.errors import ConfigurationError, InputError, ModelError
+from twinbert_search.training.args import TeacherArgs
 from twinbert_search.training.data import CHECKPOINT_DIR, load_checkpoint
 from twinbert_search.training.teacher import (
     TEACHER_FILE,
@@ -104,7 +105,8 @@ def _train(beir: Path, ckpt: Path, out: Path, **kwargs):
         progress=False,
     )
     options.update(kwargs)
-    return train_teacher(beir, out, **options)
+    on_step = options.pop("on_step", None)
+    return train_teacher(TeacherArgs(beir, out, **options), on_step=on_step)
 
 
 def test_saved_teacher_scores_like_the_model(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -24,9 +24,10 @@ __all__ = ["step_adapt", "step_adapt_in_domain"]
 
 def _adapt(ctx: Context, corpus: str | Path, out: Path, index_dir: Path) -> Any:
     from twinbert_search.training.adapt import adapt
+    from twinbert_search.training.args import AdaptArgs
 
     cfg = ctx.cfg
-    return adapt(
+    args = AdaptArgs(
         corpus,
         ctx.out / cfg.adapt_student,
         out,
@@ -41,6 +42,7 @@ def _adapt(ctx: Context, corpus: str | Path, out: Path, index_dir: Path) -> Any:
         seed=cfg.seed,
         progress=False,
     )
+    return adapt(args)
 
 
 def step_adapt_in_domain(ctx: Context) -> dict[str, Any]:
