@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError, ModelError
 from twinbert_search.manifest import CrossingConfig, ModelManifest
 from twinbert_search.runtime.tokenization import TextTokenizer
+from twinbert_search.training.args import DistillArgs
 from twinbert_search.training.data import (
     CHECKPOINT_DIR,
     TrainingQuery,
@@ -27,7 +27,6 @@ from twinbert_search.training.data import (
     sample_group,
     split_validation,
 )
-from twinbert_search.training.args import DistillArgs
 from twinbert_search.training.distill import REPORT_FILE, TeacherScoreCache, distill
 from twinbert_search.training.losses import soft_cross_entropy
 from twinbert_search.training.modeling import TwinBert, TwinBertConfig
@@ -40,12 +39,7 @@ def _distill(data: Path, teacher: Path, out: Path, on_step=None, **options) -> P
     return distill(DistillArgs(data, teacher, out, **options), on_step=on_step)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
