@@ -1,4 +1,4 @@
-"""Step 9: every row of the table on the test queries, on the same recall candidates, then
+"""Step `evaluate`: every row of the table on the test queries, on the same recall candidates, then
 the served rows (each student's own recall, the teacher on the same list); results.json.
 """
 
