@@ -293,3 +293,20 @@ def test_distill_bad_input_fails_fast(
     with pytest.raises(ConfigurationError, match="loss must be one of"):
         _distill(beir, teacher_dir, tmp_path / "out", **{**options, "loss": "kl"})
     assert not (tmp_path / "out").exists()
+
+
+def test_arguments_name_the_invalid_field() -> None:
+    """Each entry point's arguments refuse a bad value before reading anything."""
+    from twinbert_search.training.args import AdaptArgs, TeacherArgs
+
+    with pytest.raises(ConfigurationError, match="crossing_lr must be positive"):
+        DistillArgs("data", "teacher", "out", crossing_lr=0).validate()
+    with pytest.raises(ConfigurationError, match="recall_loss_weight must not be negative"):
+        DistillArgs("data", "teacher", "out", recall_loss_weight=-1).validate()
+    with pytest.raises(ConfigurationError, match="max_length must be at least 8"):
+        TeacherArgs("data", "out", max_length=4).validate()
+    assert TeacherArgs("data", "out", checkpoint_every=0).validate().save_every == 200
+    with pytest.raises(ConfigurationError, match="candidates must be at least 2"):
+        AdaptArgs("corpus", "model", "out", teacher="t", candidates=1).validate()
+    with pytest.raises(ConfigurationError, match="checkpoint_every must be positive"):
+        AdaptArgs("corpus", "model", "out", teacher="t", checkpoint_every=0).validate()

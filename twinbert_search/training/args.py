@@ -76,8 +76,8 @@ class TeacherArgs:
     def validate(self) -> TeacherArgs:
         """Raise `ConfigurationError` naming the first invalid field; return self."""
         _positive(self, "steps", "batch_size", "lr", "negatives", "eval_every")
-        if self.checkpoint_every is not None:
-            _positive(self, "checkpoint_every")
+        if self.save_every <= 0:  # 0 or None: every evaluation
+            raise ConfigurationError(f"checkpoint_every must be positive, got {self.save_every}")
         _positive(self, "rerank_depth")
         if self.pooling not in TEACHER_POOLINGS:
             raise ConfigurationError(
