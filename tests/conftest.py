@@ -6,6 +6,7 @@ word list, a 2-layer BertConfig with random weights, a tokenizer.json from that 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,15 @@ def build_tiny_model(checkpoint: Path, folder: Path, **overrides) -> Path:
 def tiny_model(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported tiny TwinBERT with a residual (concat) crossing layer and int8 graphs."""
     return build_tiny_model(tiny_checkpoint, tmp_path_factory.mktemp("tiny-twinbert"), int8=True)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for a module: tiny models gain nothing from threads, and lose a
+    lot on a shared, busy machine. Training modules use it with `pytestmark`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,9 @@ from tests.test_teacher import DOCS, save_toy_teacher
 from twinbert_search.manifest import CrossingConfig, ModelManifest
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.training.adapt import adapt
+from twinbert_search.training.args import AdaptArgs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +48,8 @@ def teacher(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def _adapt(corpus: Path, student: Path, out: Path, teacher: Path, **kwargs):
     options = dict(pseudo_queries=8, candidates=4, steps=4, batch_size=2, progress=False)
     options.update(kwargs)
-    return adapt(corpus, student, out, teacher=teacher, **options)
+    on_step = options.pop("on_step", None)
+    return adapt(AdaptArgs(corpus, student, out, teacher=teacher, **options), on_step=on_step)
 
 
 def _crossing(folder: Path) -> dict[str, torch.Tensor]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from tests.test_teacher import TRAIN, write_tiny_beir
@@ -17,13 +15,7 @@ from twinbert_search.errors import ConfigurationError, InputError, ModelError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.training.teacher import TEACHER_FILE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _invoke(command, args: str | list):

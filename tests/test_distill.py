@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError, ModelError
 from twinbert_search.manifest import CrossingConfig, ModelManifest
 from twinbert_search.runtime.tokenization import TextTokenizer
+from twinbert_search.training.args import DistillArgs
 from twinbert_search.training.data import (
     CHECKPOINT_DIR,
     TrainingQuery,
@@ -34,12 +34,12 @@ from twinbert_search.training.teacher import load_teacher
 from twinbert_search.training.tokenizer import torch_batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _distill(data: Path, teacher: Path, out: Path, on_step=None, **options) -> Path:
+    """`distill` with the arguments as keywords, as the tests spell them."""
+    return distill(DistillArgs(data, teacher, out, **options), on_step=on_step)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_distillation_lowers_the_loss_against_a_toy_teacher(
         pairs,
         teacher_logits,
     )
-    out = distill(
+    out = _distill(
         beir,
         teacher_dir,
         tmp_path / "student",
@@ -220,14 +220,14 @@ def test_interrupted_distillation_resumes_to_the_same_model(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        distill(beir, teacher_dir, out, on_step=stop_at_3, **options)
+        _distill(beir, teacher_dir, out, on_step=stop_at_3, **options)
     assert load_checkpoint(out / CHECKPOINT_DIR)["step"] == 2
     cache_file = out / "cache" / TeacherScoreCache.FILE
     cached_at = cache_file.stat().st_mtime_ns
     assert len(TeacherScoreCache(out / "cache")) > 0
 
     seen: list[int] = []
-    distill(beir, teacher_dir, out, on_step=lambda s, loss: seen.append(s), **options)
+    _distill(beir, teacher_dir, out, on_step=lambda s, loss: seen.append(s), **options)
     assert seen == [3, 4]
     assert cache_file.stat().st_mtime_ns == cached_at  # every score came from the cache
     history = json.loads((out / REPORT_FILE).read_text())["history"]
@@ -243,11 +243,11 @@ def test_interrupted_distillation_resumes_to_the_same_model(
     calibration = manifest.extra["distillation"]["calibration"]
     assert calibration["a"] > 0 and calibration["pairs"] > 0
 
-    straight = distill(beir, teacher_dir, tmp_path / "straight", **options)
+    straight = _distill(beir, teacher_dir, tmp_path / "straight", **options)
     assert ModelManifest.load(straight).fingerprint == manifest.fingerprint
 
     with pytest.raises(ConfigurationError, match="holds a run with temperature="):
-        distill(beir, teacher_dir, out, **{**options, "temperature": 2.0})
+        _distill(beir, teacher_dir, out, **{**options, "temperature": 2.0})
 
 
 def test_distill_shares_a_cache_directory(
@@ -263,10 +263,10 @@ def test_distill_shares_a_cache_directory(
         int8=False,
         progress=False,
     )
-    distill(beir, teacher_dir, tmp_path / "a", **options)
+    _distill(beir, teacher_dir, tmp_path / "a", **options)
     cache_file = tmp_path / "cache" / TeacherScoreCache.FILE
     stamp = cache_file.stat().st_mtime_ns
-    distill(beir, teacher_dir, tmp_path / "b", **options)
+    _distill(beir, teacher_dir, tmp_path / "b", **options)
     assert cache_file.stat().st_mtime_ns == stamp
 
 
@@ -275,13 +275,13 @@ def test_distill_bad_input_fails_fast(
 ) -> None:
     options = dict(student_checkpoint=tiny_checkpoint, steps=1, progress=False)
     with pytest.raises(ModelError, match="teacher directory not found"):
-        distill(beir, tmp_path / "no-teacher", tmp_path / "out", **options)
+        _distill(beir, tmp_path / "no-teacher", tmp_path / "out", **options)
     with pytest.raises(ModelError, match="checkpoint directory not found"):
-        distill(beir, teacher_dir, tmp_path / "out", **{**options, "student_checkpoint": "nope"})
+        _distill(beir, teacher_dir, tmp_path / "out", **{**options, "student_checkpoint": "nope"})
     (tmp_path / "gpt").mkdir()
     (tmp_path / "gpt" / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(ModelError, match="not BERT-like"):
-        distill(
+        _distill(
             beir,
             teacher_dir,
             tmp_path / "out",
@@ -289,7 +289,24 @@ def test_distill_bad_input_fails_fast(
         )
     bad = write_tiny_beir(tmp_path / "bad", train=[("q1", "d404", 1)])
     with pytest.raises(InputError, match="d404"):
-        distill(bad, teacher_dir, tmp_path / "out", **options)
+        _distill(bad, teacher_dir, tmp_path / "out", **options)
     with pytest.raises(ConfigurationError, match="loss must be one of"):
-        distill(beir, teacher_dir, tmp_path / "out", **{**options, "loss": "kl"})
+        _distill(beir, teacher_dir, tmp_path / "out", **{**options, "loss": "kl"})
     assert not (tmp_path / "out").exists()
+
+
+def test_arguments_name_the_invalid_field() -> None:
+    """Each entry point's arguments refuse a bad value before reading anything."""
+    from twinbert_search.training.args import AdaptArgs, TeacherArgs
+
+    with pytest.raises(ConfigurationError, match="crossing_lr must be positive"):
+        DistillArgs("data", "teacher", "out", crossing_lr=0).validate()
+    with pytest.raises(ConfigurationError, match="recall_loss_weight must not be negative"):
+        DistillArgs("data", "teacher", "out", recall_loss_weight=-1).validate()
+    with pytest.raises(ConfigurationError, match="max_length must be at least 8"):
+        TeacherArgs("data", "out", max_length=4).validate()
+    assert TeacherArgs("data", "out", checkpoint_every=0).validate().save_every == 200
+    with pytest.raises(ConfigurationError, match="candidates must be at least 2"):
+        AdaptArgs("corpus", "model", "out", teacher="t", candidates=1).validate()
+    with pytest.raises(ConfigurationError, match="checkpoint_every must be positive"):
+        AdaptArgs("corpus", "model", "out", teacher="t", checkpoint_every=0).validate()

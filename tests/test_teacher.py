@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from twinbert_search.errors import ConfigurationError, InputError, ModelError
+from twinbert_search.training.args import TeacherArgs
 from twinbert_search.training.data import CHECKPOINT_DIR, load_checkpoint
 from twinbert_search.training.teacher import (
     TEACHER_FILE,
@@ -77,13 +77,7 @@ def save_toy_teacher(checkpoint: Path, folder: Path, *, scale: float = 1.0) -> P
     return model.save(folder, checkpoint / "tokenizer.json", max_length=48)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny models gain nothing from threads, and lose a lot on a shared, busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +98,8 @@ def _train(beir: Path, ckpt: Path, out: Path, **kwargs):
         progress=False,
     )
     options.update(kwargs)
-    return train_teacher(beir, out, **options)
+    on_step = options.pop("on_step", None)
+    return train_teacher(TeacherArgs(beir, out, **options), on_step=on_step)
 
 
 def test_saved_teacher_scores_like_the_model(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,13 +18,7 @@ from twinbert_search.training.modeling import TwinBert, TwinBertConfig
 from twinbert_search.training.recipe.candidates import hybrid_rows
 from twinbert_search.training.student_loop import ScoredList, StoredVectors, fit_student
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(checkpoint: Path) -> tuple[TwinBert, TextTokenizer, StoredVectors, list[ScoredList]]:

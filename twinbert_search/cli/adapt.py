@@ -26,6 +26,7 @@ from twinbert_search.cli.options import (
     seed_option,
     steps_option,
 )
+from twinbert_search.training.args import AdaptArgs
 
 __all__ = ["adapt"]
 
@@ -94,7 +95,7 @@ def adapt(
     if model is None:
         raise ConfigurationError("adapt needs --model, the student to adapt")
 
-    report = run_adapt(
+    args = AdaptArgs(
         corpus,
         model,
         out,
@@ -111,6 +112,7 @@ def adapt(
         resume=resume,
         progress=progress,
     )
+    report = run_adapt(args.validate())
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return

@@ -85,7 +85,12 @@ def scifact(
     """
     import logging
 
-    from twinbert_search.training.recipe import RecipeConfig, render_markdown, run_recipe
+    from twinbert_search.training.recipe import (
+        RESULTS_MD,
+        RecipeConfig,
+        render_markdown,
+        run_recipe,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     overrides = {
@@ -112,8 +117,8 @@ def scifact(
     state = run_recipe(cfg, until=until, redo=redo, on_step=report)
     if "evaluate" in state["steps"]:
         command = _command_line(click.get_current_context())
-        (out / "results.md").write_text(render_markdown(state, command))
-        click.echo((out / "results.md").read_text())
+        (out / RESULTS_MD).write_text(render_markdown(state, command))
+        click.echo((out / RESULTS_MD).read_text())
     else:
         done = {k: round(v["seconds"], 1) for k, v in state["steps"].items()}
         click.echo(json.dumps({"finished_steps": done}))

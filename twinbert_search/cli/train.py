@@ -34,6 +34,7 @@ from twinbert_search.cli.options import (
 )
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import CrossingConfig
+from twinbert_search.training.args import DistillArgs, TeacherArgs
 
 if TYPE_CHECKING:
     from twinbert_search.training.modeling import TwinBertConfig
@@ -102,7 +103,7 @@ def teacher_train(
     from twinbert_search.evaluation.metrics import PRIMARY_METRIC
     from twinbert_search.training.teacher import train_teacher
 
-    out_dir = train_teacher(
+    args = TeacherArgs(
         data,
         out,
         checkpoint=checkpoint,
@@ -118,6 +119,7 @@ def teacher_train(
         resume=resume,
         progress=progress,
     )
+    out_dir = train_teacher(args.validate())
     meta = json.loads((out_dir / "teacher.json").read_text())
     validation = meta.get("training", {}).get("validation") or {}
     for system, metrics in validation.items():
@@ -201,7 +203,7 @@ def distill(
     config = _student_config(
         pooling, crossing, combine, hidden, num_layers, max_query_length, max_doc_length
     )
-    out_dir = run_distill(
+    args = DistillArgs(
         data,
         teacher_dir,
         out,
@@ -223,6 +225,7 @@ def distill(
         resume=resume,
         progress=progress,
     )
+    out_dir = run_distill(args.validate())
     report = json.loads((out_dir / REPORT_FILE).read_text())
     for line in report["export"]:
         click.echo(line)

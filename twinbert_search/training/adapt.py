@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.training.args import AdaptArgs
 from twinbert_search.training.corpus import make_pseudo_queries, read_documents
+from twinbert_search.training.score_cache import TeacherScoreCache, score_missing
 
 __all__ = ["AdaptReport", "adapt"]
 
@@ -218,105 +220,100 @@ def _student(model: Any, learn_documents: bool) -> Any:
     return model
 
 
-def adapt(
-    corpus: str | Path,
-    model_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    teacher: str | Path,
-    index_dir: str | Path | None = None,
-    pseudo_queries: int = 400,
-    candidates: int = 30,
-    steps: int = 300,
-    batch_size: int = 16,
-    lr: float = 5e-5,
-    crossing_lr: float = 1e-3,
-    learn_documents: bool = False,
-    seed: int = 0,
-    teacher_batch_size: int = 32,
-    use_teacher_fusion: bool = True,
-    checkpoint_every: int = 50,
-    resume: bool = True,
-    progress: bool = True,
-    on_step: StepCallback | None = None,
-) -> AdaptReport:
-    """Adapt the student at `model_dir` to `corpus` (see the module docstring); save and
-    export it to `out_dir` and return the summary. `index_dir`: an embedded index of the
-    corpus by this model, whose stored vectors are reused instead of encoding the corpus.
-    The teacher's targets are its logits, or the ensemble its directory records
-    (`teacher_fusion`, as the recipe distils it) unless `use_teacher_fusion` is False."""
-    import torch
+@dataclass
+class _Corpus:
+    """The corpus by id (sorted) with its stored vectors, and the model that serves it."""
 
-    from twinbert_search.runtime.model import TwinBertRuntime
-    from twinbert_search.runtime.tokenization import TextTokenizer
-    from twinbert_search.training.data import (
-        CHECKPOINT_DIR,
-        Checkpointing,
-        batch_indices,
-        check_resume_config,
-        load_checkpoint,
-    )
-    from twinbert_search.training.distill import TeacherScoreCache
-    from twinbert_search.training.export import export_model
-    from twinbert_search.training.modeling import TwinBert
-    from twinbert_search.training.student_loop import (
-        DocumentTower,
-        ScoredList,
-        StoredVectors,
-        fit_student,
-        platt_calibrate,
-    )
-    from twinbert_search.training.teacher_onnx import load_pair_scorer
+    docs: dict[str, Document]
+    ids: list[str]
+    runtime: Any
+    vectors: np.ndarray
 
-    for name, value in {
-        "pseudo_queries": pseudo_queries,
-        "candidates": candidates - 1,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "crossing_lr": crossing_lr,
-        "checkpoint_every": checkpoint_every,
-    }.items():
-        if value <= 0:
-            raise ConfigurationError(
-                f"{name} must be positive (candidates at least 2), got {value}"
-            )
+
+@dataclass
+class _Scored:
+    """The pseudo-queries, their candidate lists and each candidate's teacher-score key."""
+
+    queries: list[Any]
+    lists: list[dict[str, Any]]
+    keys: list[list[str]]
+    cache: TeacherScoreCache
+    teacher: str  # the scorer's fingerprint
+    scored_now: int
+
+
+def adapt(args: AdaptArgs, *, on_step: StepCallback | None = None) -> AdaptReport:
+    """Adapt the student at `args.model_dir` to `args.corpus` (see the module docstring and
+    `AdaptArgs`); save and export it to `args.out_dir` and return the summary.
+
+    `on_step(step, loss)` runs after each training step's bookkeeping.
+    """
+    args.validate()
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    work = out / WORK_DIR
+    work = Path(args.out_dir) / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
-    docs = read_documents(corpus)
-    ids = sorted(docs)
-    runtime = TwinBertRuntime.load(model_dir)
-    vectors = _document_vectors(runtime, docs, ids, work, index_dir, progress)
+    corpus = _corpus(args, work)
     seconds["documents"] = time.perf_counter() - t0
-
     t0 = time.perf_counter()
-    queries = make_pseudo_queries(docs, pseudo_queries, seed=seed)
-    if not queries:
-        raise ConfigurationError(f"{corpus}: no document gives a pseudo-query")
-    lists_path = (
-        work / f"lists.{_digest([runtime.fingerprint, seed, candidates, len(queries)])}.json"
-    )
-    if lists_path.is_file():
-        lists = json.loads(lists_path.read_text())
-    else:
-        lists = _candidate_lists(
-            runtime,
-            docs,
-            ids,
-            vectors,
-            [q.text for q in queries],
-            [q.doc_id for q in queries],
-            candidates,
-        )
-        lists_path.write_text(json.dumps(lists))
+    queries, lists = _recall(args, corpus, work)
     seconds["recall"] = time.perf_counter() - t0
-
     t0 = time.perf_counter()
-    scorer = load_pair_scorer(teacher, batch_size=teacher_batch_size)
-    cache = TeacherScoreCache(out / "cache")
+    scored = _teacher_scores(args, corpus, queries, lists)
+    seconds["teacher"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trained = _train(args, corpus, scored, on_step)
+    seconds["training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = _report(args, corpus, scored, trained, seconds)
+    _save(args, trained, report)
+    seconds["export"] = time.perf_counter() - t0
+    (Path(args.out_dir) / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    return report
+
+
+def _corpus(args: AdaptArgs, work: Path) -> _Corpus:
+    """The corpus and the student's runtime, with its document vectors (index or tower)."""
+    from twinbert_search.runtime.model import TwinBertRuntime
+
+    docs = read_documents(args.corpus)
+    ids = sorted(docs)
+    runtime = TwinBertRuntime.load(args.model_dir)
+    vectors = _document_vectors(runtime, docs, ids, work, args.index_dir, args.progress)
+    return _Corpus(docs, ids, runtime, vectors)
+
+
+def _recall(args: AdaptArgs, corpus: _Corpus, work: Path) -> tuple[list[Any], list[dict]]:
+    """The pseudo-queries and their hybrid-recall lists (kept under OUT/work for a rerun)."""
+    queries = make_pseudo_queries(corpus.docs, args.pseudo_queries, seed=args.seed)
+    if not queries:
+        raise ConfigurationError(f"{args.corpus}: no document gives a pseudo-query")
+    key = _digest([corpus.runtime.fingerprint, args.seed, args.candidates, len(queries)])
+    lists_path = work / f"lists.{key}.json"
+    if lists_path.is_file():
+        return queries, json.loads(lists_path.read_text())
+    lists = _candidate_lists(
+        corpus.runtime,
+        corpus.docs,
+        corpus.ids,
+        corpus.vectors,
+        [q.text for q in queries],
+        [q.doc_id for q in queries],
+        args.candidates,
+    )
+    lists_path.write_text(json.dumps(lists))
+    return queries, lists
+
+
+def _teacher_scores(
+    args: AdaptArgs, corpus: _Corpus, queries: list[Any], lists: list[dict]
+) -> _Scored:
+    """The teacher's score of every candidate, those not in OUT/cache scored now."""
+    from twinbert_search.training.teacher_onnx import load_pair_scorer
+
+    docs = corpus.docs
+    scorer = load_pair_scorer(args.teacher, batch_size=args.teacher_batch_size)
+    cache = TeacherScoreCache(Path(args.out_dir) / "cache")
     keys = [
         [cache.key(scorer.fingerprint, q.text, d, docs[d].content_hash) for d in item["docs"]]
         for q, item in zip(queries, lists, strict=True)
@@ -327,105 +324,151 @@ def adapt(
         for d, k in zip(item["docs"], ks, strict=True)
         if k not in cache
     }
-    bar = tqdm(total=len(missing), disable=not progress, desc="teacher scores", unit="pair")
-    pending = list(missing)
-    for start in range(0, len(pending), 1024):
-        part = pending[start : start + 1024]
-        cache.update(part, scorer.score([missing[k] for k in part]).tolist())
-        cache.flush()
-        bar.update(len(part))
-    bar.close()
-    seconds["teacher"] = time.perf_counter() - t0
+    score_missing(scorer, cache, missing, chunk=1024, progress=args.progress)
+    return _Scored(queries, lists, keys, cache, scorer.fingerprint, len(missing))
 
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    model = _student(TwinBert.load(model_dir), learn_documents)
-    manifest = model.manifest
-    tok_path = Path(model_dir) / "tokenizer.json"
-    q_tok = TextTokenizer.from_file(tok_path, manifest.max_query_length)
-    documents: StoredVectors | DocumentTower
-    if learn_documents:
-        documents = DocumentTower(docs, TextTokenizer.from_file(tok_path, manifest.max_doc_length))
-    else:
-        documents = StoredVectors(torch.from_numpy(vectors), {d: i for i, d in enumerate(ids)})
-    fusion = teacher_fusion(teacher) if use_teacher_fusion else None
+
+@dataclass
+class _Trained:
+    """The trained student and what its report and manifest record."""
+
+    model: Any
+    tok_path: Path
+    fusion: dict[str, Any] | None
+    run_config: dict[str, Any]
+    history: list[dict[str, Any]]
+    resumed_at: int
+    calibration: dict[str, Any]
+
+
+def _train(
+    args: AdaptArgs, corpus: _Corpus, scored: _Scored, on_step: StepCallback | None
+) -> _Trained:
+    """The listwise student loop over the scored lists, then Platt scaling."""
+    import torch
+
+    from twinbert_search.runtime.tokenization import TextTokenizer
+    from twinbert_search.training.data import (
+        CHECKPOINT_DIR,
+        Checkpointing,
+        batch_indices,
+        resume_state,
+    )
+    from twinbert_search.training.modeling import TwinBert
+    from twinbert_search.training.student_loop import fit_student, platt_calibrate
+
+    torch.manual_seed(args.seed)
+    model = _student(TwinBert.load(args.model_dir), args.learn_documents)
+    tok_path = Path(args.model_dir) / "tokenizer.json"
+    q_tok = TextTokenizer.from_file(tok_path, model.manifest.max_query_length)
+    documents = _documents(args, corpus, model, tok_path)
+    fusion = teacher_fusion(args.teacher) if args.use_teacher_fusion else None
+    lists = _scored_lists(scored, fusion)
+    run_config = args.run_config(
+        _digest([corpus.docs[d].content_hash for d in corpus.ids]),
+        model.manifest.fingerprint,
+        scored.teacher,
+        fusion,
+        len(scored.queries),
+    )
+    ckpt_dir = Path(args.out_dir) / CHECKPOINT_DIR
+    state = resume_state(ckpt_dir, run_config, args.resume)
+    fit = fit_student(
+        model,
+        lambda step: [
+            lists[i] for i in batch_indices(len(lists), args.batch_size, step, args.seed)
+        ],
+        steps=args.steps,
+        lr=args.lr,
+        crossing_lr=args.crossing_lr,
+        warmup_steps=args.warmup_steps,
+        query_tokenizer=q_tok,
+        documents=documents,
+        loss="listwise_kl",
+        checkpoint=Checkpointing(ckpt_dir, args.checkpoint_every, run_config),
+        state=state,
+        progress=args.progress,
+        on_step=on_step,
+    )
+    # The pseudo-query's source document as its label: enough to keep probabilities from
+    # saturating (the listwise loss leaves the logits' level free), never to rank.
+    calibration = platt_calibrate(model, lists[:64], q_tok, documents)
+    resumed_at = int(state["step"]) if state is not None else 0
+    return _Trained(model, tok_path, fusion, run_config, fit.history, resumed_at, calibration)
+
+
+def _documents(args: AdaptArgs, corpus: _Corpus, model: Any, tok_path: Path) -> Any:
+    """The documents' side: the stored vectors (frozen tower) or the learning tower."""
+    import torch
+
+    from twinbert_search.runtime.tokenization import TextTokenizer
+    from twinbert_search.training.student_loop import DocumentTower, StoredVectors
+
+    if args.learn_documents:
+        tok = TextTokenizer.from_file(tok_path, model.manifest.max_doc_length)
+        return DocumentTower(corpus.docs, tok)
+    rows = {d: i for i, d in enumerate(corpus.ids)}
+    return StoredVectors(torch.from_numpy(corpus.vectors), rows)
+
+
+def _scored_lists(scored: _Scored, fusion: Mapping[str, Any] | None) -> list[Any]:
+    """Each pseudo-query's list as the student loop takes it: its candidates, the teacher's
+    targets (logits, or the ensemble's fused scores) and its source document as positive."""
+    from twinbert_search.training.student_loop import ScoredList
 
     def target(item: Mapping[str, Any], ks: Sequence[str]) -> np.ndarray:
-        logits = cache.get_many(ks)
+        logits = scored.cache.get_many(ks)
         if fusion is None:
             return logits
         return _fused_targets(logits, np.asarray(item["bm25"]), np.asarray(item["cosine"]), fusion)
 
-    scored = [
+    return [
         ScoredList(
             q.text,
             tuple(item["docs"]),
             target(item, ks),
             np.array([d == q.doc_id for d in item["docs"]], dtype=bool),
         )
-        for q, item, ks in zip(queries, lists, keys, strict=True)
+        for q, item, ks in zip(scored.queries, scored.lists, scored.keys, strict=True)
     ]
-    run_config = {
-        "corpus": _digest([docs[d].content_hash for d in ids]),
-        "model": manifest.fingerprint,
-        "teacher": scorer.fingerprint,
-        "teacher_fusion": fusion,
-        "pseudo_queries": len(queries),
-        "candidates": candidates,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "crossing_lr": crossing_lr,
-        "learn_documents": learn_documents,
-        "seed": seed,
-    }
-    ckpt_dir = out / CHECKPOINT_DIR
-    state = load_checkpoint(ckpt_dir) if resume else None
-    if state is not None:
-        check_resume_config(state["config"], run_config, ckpt_dir)
-    fit = fit_student(
-        model,
-        lambda step: [scored[i] for i in batch_indices(len(scored), batch_size, step, seed)],
-        steps=steps,
-        lr=lr,
-        crossing_lr=crossing_lr,
-        warmup_steps=max(1, steps // 10),
-        query_tokenizer=q_tok,
-        documents=documents,
-        loss="listwise_kl",
-        checkpoint=Checkpointing(ckpt_dir, checkpoint_every, run_config),
-        state=state,
-        progress=progress,
-        on_step=on_step,
-    )
-    # The pseudo-query's source document as its label: enough to keep probabilities from
-    # saturating (the listwise loss leaves the logits' level free), never to rank.
-    calibration = platt_calibrate(model, scored[:64], q_tok, documents)
-    seconds["training"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    report = AdaptReport(
-        out=str(out),
-        corpus=str(corpus),
-        documents=len(docs),
-        pseudo_queries=dict(Counter(q.kind for q in queries)),
-        candidates=candidates,
-        pairs=sum(len(item["docs"]) for item in lists),
-        pairs_scored_now=len(missing),
-        steps=steps,
-        resumed_at=int(state["step"]) if state is not None else 0,
-        learn_documents=learn_documents,
-        teacher=str(teacher) + (" (ensemble: " + _weights_text(fusion) + ")" if fusion else ""),
-        loss_first=fit.history[0]["total"] if fit.history else None,
-        loss_last=fit.history[-1]["total"] if fit.history else None,
-        calibration=calibration,
+
+def _report(
+    args: AdaptArgs,
+    corpus: _Corpus,
+    scored: _Scored,
+    trained: _Trained,
+    seconds: dict[str, float],
+) -> AdaptReport:
+    """The run's closing summary (`seconds` is filled in as the last phase ends)."""
+    fusion, history = trained.fusion, trained.history
+    return AdaptReport(
+        out=str(Path(args.out_dir)),
+        corpus=str(args.corpus),
+        documents=len(corpus.docs),
+        pseudo_queries=dict(Counter(q.kind for q in scored.queries)),
+        candidates=args.candidates,
+        pairs=sum(len(item["docs"]) for item in scored.lists),
+        pairs_scored_now=scored.scored_now,
+        steps=args.steps,
+        resumed_at=trained.resumed_at,
+        learn_documents=args.learn_documents,
+        teacher=str(args.teacher)
+        + (" (ensemble: " + _weights_text(fusion) + ")" if fusion else ""),
+        loss_first=history[0]["total"] if history else None,
+        loss_last=history[-1]["total"] if history else None,
+        calibration=trained.calibration,
         seconds=seconds,
     )
-    if learn_documents:
+
+
+def _save(args: AdaptArgs, trained: _Trained, report: AdaptReport) -> None:
+    """Record the adaptation in the manifest, then save and export the model."""
+    from twinbert_search.training.export import export_model
+
+    manifest = trained.model.manifest
+    if args.learn_documents:
         manifest.document_fingerprint = ""  # new document vectors: an index of its own
-    manifest.extra["adaptation"] = {**report.to_dict(), "config": run_config}
-    model.save(out, tok_path)
-    export_model(out, int8=True)
-    seconds["export"] = time.perf_counter() - t0
-    (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
-    return report
+    manifest.extra["adaptation"] = {**report.to_dict(), "config": trained.run_config}
+    trained.model.save(Path(args.out_dir), trained.tok_path)
+    export_model(Path(args.out_dir), int8=True)

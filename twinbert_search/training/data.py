@@ -309,3 +309,17 @@ def check_resume_config(
                 f"{folder} holds a run with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
                 "use another output directory or start over with --no-resume"
             )
+
+
+def resume_state(
+    folder: str | Path, run_config: Mapping[str, Any], resume: bool
+) -> dict[str, Any] | None:
+    """The state to resume from (None: start afresh), refused when its settings differ.
+
+    Every entry point resumes the same way: the saved state only with `resume`, and only
+    for the very run it was saved by (`check_resume_config`).
+    """
+    state = load_checkpoint(folder) if resume else None
+    if state is not None:
+        check_resume_config(state["config"], run_config, folder)
+    return state

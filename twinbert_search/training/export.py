@@ -121,8 +121,8 @@ def quantize_int8(src: str | Path, dst: str | Path) -> None:
 
     from twinbert_search.quantization import quiet_quantizer
 
-    # Per-channel weights: per-tensor scales lose too much (min cosine 0.90 vs 0.99 measured
-    # on all-MiniLM-L6-v2 over SciFact abstracts).
+    # Per-channel weights: per-tensor scales lose too much of the towers' cosine to their
+    # fp32 vectors (BENCHMARKS.md).
     with quiet_quantizer():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 

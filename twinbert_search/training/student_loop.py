@@ -28,8 +28,8 @@ from twinbert_search.training.data import (
     Checkpointing,
     Validation,
     linear_schedule,
-    save_checkpoint,
 )
+from twinbert_search.training.loop import due, restore_state, save_state, take_step
 from twinbert_search.training.losses import (
     in_batch_negatives,
     label_listwise,
@@ -278,72 +278,67 @@ def fit_student(
     scheduler = linear_schedule(optimizer, steps, warmup_steps)
     start, history = 0, []
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_state(state, model, optimizer, scheduler)
         start, history = state["step"], state["history"]
         log.info("resuming distillation from step %d of %d", start, steps)
-    evaluations: list[dict[str, Any]] = []
-    best_score, best_step, best_state = None, None, None
-    if validate is not None:
-        reference = _validate(model, validate)
-        evaluations.append({"step": 0, **reference.record})
-        best_score = reference.score
-
+    keeper = _BestKeeper(model, validate)
+    weights = {"temperature": temperature, "distill_weight": distill_weight}
+    weights.update(label_weight=label_weight, recall_loss_weight=recall_loss_weight)
     model.train()
     bar = tqdm(total=steps, initial=start, disable=not progress, desc="distill", unit="step")
     for step in range(start + 1, steps + 1):
-        terms = _step_terms(
-            model,
-            batches(step - 1),
-            query_tokenizer,
-            documents,
-            loss=loss,
-            temperature=temperature,
-            distill_weight=distill_weight,
-            label_weight=label_weight,
-            recall_loss_weight=recall_loss_weight,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
+        lists = batches(step - 1)
+        terms = _step_terms(model, lists, query_tokenizer, documents, loss=loss, **weights)
+        take_step(model, optimizer, scheduler, terms["total"])
         record = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}}
         history.append(record)
         bar.update(1)
         bar.set_postfix(loss=f"{record['total']:.4f}")
-        if validate is not None and (step % eval_every == 0 or step == steps):
-            result = _validate(model, validate)
-            evaluations.append({"step": step, "loss": record["total"], **result.record})
-            if best_state is None or result.score >= best_score:
-                best_score, best_step = result.score, step
-                best_state = {
-                    name: {k: x.clone() for k, x in module.state_dict().items()}
-                    for name, module in _learning_modules(model).items()
-                }
-        if checkpoint is not None and (step % checkpoint.every == 0 or step == steps):
-            save_checkpoint(
-                checkpoint.folder,
-                {
-                    "step": step,
-                    "config": dict(checkpoint.config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                },
-            )
+        if validate is not None and due(step, eval_every, steps):
+            keeper.check(step, record["total"])
+        if checkpoint is not None and due(step, checkpoint.every, steps):
+            save_state(checkpoint, step, model, optimizer, scheduler, history=history)
         if on_step is not None:
             on_step(step, record["total"])
     bar.close()
-    if best_state is not None:
-        modules = _learning_modules(model)
-        for name, weights in best_state.items():
-            modules[name].load_state_dict(weights)
-    return StudentFit(history, evaluations, best_step, best_score)
+    keeper.load_best()
+    return StudentFit(history, keeper.evaluations, keeper.best_step, keeper.best_score)
+
+
+class _BestKeeper:
+    """Validation during a student run: a reference before training (never kept), then the
+    best validated weights (ties: the later) held in memory and loaded back at the end."""
+
+    def __init__(self, model: TwinBert, validate: Callable[[], Validation] | None) -> None:
+        self.model = model
+        self.validate = validate
+        self.evaluations: list[dict[str, Any]] = []
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict[str, dict[str, torch.Tensor]] | None = None
+        if validate is not None:
+            reference = _validate(model, validate)
+            self.evaluations.append({"step": 0, **reference.record})
+            self.best_score = reference.score
+
+    def check(self, step: int, loss: float) -> None:
+        """Validate after `step`; keep a copy of the learning modules when it is the best."""
+        if self.validate is None:
+            return
+        result = _validate(self.model, self.validate)
+        self.evaluations.append({"step": step, "loss": loss, **result.record})
+        if self.best_state is None or result.score >= self.best_score:
+            self.best_score, self.best_step = result.score, step
+            self.best_state = {
+                name: {k: x.clone() for k, x in module.state_dict().items()}
+                for name, module in _learning_modules(self.model).items()
+            }
+
+    def load_best(self) -> None:
+        if self.best_state is not None:
+            modules = _learning_modules(self.model)
+            for name, weights in self.best_state.items():
+                modules[name].load_state_dict(weights)
 
 
 def list_scores(

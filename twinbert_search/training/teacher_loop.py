@@ -28,9 +28,9 @@ from twinbert_search.training.data import (
     batch_indices,
     linear_schedule,
     sample_group,
-    save_checkpoint,
     step_rng,
 )
+from twinbert_search.training.loop import due, restore_state, save_state, take_step
 from twinbert_search.training.losses import (
     listwise_kl,
     localized_contrastive,
@@ -100,78 +100,101 @@ def fit_teacher(
     With `checkpoint`, the training state is saved every `checkpoint.every` steps; `state`
     (a saved one, checked by the caller) resumes the run where it stopped.
     """
-    if loss not in TEACHER_LOSSES:
-        raise ConfigurationError(f"teacher loss must be one of {TEACHER_LOSSES}, got {loss!r}")
-    if loss == "regress" and soft_targets is None:
-        raise ConfigurationError("a regression warm start needs soft_targets to regress onto")
-    if loss == "regress":
-        soft_weight = soft_weight or 1.0
+    soft_weight = _check_loss(loss, soft_targets, soft_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     scheduler = linear_schedule(optimizer, steps, warmup_steps)
     step, best, history = 0, None, []
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_state(state, model, optimizer, scheduler)
         step, best, history = state["step"], state["best"], state["history"]
         log.info("resuming teacher training from step %d of %d", step, steps)
-
+    draw = _GroupDraw(queries, corpus, batch_size, negatives, seed, sample_stream, corpus_ids)
     model.train()
     bar = tqdm(total=steps, initial=step, disable=not progress, desc="teacher", unit="step")
     while step < steps:
-        rng = step_rng(seed, step, sample_stream)
-        pairs: list[tuple[str, str]] = []
-        sizes: list[int] = []
-        soft: list[np.ndarray] = []
-        for i in batch_indices(len(queries), batch_size, step, seed):
-            query = queries[i]
-            positive, negs = sample_group(query, negatives, rng, corpus_ids)
-            docs = [positive, *negs]
-            pairs += [(query.text, corpus[d].encoding_text) for d in docs]
-            sizes.append(len(docs))
-            if soft_targets is not None and soft_weight > 0:
-                soft.append(soft_targets(query, docs))
+        pairs, sizes, soft = draw(step, soft_targets if soft_weight > 0 else None)
         logits = model(**to_torch(tokenizer.pad(tokenizer.encode_pairs(pairs))))
         value_t = _teacher_loss(logits, sizes, loss, soft, soft_weight)
-        optimizer.zero_grad(set_to_none=True)
-        value_t.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
+        take_step(model, optimizer, scheduler, value_t)
         step += 1
         value = float(value_t.detach())
         record: dict[str, Any] = {"step": step, "loss": value}
         history.append(record)
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
-        if validate is not None and (step % eval_every == 0 or step == steps):
-            model.eval()
-            result = validate()
-            model.train()
-            record.update(result.record)
-            if best is None or result.score > best[best_key]:
-                best = {"step": step, best_key: result.score}
-                if on_best is not None:
-                    on_best(best, result)
-        if checkpoint is not None and (step % checkpoint.every == 0 or step == steps):
-            save_checkpoint(
-                checkpoint.folder,
-                {
-                    "step": step,
-                    "config": dict(checkpoint.config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "best": best,
-                    "history": history,
-                },
-            )
+        if validate is not None and due(step, eval_every, steps):
+            best = _validate(model, validate, record, best, best_key, on_best)
+        if checkpoint is not None and due(step, checkpoint.every, steps):
+            save_state(checkpoint, step, model, optimizer, scheduler, best=best, history=history)
         if on_step is not None:
             on_step(step, value)
     bar.close()
     return TeacherFit(history, best)
+
+
+def _check_loss(loss: str, soft_targets: SoftTargets | None, soft_weight: float) -> float:
+    """Refuse an unknown loss or a regression without targets; the soft term's weight
+    (a regression is all soft term: weight 1 unless given)."""
+    if loss not in TEACHER_LOSSES:
+        raise ConfigurationError(f"teacher loss must be one of {TEACHER_LOSSES}, got {loss!r}")
+    if loss == "regress" and soft_targets is None:
+        raise ConfigurationError("a regression warm start needs soft_targets to regress onto")
+    if loss == "regress":
+        return soft_weight or 1.0
+    return soft_weight
+
+
+@dataclass
+class _GroupDraw:
+    """A step's groups: `batch_size` queries, each with its positive and `negatives` hard
+    negatives, drawn from `step_rng(seed, step, stream)` so a resumed run draws the same."""
+
+    queries: Sequence[TrainingQuery]
+    corpus: Mapping[str, Document]
+    batch_size: int
+    negatives: int
+    seed: int
+    stream: int
+    corpus_ids: Sequence[str]
+
+    def __call__(
+        self, step: int, soft_targets: SoftTargets | None
+    ) -> tuple[list[tuple[str, str]], list[int], list[np.ndarray]]:
+        """The step's (query, document) pairs, each group's size and its soft targets."""
+        rng = step_rng(self.seed, step, self.stream)
+        pairs: list[tuple[str, str]] = []
+        sizes: list[int] = []
+        soft: list[np.ndarray] = []
+        for i in batch_indices(len(self.queries), self.batch_size, step, self.seed):
+            query = self.queries[i]
+            positive, negs = sample_group(query, self.negatives, rng, self.corpus_ids)
+            docs = [positive, *negs]
+            pairs += [(query.text, self.corpus[d].encoding_text) for d in docs]
+            sizes.append(len(docs))
+            if soft_targets is not None:
+                soft.append(soft_targets(query, docs))
+        return pairs, sizes, soft
+
+
+def _validate(
+    model: nn.Module,
+    validate: Callable[[], Validation],
+    record: dict[str, Any],
+    best: dict[str, Any] | None,
+    best_key: str,
+    on_best: Callable[[dict[str, Any], Validation], None] | None,
+) -> dict[str, Any] | None:
+    """Validate in eval mode, log the result in the step's record; a new best (strictly
+    higher) is handed to `on_best`. Returns the best so far."""
+    model.eval()
+    result = validate()
+    model.train()
+    record.update(result.record)
+    if best is None or result.score > best[best_key]:
+        best = {"step": record["step"], best_key: result.score}
+        if on_best is not None:
+            on_best(best, result)
+    return best
 
 
 def _teacher_loss(

@@ -36,13 +36,17 @@ Scores are z-normalised per query over its recall candidates (BM25, cosine) or g
 cross-encoder logit), so the fusion weights are comparable across queries.
 
 Package map, one module per step: `config` (settings), `context` (what steps read),
+`artifacts` (every file name of a run folder), `records` (the typed records steps pass:
+queries and their recall lists, teacher scores, the ensemble), `jsonio` (atomic JSON),
 `candidates` (1, 2), `teacher_step` (3, driving `training.teacher_loop.fit_teacher`),
 `scores` (4, 7), `ensemble` (5), `students` (6, driving `training.student_loop.fit_student`),
 `served` (8), `ood` (9), `adapt_step` (6, 10), `evaluate` (11), `signals` (the served lists
-and fusion signals), `timing`, `report` (results.md) and `state` (the runner).
+and fusion signals), `timing`, `report` (results.md) and `state` (the runner and `STEPS`,
+the one list of step names, order and dependencies).
 """
 
 from twinbert_search.runtime.crossing import lexical_fusion
+from twinbert_search.training.recipe.artifacts import RESULTS_JSON, RESULTS_MD, STATE_FILE
 from twinbert_search.training.recipe.config import (
     RecipeConfig,
     StudentSpec,
@@ -51,8 +55,8 @@ from twinbert_search.training.recipe.config import (
     exploration_grid,
     teacher_exploration,
 )
-from twinbert_search.training.recipe.report import RESULTS_JSON, RESULTS_MD, render_markdown
-from twinbert_search.training.recipe.state import DEPENDS, STATE_FILE, STEP_NAMES, run_recipe
+from twinbert_search.training.recipe.report import render_markdown
+from twinbert_search.training.recipe.state import DEPENDS, STEP_NAMES, STEPS, run_recipe
 from twinbert_search.training.recipe.students import explore_students, student_loss
 from twinbert_search.training.recipe.teacher_step import explore_teachers
 from twinbert_search.training.recipe.timing import block_timing
@@ -62,6 +66,7 @@ __all__ = [
     "RESULTS_JSON",
     "RESULTS_MD",
     "STATE_FILE",
+    "STEPS",
     "STEP_NAMES",
     "RecipeConfig",
     "StudentSpec",

@@ -1,7 +1,7 @@
 """Steps `adapt_in_domain` and `adapt`: `training.adapt.adapt` from `adapt_student`, on the
 run's own corpus text and on the out-of-domain corpus text (never either's labels).
 
-In domain, the students learn from the labels of 749 queries and remember their documents;
+In domain, the students learn from the train queries' labels and remember their documents;
 adapting one to the whole corpus (pseudo-queries, the teacher ensemble's scores of its own
 hybrid recall) is what the served fusion is then tuned on, like any student's. Out of domain,
 the adapted student is served on that collection beside the zero-shot ones (`ood`).
@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twinbert_search.training.recipe.artifacts import OOD_SYSTEMS, TEACHER_DIR
 from twinbert_search.training.recipe.config import (
     StudentSpec,
     in_domain_name,
@@ -24,13 +25,14 @@ __all__ = ["step_adapt", "step_adapt_in_domain"]
 
 def _adapt(ctx: Context, corpus: str | Path, out: Path, index_dir: Path) -> Any:
     from twinbert_search.training.adapt import adapt
+    from twinbert_search.training.args import AdaptArgs
 
     cfg = ctx.cfg
-    return adapt(
+    args = AdaptArgs(
         corpus,
         ctx.out / cfg.adapt_student,
         out,
-        teacher=ctx.out / "teacher",
+        teacher=ctx.out / TEACHER_DIR,
         index_dir=index_dir,
         pseudo_queries=cfg.adapt_pseudo_queries,
         candidates=cfg.adapt_candidates,
@@ -41,6 +43,7 @@ def _adapt(ctx: Context, corpus: str | Path, out: Path, index_dir: Path) -> Any:
         seed=cfg.seed,
         progress=False,
     )
+    return adapt(args)
 
 
 def step_adapt_in_domain(ctx: Context) -> dict[str, Any]:
@@ -66,8 +69,8 @@ def step_adapt(ctx: Context) -> dict[str, Any]:
     report = _adapt(ctx, data.root, ctx.out / name, data.index_dir)
     runtime = TwinBertRuntime.load(ctx.out / name, query_int8=True)
     lists = system_lists(data, runtime, cfg.rerank_depth, cfg.deep_depth)
-    systems = read_json(data.work / "systems.json")
+    systems = read_json(data.work / OOD_SYSTEMS)
     systems[name] = lists
-    write_json(data.work / "systems.json", systems)
+    write_json(data.work / OOD_SYSTEMS, systems)
     new = score_pairs(ctx, data, systems)
     return {"adapt": report.to_dict(), "summary": report.lines(), "teacher_pairs": new}

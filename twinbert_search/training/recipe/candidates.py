@@ -13,7 +13,8 @@ import numpy as np
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.evaluation.metrics import evaluate
 from twinbert_search.search import reciprocal_rank_fusion
-from twinbert_search.training.recipe.context import Context, ranked, top, top_matches, write_json
+from twinbert_search.training.recipe.context import Context, ranked, top, top_matches
+from twinbert_search.training.recipe.records import SPLITS, Candidates, Query
 
 __all__ = ["hybrid_rows", "step_candidates", "step_index"]
 
@@ -35,7 +36,7 @@ def step_index(ctx: Context) -> dict[str, Any]:
     from twinbert_search.stores.embedded import EmbeddedStore
 
     runtime = TwinBertRuntime.load(ctx.base_model)
-    if (ctx.index_dir / "store.json").is_file():
+    if (ctx.index_dir / "store.json").is_file():  # the embedded store's own manifest
         store = EmbeddedStore.open(ctx.index_dir)
         try:
             store.ensure_model(runtime.fingerprint)
@@ -67,8 +68,6 @@ def step_candidates(ctx: Context) -> dict[str, Any]:
     """Query sets, query and document vectors, recall lists; pick the recall for reranking."""
     from twinbert_search.runtime.model import TwinBertRuntime
     from twinbert_search.stores.embedded import EmbeddedStore
-    from twinbert_search.training.corpus import make_pseudo_queries
-    from twinbert_search.training.data import pseudo_queries, split_validation
 
     cfg = ctx.cfg
     store = EmbeddedStore.open(ctx.index_dir, with_documents=False)
@@ -76,81 +75,76 @@ def step_candidates(ctx: Context) -> dict[str, Any]:
         dvec = np.ascontiguousarray(store.fetch(ctx.doc_ids).vectors, dtype=np.float32)
     finally:
         store.close()
+    queries = _queries(ctx)
+    _mark_overlap(ctx, queries)
+    runtime = TwinBertRuntime.load(ctx.base_model)
+    qvec = runtime.encode_queries([q.text for q in queries])
+    for i, q in enumerate(queries):
+        depth = max(cfg.deep_depth if q.split == "test" else cfg.rerank_depth, cfg.rerank_depth)
+        q.dense = top(dvec @ qvec[i], depth).tolist()
+        q.bm25 = top_matches(ctx.bm25.scores(q.text), depth).tolist()
+        q.hybrid = hybrid_rows(ctx, q.dense, q.bm25)[:depth]
+    choice, recall_val = _pick_recall(ctx, queries)
+    for q in queries:
+        q.recall = q.lists(choice)
+    Candidates(queries, choice, qvec, dvec).save(ctx.work)
+    counts = {s: sum(q.split == s for q in queries) for s in SPLITS}
+    overlap = {s: sum(bool(q.overlap) for q in queries if q.split == s) for s in SPLITS}
+    return {"recall": choice, "validation": recall_val, "queries": counts, "overlap": overlap}
+
+
+def _queries(ctx: Context) -> list[Query]:
+    """Every query of the run: train and validation (a seeded split of the labelled train
+    queries), test, pseudo-queries for the students and the teacher's own pseudo-queries."""
+    from twinbert_search.training.corpus import make_pseudo_queries
+    from twinbert_search.training.data import pseudo_queries, split_validation
+
+    cfg = ctx.cfg
     train_ids, val_ids = split_validation(
         ctx.train.labelled_query_ids(), max_queries=cfg.validation_queries, seed=cfg.seed
     )
-    queries: list[dict[str, Any]] = []
+    queries: list[Query] = []
     for split, ids, data in (
         ("train", train_ids, ctx.train),
         ("val", val_ids, ctx.train),
         ("test", ctx.test.labelled_query_ids(), ctx.test),
     ):
         for qid in ids:
-            queries.append(
-                {
-                    "id": qid,
-                    "text": data.queries[qid].text,
-                    "split": split,
-                    "positives": list(data.positives(qid)),
-                }
-            )
+            queries.append(Query(qid, data.queries[qid].text, split, list(data.positives(qid))))
     for pq in pseudo_queries(ctx.corpus, cfg.pseudo_queries, ctx.bm25, depth=1, seed=cfg.seed):
-        queries.append(
-            {"id": pq.id, "text": pq.text, "split": "pseudo", "positives": list(pq.positives)}
-        )
+        queries.append(Query(pq.id, pq.text, "pseudo", list(pq.positives)))
     for tq in make_pseudo_queries(ctx.corpus, cfg.teacher_pseudo_queries, seed=cfg.seed):
-        queries.append(
-            {
-                "id": tq.id,
-                "text": tq.text,
-                "split": "tpseudo",
-                "positives": [tq.doc_id],
-                "kind": tq.kind,
-            }
-        )
-    _mark_overlap(ctx, queries)
-    runtime = TwinBertRuntime.load(ctx.base_model)
-    qvec = runtime.encode_queries([q["text"] for q in queries])
-    depth_of = {"test": cfg.deep_depth}
-    for i, q in enumerate(queries):
-        depth = max(depth_of.get(q["split"], cfg.rerank_depth), cfg.rerank_depth)
-        dense = top(dvec @ qvec[i], depth).tolist()
-        sparse = top_matches(ctx.bm25.scores(q["text"]), depth).tolist()
-        q["dense"], q["bm25"] = dense, sparse
-        q["hybrid"] = hybrid_rows(ctx, dense, sparse)[:depth]
-    # The rerank candidates: the recall with the better Recall@100 on validation queries.
-    val = [q for q in queries if q["split"] == "val"]
-    qrels = {q["id"]: {d: 1 for d in q["positives"]} for q in val}
+        queries.append(Query(tq.id, tq.text, "tpseudo", [tq.doc_id], kind=tq.kind))
+    return queries
+
+
+def _pick_recall(ctx: Context, queries: list[Query]) -> tuple[str, dict[str, Any]]:
+    """The rerank candidates: the configured recall, or (auto) the one with the better
+    Recall@100 on validation queries; with every recall's validation metrics."""
+    val = [q for q in queries if q.split == "val"]
+    qrels = {q.id: q.qrels() for q in val}
     recall_val = {}
     for kind in ("dense", "bm25", "hybrid"):
-        run = {q["id"]: ranked(ctx, q[kind]) for q in val}
+        run = {q.id: ranked(ctx, q.lists(kind)) for q in val}
         recall_val[kind] = evaluate(qrels, run, ("recall@100", "ndcg@10"))
-    choice = cfg.recall
+    choice = ctx.cfg.recall
     if choice == "auto":
         choice = max(("dense", "hybrid"), key=lambda k: recall_val[k]["recall@100"])
     if choice not in ("dense", "hybrid", "bm25"):
         raise ConfigurationError(f"recall must be dense, hybrid, bm25 or auto, got {choice!r}")
-    for q in queries:
-        q["recall"] = q[choice]
-    np.save(ctx.work / "doc_vectors.npy", dvec)
-    np.save(ctx.work / "query_vectors.npy", qvec)
-    write_json(ctx.work / "queries.json", {"queries": queries, "recall": choice})
-    splits = ("train", "val", "test", "pseudo", "tpseudo")
-    counts = {s: sum(q["split"] == s for q in queries) for s in splits}
-    overlap = {s: sum(bool(q.get("overlap")) for q in queries if q["split"] == s) for s in splits}
-    return {"recall": choice, "validation": recall_val, "queries": counts, "overlap": overlap}
+    return choice, recall_val
 
 
-def _mark_overlap(ctx: Context, queries: list[dict[str, Any]]) -> None:
+def _mark_overlap(ctx: Context, queries: list[Query]) -> None:
     """Flag validation and test queries with a positive that is a training positive.
 
     Validation queries against the positives of the queries trained on (the train split);
     test queries against every train qrel's positives, as `eval --train-qrels` splits them.
     The no-overlap queries measure what a model learned rather than what it memorised.
     """
-    trained = {d for q in queries if q["split"] == "train" for d in q["positives"]}
+    trained = {d for q in queries if q.split == "train" for d in q.positives}
     every = {d for qid in ctx.train.labelled_query_ids() for d in ctx.train.positives(qid)}
     for q in queries:
-        if q["split"] in ("val", "test"):
-            seen = trained if q["split"] == "val" else every
-            q["overlap"] = any(d in seen for d in q["positives"])
+        if q.split in ("val", "test"):
+            seen = trained if q.split == "val" else every
+            q.overlap = any(d in seen for d in q.positives)

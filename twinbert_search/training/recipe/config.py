@@ -42,12 +42,12 @@ class StudentSpec:
 
 def default_students() -> list[StudentSpec]:
     """The students a recipe run distils unless told otherwise."""
-    # The validation winners of `exploration_grid` (RESULTS.md): the residual block over q * d
-    # (which starts as the cosine crossing), weighted pooling, train queries only, 400 steps
-    # over 30 teacher-scored candidates per query, and the qrels' labels beside the teacher's
-    # scores (KL + 2 x label loss). The cosine student is the recall-only TwinBERT. The
-    # paper's max combination (validation 0.706 against mul's 0.732) is in the exploration
-    # grid, no longer a default: its 3 minutes pay for CACM and adaptation within the hour.
+    # The validation winners of `exploration_grid` (figures in RESULTS.md): the residual
+    # block over q * d (which starts as the cosine crossing), weighted pooling, train queries
+    # only, and the qrels' labels beside the teacher's scores (KL + 2 x label loss). The
+    # cosine student is the recall-only TwinBERT. The paper's max combination scored below
+    # mul on validation and stays in the exploration grid, not a default: its time goes to
+    # the out-of-domain collection and adaptation instead.
     residual = {"hidden": 128, "pooling": "weighted", "pseudo": False, "label_weight": 2.0}
     # The supervised baseline (no teacher): the bi-encoder's query tower fine-tuned on the
     # same train labels, over the same candidates and frozen document vectors.
@@ -80,9 +80,9 @@ class RecipeConfig:
     rerank_depth: int = 100
     deep_depth: int = 1000
     # teacher
-    # 600: the cross-encoder alone reranks the validation queries' top 30 to nDCG@10 0.601
-    # against 0.562 at 300 steps (`teacher_exploration`; RESULTS.md); the best checkpoint
-    # came at step 320 of 600, a multiple of `teacher_eval_every`.
+    # 600: the cross-encoder alone reranks validation better than at 300 steps
+    # (`teacher_exploration`; figures in RESULTS.md); the best checkpoint is kept at a
+    # multiple of `teacher_eval_every`.
     teacher_steps: int = 600
     teacher_queries_per_step: int = 3
     teacher_group: int = 8

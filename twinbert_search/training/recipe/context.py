@@ -6,15 +6,16 @@ Documents are rows: positions in the corpus ids sorted, so a row's order is its 
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from twinbert_search.training.recipe.artifacts import INDEX_DIR, WORK_DIR
 from twinbert_search.training.recipe.config import RecipeConfig
+from twinbert_search.training.recipe.jsonio import read_json, write_json
+from twinbert_search.training.recipe.records import Candidates, Query
 
 if TYPE_CHECKING:
     from twinbert_search.stores.embedded.bm25 import BM25Index
@@ -28,22 +29,9 @@ __all__ = [
     "top",
     "top_matches",
     "with_tail",
-    "write_json",
+    "write_json",  # re-exported from `jsonio`
     "zscore",
 ]
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a killed step leaves the previous file, never half of one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file written by `write_json`."""
-    return json.loads(path.read_text())
 
 
 def zscore(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -85,7 +73,7 @@ class Context:
 
         self.cfg = cfg
         self.out = cfg.out_dir
-        self.work = self.out / "work"
+        self.work = self.out / WORK_DIR
         self.work.mkdir(parents=True, exist_ok=True)
         self.train = load_training_data(cfg.data, "train")
         self.test = load_training_data(cfg.data, "test")
@@ -97,10 +85,11 @@ class Context:
         )
         self.checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else default_checkpoint()
         self._bm25: BM25Index | None = None
+        self._cand: Candidates | None = None
 
     @property
     def index_dir(self) -> Path:
-        return Path(self.cfg.index) if self.cfg.index else self.out / "index"
+        return Path(self.cfg.index) if self.cfg.index else self.out / INDEX_DIR
 
     @property
     def bm25(self) -> BM25Index:
@@ -119,28 +108,25 @@ class Context:
         """The corpus as the served setting sees it: stored vectors and BM25, by row."""
         from twinbert_search.training.recipe.signals import Collection
 
-        return Collection(self.doc_ids, self.load_candidates()["dvec"], self.bm25, self.doc_text)
+        return Collection(self.doc_ids, self.load_candidates().dvec, self.bm25, self.doc_text)
 
-    def split(self, name: str) -> list[dict[str, Any]]:
+    def split(self, name: str) -> list[Query]:
         """The candidates step's queries of one split (train, val, test, pseudo, tpseudo)."""
-        return [q for q in self.load_candidates()["queries"] if q["split"] == name]
+        return self.load_candidates().split(name)
 
-    # artefacts of the candidates step
-    def load_candidates(self) -> dict[str, Any]:
-        if not hasattr(self, "_cand"):
-            self._cand = read_json(self.work / "queries.json")
-            self._cand["qvec"] = np.load(self.work / "query_vectors.npy")
-            self._cand["dvec"] = np.load(self.work / "doc_vectors.npy")
-            self._cand["pos"] = {q["id"]: i for i, q in enumerate(self._cand["queries"])}
+    def load_candidates(self) -> Candidates:
+        """The `candidates` step's record, read once."""
+        if self._cand is None:
+            self._cand = Candidates.load(self.work)
         return self._cand
 
     def features(self, qi: int, rows: np.ndarray) -> dict[str, np.ndarray]:
         """z-scored BM25 and cosine of query `qi` for doc rows (stats over its top candidates)."""
         cand = self.load_candidates()
-        q = cand["queries"][qi]
-        ref = np.asarray(q["recall"][: self.cfg.rerank_depth], dtype=np.int64)
-        bm = self.bm25.scores(q["text"]).astype(np.float32)
-        cos = cand["dvec"] @ cand["qvec"][qi]
+        q = cand.queries[qi]
+        ref = np.asarray(q.recall[: self.cfg.rerank_depth], dtype=np.int64)
+        bm = self.bm25.scores(q.text).astype(np.float32)
+        cos = cand.dvec @ cand.qvec[qi]
         return {
             "bm25": zscore(bm[rows], bm[ref]).astype(np.float32),
             "dense": zscore(cos[rows], cos[ref]).astype(np.float32),

@@ -11,29 +11,35 @@ from typing import Any
 import numpy as np
 
 from twinbert_search.evaluation.metrics import evaluate
-from twinbert_search.training.recipe.context import Context, read_json, write_json
+from twinbert_search.training.recipe.artifacts import (
+    CE_SCORES,
+    ENSEMBLE_FILE,
+    TEACHER_DIR,
+    TEACHER_ENSEMBLE,
+)
+from twinbert_search.training.recipe.context import Context, write_json
+from twinbert_search.training.recipe.records import Ensemble, ScoredRows, TeacherScores
 
 __all__ = ["WEIGHT_GRID", "combine", "step_ensemble", "teacher_features", "teacher_targets"]
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
-def _ce_stats(saved: Mapping[str, Any]) -> tuple[float, float]:
+def _ce_stats(saved: Mapping[str, ScoredRows]) -> tuple[float, float]:
     """Mean and deviation of the cross-encoder's validation logits (its global z-score)."""
-    vals = np.concatenate([np.asarray(v["ce"]) for k, v in saved.items() if k.startswith("val:")])
+    vals = np.concatenate([np.asarray(v.ce) for k, v in saved.items() if k.startswith("val:")])
     return float(vals.mean()), max(float(vals.std()), 1e-6)
 
 
 def teacher_features(
-    ctx: Context, key: str, entry: Mapping[str, Any], ce_stats: tuple[float, float]
+    ctx: Context, key: str, entry: ScoredRows, ce_stats: tuple[float, float]
 ) -> dict[str, np.ndarray]:
     """The fused features of one scored query ("split:id"): z-scored BM25, cosine and
     cross-encoder logit for its scored rows."""
-    cand = ctx.load_candidates()
-    qi = cand["pos"][key.split(":", 1)[1]]
-    rows = np.asarray(entry["rows"], dtype=np.int64)
+    qi = ctx.load_candidates().row(key.split(":", 1)[1])
+    rows = np.asarray(entry.rows, dtype=np.int64)
     f = ctx.features(qi, rows)
-    f["ce"] = ((np.asarray(entry["ce"], np.float32) - ce_stats[0]) / ce_stats[1]).astype(np.float32)
+    f["ce"] = ((np.asarray(entry.ce, np.float32) - ce_stats[0]) / ce_stats[1]).astype(np.float32)
     return f
 
 
@@ -44,7 +50,7 @@ def combine(features: Mapping[str, np.ndarray], weights: Mapping[str, float]) ->
 
 def step_ensemble(ctx: Context) -> dict[str, Any]:
     """Tune the fusion weights (CE, BM25, cosine) on the validation queries' candidates."""
-    saved = read_json(ctx.work / "ce_scores.json")["rows"]
+    saved = TeacherScores.load(ctx.work / CE_SCORES).rows
     stats = _ce_stats(saved)
     cand = ctx.load_candidates()
     val = {k: v for k, v in saved.items() if k.startswith("val:")}
@@ -52,16 +58,16 @@ def step_ensemble(ctx: Context) -> dict[str, Any]:
     qrels = {}
     for k in val:
         qid = k.split(":", 1)[1]
-        qrels[qid] = {d: 1 for d in cand["queries"][cand["pos"][qid]]["positives"]}
+        qrels[qid] = cand.query(qid).qrels()
 
     def score(weights: Mapping[str, float]) -> dict[str, float]:
         run = {}
         for k, v in val.items():
             s = combine(feats[k], weights)
             if isinstance(s, int):
-                s = np.zeros(len(v["rows"]), np.float32)
+                s = np.zeros(len(v.rows), np.float32)
             run[k.split(":", 1)[1]] = {
-                ctx.doc_ids[r]: float(x) for r, x in zip(v["rows"], s, strict=True)
+                ctx.doc_ids[r]: float(x) for r, x in zip(v.rows, s, strict=True)
             }
         return evaluate(qrels, run, ("ndcg@10", "mrr@10"))
 
@@ -80,20 +86,19 @@ def step_ensemble(ctx: Context) -> dict[str, Any]:
         "bi-encoder (on candidates)": score({"dense": 1.0}),
         "bm25 + bi-encoder": score({"bm25": 1.0, "dense": 1.0}),
     }
-    teacher = {"weights": best["weights"], "ce_stats": list(stats)}
-    write_json(ctx.work / "teacher_ensemble.json", teacher)
+    teacher = Ensemble(best["weights"], stats).to_dict()
+    write_json(ctx.work / TEACHER_ENSEMBLE, teacher)
     # Beside the teacher, so `adapt --teacher OUT/teacher` distils the same ensemble.
-    write_json(ctx.out / "teacher" / "ensemble.json", teacher)
+    write_json(ctx.out / TEACHER_DIR / ENSEMBLE_FILE, teacher)
     return {"teacher": teacher, "best_val": best, "validation": singles, "grid": grid}
 
 
 def teacher_targets(ctx: Context) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """key -> (doc rows, teacher scores) for every scored query, under the tuned ensemble."""
-    saved = read_json(ctx.work / "ce_scores.json")["rows"]
-    teacher = read_json(ctx.work / "teacher_ensemble.json")
-    stats = tuple(teacher["ce_stats"])
+    saved = TeacherScores.load(ctx.work / CE_SCORES).rows
+    teacher = Ensemble.load(ctx.work)
     out = {}
     for key, entry in saved.items():
-        f = teacher_features(ctx, key, entry, stats)
-        out[key] = (np.asarray(entry["rows"], np.int64), combine(f, teacher["weights"]))
+        f = teacher_features(ctx, key, entry, teacher.ce_stats)
+        out[key] = (np.asarray(entry.rows, np.int64), combine(f, teacher.weights))
     return out

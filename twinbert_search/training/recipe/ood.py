@@ -23,8 +23,18 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.runtime.fusion import RerankFusion, zscore
+from twinbert_search.training.recipe.artifacts import (
+    DOC_VECTORS,
+    OOD_CE,
+    OOD_DIR,
+    OOD_INDEX_DIR,
+    OOD_OWN,
+    OOD_SYSTEMS,
+    TEACHER_DIR,
+)
 from twinbert_search.training.recipe.config import served_specs
 from twinbert_search.training.recipe.context import Context, read_json, top, top_matches, write_json
+from twinbert_search.training.recipe.records import Ensemble
 from twinbert_search.training.recipe.signals import Collection, served_lists
 
 if TYPE_CHECKING:
@@ -33,8 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["OOD_DIR", "OodData", "ood_runs", "score_pairs", "step_ood", "system_lists"]
 
 log = logging.getLogger(__name__)
-
-OOD_DIR = "ood"
 
 
 class OodData:
@@ -53,15 +61,13 @@ class OodData:
         self.queries = [(q.id, q.text) for q in read_queries(self.root / "queries.jsonl")]
         self.bm25 = build_bm25({d: self.corpus[d] for d in self.doc_ids})
         self.work = ctx.work / OOD_DIR
-        self.index_dir = ctx.out / "ood-index"
+        self.index_dir = ctx.out / OOD_INDEX_DIR
 
     def text(self, row: int) -> str:
         return self.corpus[self.doc_ids[row]].encoding_text
 
     def collection(self) -> Collection:
-        return Collection(
-            self.doc_ids, np.load(self.work / "doc_vectors.npy"), self.bm25, self.text
-        )
+        return Collection(self.doc_ids, np.load(self.work / DOC_VECTORS), self.bm25, self.text)
 
     def qrels(self) -> dict[str, dict[str, int]]:
         """The test judgements: for `ood_rows`' final table only."""
@@ -108,7 +114,7 @@ def score_pairs(ctx: Context, data: OodData, systems: Mapping[str, Mapping[str, 
     """The teacher's logits of every system's top candidates not scored yet (resumable)."""
     from twinbert_search.training.teacher_onnx import OnnxCrossEncoder
 
-    path = data.work / "ce.json"
+    path = data.work / OOD_CE
     saved: dict[str, dict[str, float]] = read_json(path) if path.is_file() else {}
     ce = None
     new = 0
@@ -119,7 +125,7 @@ def score_pairs(ctx: Context, data: OodData, systems: Mapping[str, Mapping[str, 
         if not need:
             continue
         if ce is None:
-            ce = OnnxCrossEncoder(ctx.out / "teacher", ctx.cfg.teacher_threads, int8=True)
+            ce = OnnxCrossEncoder(ctx.out / TEACHER_DIR, ctx.cfg.teacher_threads, int8=True)
         scores = ce.score([(text, data.text(r)) for r in need])
         have.update({str(r): float(s) for r, s in zip(need, scores, strict=True)})
         new += len(need)
@@ -135,7 +141,7 @@ def step_ood(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     data = OodData(ctx)
     data.work.mkdir(parents=True, exist_ok=True)
-    np.save(data.work / "doc_vectors.npy", _build_index(ctx, data))
+    np.save(data.work / DOC_VECTORS, _build_index(ctx, data))
     coll = data.collection()
     base = TwinBertRuntime.load(ctx.base_model)
     qvec = base.encode_queries([text for _, text in data.queries])
@@ -146,12 +152,12 @@ def step_ood(ctx: Context) -> dict[str, Any]:
         }
         for (qid, text), qv in zip(data.queries, qvec, strict=True)
     }
-    write_json(data.work / "own.json", own)
+    write_json(data.work / OOD_OWN, own)
     systems = {"default": system_lists(data, base, cfg.rerank_depth, cfg.deep_depth)}
     for spec in served_specs(cfg):
         runtime = served_runtime(ctx, spec)
         systems[spec.name] = system_lists(data, runtime, cfg.rerank_depth, cfg.deep_depth)
-    write_json(data.work / "systems.json", systems)
+    write_json(data.work / OOD_SYSTEMS, systems)
     new = score_pairs(ctx, data, systems)
     return {"documents": len(data.doc_ids), "queries": len(data.queries), "teacher_pairs": new}
 
@@ -169,11 +175,11 @@ def ood_runs(ctx: Context, data: OodData) -> list[tuple[str, dict[str, list[int]
     from twinbert_search.training.recipe.context import order_rows, with_tail
 
     cfg = ctx.cfg
-    own = read_json(data.work / "own.json")
-    systems = read_json(data.work / "systems.json")
-    ce = read_json(data.work / "ce.json")
-    teacher = read_json(ctx.work / "teacher_ensemble.json")
-    (mean, std), w = teacher["ce_stats"], teacher["weights"]
+    own = read_json(data.work / OOD_OWN)
+    systems = read_json(data.work / OOD_SYSTEMS)
+    ce = read_json(data.work / OOD_CE)
+    teacher = Ensemble.load(ctx.work)
+    (mean, std), w = teacher.ce_stats, teacher.weights
     depth = cfg.rerank_depth
     out: list[tuple[str, dict[str, list[int]], str]] = [
         ("BM25", {q: v["bm25"] for q, v in own.items()}, "own ranking (bm25s)"),

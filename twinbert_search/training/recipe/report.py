@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RESULTS_JSON", "RESULTS_MD", "render_markdown"]
+from twinbert_search.training.recipe.artifacts import RESULTS_JSON, RESULTS_MD
 
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "render_markdown"]
 
 
 def _ratio_text(timing: Mapping[str, Any], name: str) -> str:

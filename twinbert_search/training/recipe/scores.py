@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.training.recipe.artifacts import (
+    CE_SCORES,
+    CE_TEST_SCORES,
+    TEACHER_DIR,
+    TEACHER_PARITY,
+)
 from twinbert_search.training.recipe.context import Context, read_json, write_json
+from twinbert_search.training.recipe.records import Query, ScoredRows, TeacherScores
 from twinbert_search.training.teacher_onnx import OnnxCrossEncoder
 
 __all__ = [
@@ -68,71 +75,80 @@ def export_teacher(folder: Path) -> dict[str, float]:
     }
 
 
-def distill_rows(ctx: Context, q: dict[str, Any]) -> list[int]:
+def distill_rows(ctx: Context, q: Query) -> list[int]:
     """Positives first, then the top recall candidates, `distill_candidates` (pseudo: own)."""
     cfg = ctx.cfg
-    size = cfg.pseudo_candidates if q["split"] == "pseudo" else cfg.distill_candidates
-    rows = [ctx.row_of[d] for d in q["positives"]]
-    rows += [r for r in q["recall"] if r not in set(rows)]
+    size = cfg.pseudo_candidates if q.split == "pseudo" else cfg.distill_candidates
+    rows = [ctx.row_of[d] for d in q.positives]
+    rows += [r for r in q.recall if r not in set(rows)]
     return rows[:size]
 
 
 def step_scores(ctx: Context) -> dict[str, Any]:
     """Cross-encoder logits of the validation and distillation pairs."""
-    return _score_splits(ctx, ("train", "pseudo", "val"), "ce_scores.json")
+    return _score_splits(ctx, ("train", "pseudo", "val"), CE_SCORES)
 
 
 def step_teacher_rerank(ctx: Context) -> dict[str, Any]:
     """The teacher's rerank stage on the test queries' top candidates, timed per query."""
-    return _score_splits(ctx, ("test",), "ce_test_scores.json")
+    return _score_splits(ctx, ("test",), CE_TEST_SCORES)
 
 
 def _score_splits(
     ctx: Context, splits: Sequence[str], filename: str, threads: int | None = None
 ) -> dict[str, Any]:
+    """Score the splits' planned candidates not scored yet, saving at least every minute."""
     cfg = ctx.cfg
-    folder = ctx.out / "teacher"
-    parity_path = folder / "onnx_parity.json"
+    parity_path = _exported_teacher(ctx.out / TEACHER_DIR)
+    ce = OnnxCrossEncoder(ctx.out / TEACHER_DIR, threads, int8=cfg.teacher_int8)
+    path = ctx.work / filename  # one file per step: the two steps may run side by side
+    saved = TeacherScores.load(path, missing_ok=True)
+    last = time.perf_counter()
+    for q, rows in _plan(ctx, splits):
+        if q.key in saved.rows:
+            continue
+        t0 = time.perf_counter()
+        scores = ce.score([(q.text, ctx.doc_text(r)) for r in rows])
+        dt = time.perf_counter() - t0
+        saved.rows[q.key] = ScoredRows(list(rows), scores.tolist())
+        slot = saved.timing.setdefault(q.split, {"queries": 0, "pairs": 0, "seconds": 0.0})
+        slot["queries"] += 1
+        slot["pairs"] += len(rows)
+        slot["seconds"] += dt
+        if time.perf_counter() - last > 60:
+            saved.save(path)
+            last = time.perf_counter()
+    saved.save(path)
+    timing = {k: v for k, v in saved.timing.items() if k in splits}
+    return {"timing": timing, "parity": read_json(parity_path), "int8": cfg.teacher_int8}
+
+
+def _exported_teacher(folder: Path) -> Path:
+    """Export the teacher to ONNX once (refused when it diverges); its parity file."""
+    parity_path = folder / TEACHER_PARITY
     if not parity_path.is_file():
         parity = export_teacher(folder)
         if parity["fp32_max_abs_diff"] > 1e-3:
             raise ConfigurationError(f"teacher ONNX export diverges ({parity})")
         write_json(parity_path, parity)
-    ce = OnnxCrossEncoder(folder, threads, int8=cfg.teacher_int8)
-    cand = ctx.load_candidates()
-    path = ctx.work / filename  # one file per step: the two steps may run side by side
-    saved: dict[str, Any] = read_json(path) if path.is_file() else {"rows": {}, "timing": {}}
-    plan: list[tuple[str, int, list[int]]] = []
-    for qi, q in enumerate(cand["queries"]):
-        if q["split"] not in splits:
+    return parity_path
+
+
+def _plan(ctx: Context, splits: Sequence[str]) -> list[tuple[Query, list[int]]]:
+    """Each query of `splits` with the rows to score, train first, then pseudo, val, test:
+    validation its top `val_depth`, test its top `rerank_depth`, the others `distill_rows`."""
+    cfg = ctx.cfg
+    plan: list[tuple[str, int, Query, list[int]]] = []
+    for qi, q in enumerate(ctx.load_candidates().queries):
+        if q.split not in splits:
             continue
-        if q["split"] == "val":
-            rows = q["recall"][: cfg.val_depth]
-        elif q["split"] == "test":
-            rows = q["recall"][: cfg.rerank_depth]
+        if q.split == "val":
+            rows = q.recall[: cfg.val_depth]
+        elif q.split == "test":
+            rows = q.recall[: cfg.rerank_depth]
         else:
             rows = distill_rows(ctx, q)
-        plan.append((q["split"], qi, rows))
+        plan.append((q.split, qi, q, rows))
     order = {"train": 0, "pseudo": 1, "val": 2, "test": 3}
     plan.sort(key=lambda p: (order[p[0]], p[1]))
-    timing = saved["timing"]
-    last = time.perf_counter()
-    for split, qi, rows in plan:
-        q = cand["queries"][qi]
-        key = f"{split}:{q['id']}"
-        if key in saved["rows"]:
-            continue
-        t0 = time.perf_counter()
-        scores = ce.score([(q["text"], ctx.doc_text(r)) for r in rows])
-        dt = time.perf_counter() - t0
-        saved["rows"][key] = {"rows": list(rows), "ce": scores.tolist()}
-        slot = timing.setdefault(split, {"queries": 0, "pairs": 0, "seconds": 0.0})
-        slot["queries"] += 1
-        slot["pairs"] += len(rows)
-        slot["seconds"] += dt
-        if time.perf_counter() - last > 60:
-            write_json(path, saved)
-            last = time.perf_counter()
-    write_json(path, saved)
-    timing = {k: v for k, v in timing.items() if k in splits}
-    return {"timing": timing, "parity": read_json(parity_path), "int8": cfg.teacher_int8}
+    return [(q, rows) for _, _, q, rows in plan]

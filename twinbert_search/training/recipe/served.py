@@ -7,21 +7,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twinbert_search.training.recipe.artifacts import (
+    CE_SERVED_SCORES,
+    CE_TEST_SCORES,
+    SERVED_RECALL,
+    TEACHER_DIR,
+)
 from twinbert_search.training.recipe.candidates import hybrid_rows
 from twinbert_search.training.recipe.config import StudentSpec, served_specs
 from twinbert_search.training.recipe.context import Context, read_json, top, write_json
+from twinbert_search.training.recipe.records import Query, ScoredRows, TeacherScores
 from twinbert_search.training.recipe.scores import OnnxCrossEncoder
 from twinbert_search.training.recipe.timing import student_runtime
 
 if TYPE_CHECKING:
     from twinbert_search.runtime.model import TwinBertRuntime
 
-__all__ = ["SERVED_RECALL", "SERVED_SCORES", "served_runtime", "step_served"]
+__all__ = [
+    "SERVED_RECALL",
+    "SERVED_SCORES",
+    "read_served_scores",
+    "served_runtime",
+    "step_served",
+]
 
-SERVED_RECALL = "served_recall.json"
-SERVED_SCORES = "ce_served_scores.json"
+SERVED_SCORES = CE_SERVED_SCORES
 
 
 def served_runtime(ctx: Context, spec: StudentSpec) -> TwinBertRuntime:
@@ -31,18 +44,23 @@ def served_runtime(ctx: Context, spec: StudentSpec) -> TwinBertRuntime:
 
 
 def _served_lists(
-    ctx: Context, runtime: TwinBertRuntime, test: Sequence[dict[str, Any]]
+    ctx: Context, runtime: TwinBertRuntime, test: Sequence[Query]
 ) -> dict[str, list[int]]:
     """Hybrid recall with the student's own query vector: its exact kNN fused with BM25 (RRF),
     built as `candidates` builds the default model's, which `Searcher.search(hybrid=True)`
     does over an index."""
     cfg, cand = ctx.cfg, ctx.load_candidates()
-    qvec = runtime.encode_queries([q["text"] for q in test])
+    qvec = runtime.encode_queries([q.text for q in test])
     out = {}
     for j, q in enumerate(test):
-        dense = top(cand["dvec"] @ qvec[j], cfg.deep_depth).tolist()
-        out[q["id"]] = hybrid_rows(ctx, dense, q["bm25"])[: cfg.deep_depth]
+        dense = top(cand.dvec @ qvec[j], cfg.deep_depth).tolist()
+        out[q.id] = hybrid_rows(ctx, dense, q.bm25)[: cfg.deep_depth]
     return out
+
+
+def read_served_scores(path: Path) -> dict[str, ScoredRows]:
+    """ce_served_scores.json: the teacher's scores of the served lists, by query key."""
+    return {k: ScoredRows(v["rows"], v["ce"]) for k, v in read_json(path).items()}
 
 
 def step_served(ctx: Context) -> dict[str, Any]:
@@ -57,37 +75,39 @@ def step_served(ctx: Context) -> dict[str, Any]:
     candidates there as well.
     """
     cfg = ctx.cfg
-    cand = ctx.load_candidates()
-    test = [q for q in cand["queries"] if q["split"] == "test"]
+    test = ctx.split("test")
     lists = {
         spec.name: _served_lists(ctx, served_runtime(ctx, spec), test) for spec in served_specs(cfg)
     }
     write_json(ctx.work / SERVED_RECALL, lists)
-    known = read_json(ctx.work / "ce_test_scores.json")["rows"]
+    known = TeacherScores.load(ctx.work / CE_TEST_SCORES)
     path = ctx.work / SERVED_SCORES
-    saved: dict[str, Any] = read_json(path) if path.is_file() else {}
+    saved = read_served_scores(path) if path.is_file() else {}
     ce = None
     new_pairs, seconds, last = 0, 0.0, time.perf_counter()
     for q in test:
-        key = f"test:{q['id']}"
-        have = dict(zip(known[key]["rows"], known[key]["ce"], strict=True))
-        if key in saved:
-            have.update(zip(saved[key]["rows"], saved[key]["ce"], strict=True))
-        wanted = {r for rows in lists.values() for r in rows[q["id"]][: cfg.rerank_depth]}
+        have = known.of(q).by_row()
+        if q.key in saved:
+            have.update(saved[q.key].by_row())
+        wanted = {r for rows in lists.values() for r in rows[q.id][: cfg.rerank_depth]}
         need = sorted(wanted - have.keys())
         if need:
             if ce is None:
                 ce = OnnxCrossEncoder(
-                    ctx.out / "teacher", cfg.teacher_threads, int8=cfg.teacher_int8
+                    ctx.out / TEACHER_DIR, cfg.teacher_threads, int8=cfg.teacher_int8
                 )
             t0 = time.perf_counter()
-            scores = ce.score([(q["text"], ctx.doc_text(r)) for r in need])
+            scores = ce.score([(q.text, ctx.doc_text(r)) for r in need])
             seconds += time.perf_counter() - t0
             have.update(zip(need, scores.tolist(), strict=True))
             new_pairs += len(need)
-        saved[key] = {"rows": list(have), "ce": list(have.values())}
+        saved[q.key] = ScoredRows(list(have), list(have.values()))
         if time.perf_counter() - last > 60:
-            write_json(path, saved)
+            _write_served_scores(path, saved)
             last = time.perf_counter()
-    write_json(path, saved)
+    _write_served_scores(path, saved)
     return {"new_pairs": new_pairs, "scoring_seconds": seconds}
+
+
+def _write_served_scores(path: Path, saved: dict[str, ScoredRows]) -> None:
+    write_json(path, {k: v.to_dict() for k, v in saved.items()})

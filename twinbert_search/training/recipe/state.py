@@ -12,11 +12,13 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.evaluation.provenance import cpu_model
 from twinbert_search.training.recipe.adapt_step import step_adapt, step_adapt_in_domain
+from twinbert_search.training.recipe.artifacts import STATE_FILE
 from twinbert_search.training.recipe.candidates import step_candidates, step_index
 from twinbert_search.training.recipe.config import RecipeConfig, config_dict
 from twinbert_search.training.recipe.context import Context, read_json, write_json
@@ -28,11 +30,9 @@ from twinbert_search.training.recipe.served import step_served
 from twinbert_search.training.recipe.students import step_students
 from twinbert_search.training.recipe.teacher_step import step_teacher
 
-__all__ = ["DEPENDS", "STATE_FILE", "STEP_NAMES", "machine", "run_recipe"]
+__all__ = ["DEPENDS", "STATE_FILE", "STEPS", "STEP_NAMES", "Step", "machine", "run_recipe"]
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "recipe_state.json"
 
 
 def machine() -> dict[str, Any]:
@@ -40,26 +40,10 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform()}
 
 
-def _steps() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
-    return [
-        ("index", step_index),
-        ("candidates", step_candidates),
-        ("teacher", step_teacher),
-        ("scores", step_scores),
-        ("ensemble", step_ensemble),
-        ("students", step_students),
-        ("adapt_in_domain", _in_domain(step_adapt_in_domain)),
-        ("teacher_rerank", step_teacher_rerank),
-        ("served", step_served),
-        ("ood", _if_ood(step_ood)),
-        ("adapt", _if_ood(step_adapt)),
-        ("evaluate", step_evaluate),
-    ]
+StepFn = Callable[[Context], dict[str, Any]]
 
 
-def _in_domain(
-    step: Callable[[Context], dict[str, Any]],
-) -> Callable[[Context], dict[str, Any]]:
+def _in_domain(step: StepFn) -> StepFn:
     """The step when in-domain adaptation is on, else a recorded skip."""
 
     def run(ctx: Context) -> dict[str, Any]:
@@ -70,7 +54,7 @@ def _in_domain(
     return run
 
 
-def _if_ood(step: Callable[[Context], dict[str, Any]]) -> Callable[[Context], dict[str, Any]]:
+def _if_ood(step: StepFn) -> StepFn:
     """The step when an out-of-domain collection is configured, else a recorded skip."""
 
     def run(ctx: Context) -> dict[str, Any]:
@@ -81,37 +65,37 @@ def _if_ood(step: Callable[[Context], dict[str, Any]]) -> Callable[[Context], di
     return run
 
 
-STEP_NAMES = (
-    "index",
-    "candidates",
-    "teacher",
-    "scores",
-    "ensemble",
-    "students",
-    "adapt_in_domain",
-    "teacher_rerank",
-    "served",
-    "ood",
-    "adapt",
-    "evaluate",
+@dataclass(frozen=True)
+class Step:
+    """One step of the recipe: its name (in recipe_state.json, `--until`, `--redo`), what it
+    runs, and its direct inputs (`redo` also forgets every step depending on a redone one)."""
+
+    name: str
+    run: StepFn
+    depends: tuple[str, ...] = ()
+
+
+# The recipe, in order: the one list every name, order and dependency is read from.
+STEPS: tuple[Step, ...] = (
+    Step("index", step_index),
+    Step("candidates", step_candidates, ("index",)),
+    Step("teacher", step_teacher, ("candidates",)),
+    Step("scores", step_scores, ("teacher",)),
+    Step("ensemble", step_ensemble, ("scores",)),
+    Step("students", step_students, ("ensemble",)),
+    Step("adapt_in_domain", _in_domain(step_adapt_in_domain), ("students",)),
+    Step("teacher_rerank", step_teacher_rerank, ("teacher",)),
+    Step("served", step_served, ("students", "adapt_in_domain", "teacher_rerank")),
+    Step("ood", _if_ood(step_ood), ("students", "adapt_in_domain", "teacher_rerank")),
+    Step("adapt", _if_ood(step_adapt), ("ood",)),
+    Step(
+        "evaluate",
+        step_evaluate,
+        ("students", "teacher_rerank", "ensemble", "served", "ood", "adapt"),
+    ),
 )
-
-
-# Direct inputs of each step: `redo` also forgets every step that depends on a redone one.
-DEPENDS: dict[str, tuple[str, ...]] = {
-    "index": (),
-    "candidates": ("index",),
-    "teacher": ("candidates",),
-    "scores": ("teacher",),
-    "ensemble": ("scores",),
-    "students": ("ensemble",),
-    "adapt_in_domain": ("students",),
-    "teacher_rerank": ("teacher",),
-    "served": ("students", "adapt_in_domain", "teacher_rerank"),
-    "ood": ("students", "adapt_in_domain", "teacher_rerank"),
-    "adapt": ("ood",),
-    "evaluate": ("students", "teacher_rerank", "ensemble", "served", "ood", "adapt"),
-}
+STEP_NAMES = tuple(step.name for step in STEPS)
+DEPENDS: dict[str, tuple[str, ...]] = {step.name: step.depends for step in STEPS}
 
 
 def _dependents(name: str) -> set[str]:
@@ -159,7 +143,8 @@ def run_recipe(
     state["machine"] = machine()
     write_json(state_path, state)
     ctx = Context(cfg)
-    for name, fn in _steps():
+    for step in STEPS:
+        name = step.name
         if name in state["steps"] or (only and name not in only):
             continue
         missing = [d for d in DEPENDS[name] if d not in state["steps"]]
@@ -167,7 +152,7 @@ def run_recipe(
             raise ConfigurationError(f"step {name} needs {', '.join(missing)} first")
         log.info("recipe step %s", name)
         t0 = time.perf_counter()
-        result = fn(ctx)
+        result = step.run(ctx)
         entry = {
             "seconds": time.perf_counter() - t0,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -22,15 +22,17 @@ import numpy as np
 from twinbert_search.evaluation.metrics import evaluate
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.runtime.crossing import lexical_fusion
+from twinbert_search.training.recipe.artifacts import EXPLORE_STUDENTS, STUDENTS_DONE
 from twinbert_search.training.recipe.config import RecipeConfig, StudentSpec, exploration_grid
 from twinbert_search.training.recipe.context import Context, read_json, write_json
 from twinbert_search.training.recipe.ensemble import WEIGHT_GRID, teacher_targets
+from twinbert_search.training.recipe.records import Ensemble
 
 if TYPE_CHECKING:
     import torch
 
     from twinbert_search.runtime.model import TwinBertRuntime
-    from twinbert_search.training.student_loop import ScoredList
+    from twinbert_search.training.student_loop import ScoredList, StudentFit
 
 __all__ = [
     "explore_students",
@@ -68,13 +70,12 @@ def _scored_list(ctx: Context, key: str, target: tuple[np.ndarray, np.ndarray]) 
     scores and which candidates its qrels judge relevant."""
     from twinbert_search.training.student_loop import ScoredList
 
-    cand = ctx.load_candidates()
-    q = cand["queries"][cand["pos"][key.split(":", 1)[1]]]
+    q = ctx.load_candidates().query(key.split(":", 1)[1])
     rows, scores = target
-    pos = set(q["positives"])
+    pos = set(q.positives)
     docs = tuple(ctx.doc_ids[r] for r in rows)
     positives = np.array([d in pos for d in docs], dtype=bool)
-    return ScoredList(q["text"], docs, np.asarray(scores, np.float32), positives)
+    return ScoredList(q.text, docs, np.asarray(scores, np.float32), positives)
 
 
 def train_student(
@@ -87,22 +88,36 @@ def train_student(
     losses leave the logits' level free, and the served probabilities must not saturate.
     `save=False` only trains and validates.
     """
+    from twinbert_search.training.student_loop import platt_calibrate
+
+    model, tok, documents = _new_student(ctx, spec)
+    splits = ("train", "pseudo") if spec.pseudo else ("train",)
+    keys = sorted(k for k in targets if k.split(":", 1)[0] in splits)
+    val_keys = sorted(k for k in targets if k.startswith("val:"))
+    lists = {k: _scored_list(ctx, k, targets[k]) for k in [*keys, *val_keys]}
+    fit = _fit(ctx, spec, model, tok, documents, [lists[k] for k in keys], lists, val_keys)
+    if fit.best_score is None:
+        best_val, history = 0.0, [{"step": 0, "val_ndcg@10": 0.0}]
+    else:
+        best_val, history = fit.best_score, fit.evaluations
+    calibration = platt_calibrate(model, [lists[k] for k in val_keys or keys], tok, documents)
+    if not save:
+        return {"val_ndcg@10": best_val, "history": history}
+    report = _save_student(ctx, spec, model, fit.best_step, calibration)
+    return {"val_ndcg@10": best_val, "history": history, "export": report}
+
+
+def _new_student(ctx: Context, spec: StudentSpec) -> tuple[Any, Any, Any]:
+    """The spec's student over the base model's frozen document tower (seeded), its query
+    tokenizer and the stored document vectors it is trained against."""
     import torch
 
     from twinbert_search.runtime.tokenization import TextTokenizer
-    from twinbert_search.training.data import batch_indices
-    from twinbert_search.training.export import export_model
     from twinbert_search.training.modeling import frozen_document_student
-    from twinbert_search.training.student_loop import (
-        StoredVectors,
-        fit_student,
-        platt_calibrate,
-        rerank_validation,
-    )
+    from twinbert_search.training.student_loop import StoredVectors
     from twinbert_search.training.tokenizer import tokenizer_file
 
     cfg = ctx.cfg
-    cand = ctx.load_candidates()
     crossing_cfg = CrossingConfig(spec.crossing, spec.combine)
     if spec.hidden is not None:
         crossing_cfg.hidden = spec.hidden
@@ -116,25 +131,39 @@ def train_student(
         max_query_length=cfg.max_query_length,
     )
     tok = TextTokenizer.from_file(tokenizer_file(ctx.checkpoint), cfg.max_query_length)
-    documents = StoredVectors(torch.from_numpy(cand["dvec"]), ctx.row_of)
-    splits = ("train", "pseudo") if spec.pseudo else ("train",)
-    keys = sorted(k for k in targets if k.split(":", 1)[0] in splits)
-    val_keys = sorted(k for k in targets if k.startswith("val:"))
-    lists = {k: _scored_list(ctx, k, targets[k]) for k in [*keys, *val_keys]}
+    documents = StoredVectors(torch.from_numpy(ctx.load_candidates().dvec), ctx.row_of)
+    return model, tok, documents
+
+
+def _fit(
+    ctx: Context,
+    spec: StudentSpec,
+    model: Any,
+    tok: Any,
+    documents: Any,
+    train: list[ScoredList],
+    lists: Mapping[str, ScoredList],
+    val_keys: Sequence[str],
+) -> StudentFit:
+    """`fit_student` on the training lists, validated on the validation queries' lists
+    (when there are any) every eighth of the run."""
+    from twinbert_search.training.data import batch_indices
+    from twinbert_search.training.student_loop import fit_student, rerank_validation
+
+    cfg = ctx.cfg
     steps = spec.steps or cfg.student_steps
     validate = None
     if val_keys:
-        qrels = {}
-        for k in val_keys:
-            qid = k.split(":", 1)[1]
-            qrels[qid] = {d: 1 for d in cand["queries"][cand["pos"][qid]]["positives"]}
-        by_query = {k.split(":", 1)[1]: lists[k] for k in val_keys}
+        cand = ctx.load_candidates()
+        ids = [k.split(":", 1)[1] for k in val_keys]
+        qrels = {qid: cand.query(qid).qrels() for qid in ids}
+        by_query = {qid: lists[k] for qid, k in zip(ids, val_keys, strict=True)}
         validate = rerank_validation(model, by_query, qrels, tok, documents)
 
     def batch(step: int) -> list[ScoredList]:
-        return [lists[keys[i]] for i in batch_indices(len(keys), cfg.student_batch, step, cfg.seed)]
+        return [train[i] for i in batch_indices(len(train), cfg.student_batch, step, cfg.seed)]
 
-    fit = fit_student(
+    return fit_student(
         model,
         batch,
         steps=steps,
@@ -150,48 +179,49 @@ def train_student(
         validate=validate,
         eval_every=max(1, steps // 8),
     )
-    if validate is None:
-        best_val, history = 0.0, [{"step": 0, "val_ndcg@10": 0.0}]
-    else:
-        best_val, history = fit.best_score, fit.evaluations
-    calibration = platt_calibrate(model, [lists[k] for k in val_keys or keys], tok, documents)
-    if not save:
-        return {"val_ndcg@10": best_val, "history": history}
+
+
+def _save_student(
+    ctx: Context, spec: StudentSpec, model: Any, best_step: int | None, calibration: Any
+) -> list[str]:
+    """Record how the student was distilled in its manifest; save and export it."""
+    from twinbert_search.training.export import export_model
+    from twinbert_search.training.tokenizer import tokenizer_file
+
     model.eval()
     folder = ctx.out / spec.name
     model.manifest.extra["distillation"] = {
-        "teacher": read_json(ctx.work / "teacher_ensemble.json"),
+        "teacher": Ensemble.load(ctx.work).to_dict(),
         "spec": asdict(spec),
-        "best_step": fit.best_step,
+        "best_step": best_step,
         "calibration": calibration,
         "frozen_document_tower": str(ctx.base_model),
     }
     model.save(folder, tokenizer_file(ctx.checkpoint))
-    report = export_model(folder, int8=True)
-    return {"val_ndcg@10": best_val, "history": history, "export": report.lines()}
+    return export_model(folder, int8=True).lines()
 
 
 def tune_lexical_fusion(ctx: Context, runtime: TwinBertRuntime) -> dict[str, Any]:
     """The BM25 weight for `lexical_fusion` with the best nDCG@10 on the validation queries,
     reranking the same depth of their recall lists as the test queries."""
-    cand = ctx.load_candidates()
+    dvec = ctx.load_candidates().dvec
     depth = ctx.cfg.rerank_depth
-    val = [q for q in cand["queries"] if q["split"] == "val"]
+    val = ctx.split("val")
     if not val:
         return {"bm25_weight": 0.0, "val_ndcg@10": None, "grid": {}}
-    qvec = runtime.encode_queries([q["text"] for q in val])
+    qvec = runtime.encode_queries([q.text for q in val])
     parts = []
     for j, q in enumerate(val):
-        rows = q["recall"][:depth]
-        logits = runtime.crossing.logits(qvec[j], cand["dvec"][rows])
-        parts.append((q, rows, logits, ctx.bm25.scores(q["text"])[rows]))
-    qrels = {q["id"]: {d: 1 for d in q["positives"]} for q in val}
+        rows = q.recall[:depth]
+        logits = runtime.crossing.logits(qvec[j], dvec[rows])
+        parts.append((q, rows, logits, ctx.bm25.scores(q.text)[rows]))
+    qrels = {q.id: q.qrels() for q in val}
     grid = {}
     for weight in WEIGHT_GRID:
         run = {}
         for q, rows, logits, bm25 in parts:
             fused = lexical_fusion(logits, bm25, weight)
-            run[q["id"]] = {ctx.doc_ids[r]: float(x) for r, x in zip(rows, fused, strict=True)}
+            run[q.id] = {ctx.doc_ids[r]: float(x) for r, x in zip(rows, fused, strict=True)}
         grid[weight] = evaluate(qrels, run, ("ndcg@10",))["ndcg@10"]
     best = max(WEIGHT_GRID, key=lambda w: (grid[w], -w))
     return {
@@ -204,7 +234,7 @@ def tune_lexical_fusion(ctx: Context, runtime: TwinBertRuntime) -> dict[str, Any
 def step_students(ctx: Context) -> dict[str, Any]:
     """Train every configured student not trained yet with its current spec."""
     targets = teacher_targets(ctx)
-    done_path = ctx.work / "students.json"
+    done_path = ctx.work / STUDENTS_DONE
     done = read_json(done_path) if done_path.is_file() else {}
     for spec in ctx.cfg.students:
         manifest = ctx.out / spec.name / "manifest.json"
@@ -248,7 +278,7 @@ def store_rerank_fusion(ctx: Context, spec: StudentSpec) -> dict[str, Any]:
     cfg = ctx.cfg
     val = ctx.split("val")
     subset = cfg.fusion_subset
-    chosen = [q for q in val if not q.get("overlap")] if subset == "no_overlap" else val
+    chosen = [q for q in val if not q.overlap] if subset == "no_overlap" else val
     if len(chosen) < cfg.fusion_min_queries:
         subset, chosen = "all", val
     if not chosen:
@@ -257,11 +287,11 @@ def store_rerank_fusion(ctx: Context, spec: StudentSpec) -> dict[str, Any]:
     lists = served_lists(
         coll,
         served_runtime(ctx, spec),
-        [(q["id"], q["text"]) for q in chosen],
+        [(q.id, q.text) for q in chosen],
         depth=cfg.rerank_depth,
         recall_depth=cfg.deep_depth,
     )
-    qrels = {q["id"]: {d: 1 for d in q["positives"]} for q in chosen}
+    qrels = {q.id: q.qrels() for q in chosen}
     tuned = tune_served_fusion(coll, {k: v for k, (_, v) in lists.items()}, qrels)
     tuned.update({"subset": subset, "candidates": cfg.rerank_depth})
     folder = ctx.out / spec.name
@@ -275,7 +305,7 @@ def explore_students(cfg: RecipeConfig, specs: Sequence[StudentSpec] | None = No
     """Train each spec (no export) and record its validation nDCG@10 in OUT/explore.json."""
     ctx = Context(cfg)
     targets = teacher_targets(ctx)
-    path = ctx.out / "explore.json"
+    path = ctx.out / EXPLORE_STUDENTS
     done = read_json(path) if path.is_file() else {}
     for spec in specs or exploration_grid():
         if spec.name in done:

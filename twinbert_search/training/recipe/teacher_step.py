@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from twinbert_search.evaluation.metrics import evaluate
+from twinbert_search.training.recipe.artifacts import EXPLORE_TEACHERS, TEACHER_DIR, TEACHERS_DIR
 from twinbert_search.training.recipe.config import RecipeConfig
 from twinbert_search.training.recipe.context import Context, read_json, write_json
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from twinbert_search.runtime.tokenization import TextTokenizer
-    from twinbert_search.training.data import TrainingQuery
+    from twinbert_search.training.data import TrainingQuery, Validation
+    from twinbert_search.training.teacher_loop import TeacherFit
 
 __all__ = [
     "TEACHER_SAMPLE_STREAM",
@@ -47,17 +49,16 @@ WARM_SAMPLE_STREAM = 5  # the warm start's groups: independent of the label phas
 def _training_queries(ctx: Context, split: str) -> list[TrainingQuery]:
     from twinbert_search.training.data import TrainingQuery
 
-    cfg, cand = ctx.cfg, ctx.load_candidates()
+    depth = ctx.cfg.teacher_negative_depth
     return [
         TrainingQuery(
-            q["id"],
-            q["text"],
-            tuple(q["positives"]),
-            tuple(ctx.doc_ids[r] for r in q["hybrid"][: cfg.teacher_negative_depth]),
+            q.id,
+            q.text,
+            tuple(q.positives),
+            tuple(ctx.doc_ids[r] for r in q.hybrid[:depth]),
             pseudo=split != "train",
         )
-        for q in cand["queries"]
-        if q["split"] == split
+        for q in ctx.split(split)
     ]
 
 
@@ -86,17 +87,16 @@ def teacher_validation(
     """nDCG@10 and MRR@10 of the scorer alone reranking each validation query's top `depth`
     recall candidates, for every validation query and for those without overlap (their
     positives were never a trained query's), beside the recall order of the same lists."""
-    cand = ctx.load_candidates()
-    val = [q for q in cand["queries"] if q["split"] == "val"]
+    val = ctx.split("val")
     runs: dict[str, dict[str, dict[str, float]]] = {"teacher": {}, "recall": {}}
     for q in val:
-        rows = q["recall"][:depth]
-        s = score([(q["text"], ctx.doc_text(r)) for r in rows])
-        runs["teacher"][q["id"]] = {ctx.doc_ids[r]: float(v) for r, v in zip(rows, s, strict=True)}
-        runs["recall"][q["id"]] = {ctx.doc_ids[r]: float(depth - i) for i, r in enumerate(rows)}
+        rows = q.recall[:depth]
+        s = score([(q.text, ctx.doc_text(r)) for r in rows])
+        runs["teacher"][q.id] = {ctx.doc_ids[r]: float(v) for r, v in zip(rows, s, strict=True)}
+        runs["recall"][q.id] = {ctx.doc_ids[r]: float(depth - i) for i, r in enumerate(rows)}
     out: dict[str, Any] = {"depth": depth}
-    for subset, keep in (("all", lambda q: True), ("no_overlap", lambda q: not q.get("overlap"))):
-        qrels = {q["id"]: {d: 1 for d in q["positives"]} for q in val if keep(q)}
+    for subset, keep in (("all", lambda q: True), ("no_overlap", lambda q: not q.overlap)):
+        qrels = {q.id: q.qrels() for q in val if keep(q)}
         if not qrels:
             continue
         out[subset] = {
@@ -109,89 +109,38 @@ def teacher_validation(
 def train_teacher_model(ctx: Context, cfg: RecipeConfig, out: Path) -> dict[str, Any]:
     """Warm start (optional) and label phase with `fit_teacher`; the best checkpoint by
     validation nDCG@10 (teacher_val_depth candidates) is saved to `out`."""
-    import torch
+    from twinbert_search.training.teacher.train import TRAIN_LOG
 
-    from twinbert_search.runtime.tokenization import TextTokenizer
-    from twinbert_search.training.data import Validation
-    from twinbert_search.training.teacher import CrossEncoder
-    from twinbert_search.training.teacher_loop import fit_teacher
-    from twinbert_search.training.tokenizer import tokenizer_file
-
-    cand = ctx.load_candidates()
     train = _training_queries(ctx, "train")
     pseudo = _training_queries(ctx, "tpseudo")
-    val = [q for q in cand["queries"] if q["split"] == "val"]
-    torch.manual_seed(cfg.seed)
-    if cfg.teacher_threads:
-        torch.set_num_threads(cfg.teacher_threads)
-    model = CrossEncoder.from_checkpoint(ctx.checkpoint, cfg.teacher_pooling)
-    tok_path = tokenizer_file(ctx.checkpoint)
-    tok = TextTokenizer.from_file(tok_path, cfg.teacher_max_length)
-    score = pair_scorer(model, tok)
-
-    def validate() -> Validation:
-        """nDCG@10 of the teacher reranking each validation query's top recall candidates."""
-        value = teacher_validation(ctx, score, cfg.teacher_val_depth)["all"]["teacher"]["ndcg@10"]
-        log.info("teacher validation ndcg@10 %.4f", value)
-        return Validation(value, {"val_ndcg@10": value})
-
-    def fused(query: TrainingQuery, docs: Sequence[str]) -> np.ndarray:
-        f = ctx.features(cand["pos"][query.id], np.asarray([ctx.row_of[d] for d in docs]))
-        return f["bm25"] + f["dense"]
-
-    def save(best: dict[str, Any], _result: Validation | None = None) -> None:
-        model.save(out, tok_path, max_length=cfg.teacher_max_length, extra={"training": best})
-
-    common = {
-        "batch_size": cfg.teacher_queries_per_step,
-        "negatives": cfg.teacher_group - 1,
-        "seed": cfg.seed,
-        "soft_targets": fused,
-        "corpus_ids": ctx.doc_ids,
-        "on_step": lambda step, loss: log.info("teacher step %d loss %.4f", step, loss),
-    }
+    run = _TeacherRun.start(ctx, cfg, out)
     start = time.perf_counter()
     warm: dict[str, Any] = {}
     if cfg.teacher_warm_steps > 0:
-        fit = fit_teacher(
-            model,
-            tok,
+        fit = run.fit(
             train + pseudo,
-            ctx.corpus,
             steps=cfg.teacher_warm_steps,
             lr=cfg.teacher_warm_lr or cfg.teacher_lr,
-            warmup_steps=max(1, cfg.teacher_warm_steps // 10),
             loss="regress",
             sample_stream=WARM_SAMPLE_STREAM,
-            validate=validate if val else None,
             eval_every=cfg.teacher_warm_steps,
-            best_key="val_ndcg@10",
-            **common,
         )
         warm = {"history": fit.history, "seconds": time.perf_counter() - start}
-    labelled = train + pseudo if cfg.teacher_pseudo_labels else train
-    fit = fit_teacher(
-        model,
-        tok,
-        labelled,
-        ctx.corpus,
+    fit = run.fit(
+        train + pseudo if cfg.teacher_pseudo_labels else train,
         steps=cfg.teacher_steps,
         lr=cfg.teacher_lr,
-        warmup_steps=max(1, cfg.teacher_steps // 10),
         loss="listwise",
         soft_weight=cfg.teacher_fused_weight,
         sample_stream=TEACHER_SAMPLE_STREAM,
-        validate=validate if val else None,
         eval_every=cfg.teacher_eval_every,
-        best_key="val_ndcg@10",
-        on_best=save,
-        **common,
+        on_best=run.save,
     )
     best = fit.best
     if best is None:  # no validation queries: the last weights
         best = {"step": cfg.teacher_steps}
-        save(best)
-    write_json(out / "train_log.json", {"warm": warm, "labels": fit.history})
+        run.save(best)
+    write_json(out / TRAIN_LOG, {"warm": warm, "labels": fit.history})
     return {
         "best": best,
         "seconds_training": time.perf_counter() - start,
@@ -201,9 +150,85 @@ def train_teacher_model(ctx: Context, cfg: RecipeConfig, out: Path) -> dict[str,
     }
 
 
+@dataclass
+class _TeacherRun:
+    """One teacher being trained: the model and its tokenizer, where it is saved, and what
+    both phases share (validation, soft targets, batch shape)."""
+
+    ctx: Context
+    cfg: RecipeConfig
+    out: Path
+    model: Any
+    tok_path: Path
+    tok: Any
+
+    @classmethod
+    def start(cls, ctx: Context, cfg: RecipeConfig, out: Path) -> _TeacherRun:
+        """A fresh cross-encoder on the run's checkpoint, seeded (threads as configured)."""
+        import torch
+
+        from twinbert_search.runtime.tokenization import TextTokenizer
+        from twinbert_search.training.teacher import CrossEncoder
+        from twinbert_search.training.tokenizer import tokenizer_file
+
+        ctx.load_candidates()
+        torch.manual_seed(cfg.seed)
+        if cfg.teacher_threads:
+            torch.set_num_threads(cfg.teacher_threads)
+        model = CrossEncoder.from_checkpoint(ctx.checkpoint, cfg.teacher_pooling)
+        tok_path = tokenizer_file(ctx.checkpoint)
+        tok = TextTokenizer.from_file(tok_path, cfg.teacher_max_length)
+        return cls(ctx, cfg, out, model, tok_path, tok)
+
+    def validate(self) -> Validation:
+        """nDCG@10 of the teacher reranking each validation query's top recall candidates."""
+        from twinbert_search.training.data import Validation
+
+        score = pair_scorer(self.model, self.tok)
+        report = teacher_validation(self.ctx, score, self.cfg.teacher_val_depth)
+        value = report["all"]["teacher"]["ndcg@10"]
+        log.info("teacher validation ndcg@10 %.4f", value)
+        return Validation(value, {"val_ndcg@10": value})
+
+    def fused(self, query: TrainingQuery, docs: Sequence[str]) -> np.ndarray:
+        """The soft targets: fused BM25 + dense z-scores of the group's documents."""
+        rows = np.asarray([self.ctx.row_of[d] for d in docs])
+        f = self.ctx.features(self.ctx.load_candidates().row(query.id), rows)
+        return f["bm25"] + f["dense"]
+
+    def save(self, best: dict[str, Any], _result: Validation | None = None) -> None:
+        extra = {"training": best}
+        self.model.save(
+            self.out, self.tok_path, max_length=self.cfg.teacher_max_length, extra=extra
+        )
+
+    def fit(self, queries: list[TrainingQuery], *, steps: int, **phase: Any) -> TeacherFit:
+        """One phase of `fit_teacher` over `queries` (its loss, rate and stream in `phase`)."""
+        from twinbert_search.training.teacher_loop import fit_teacher
+
+        cfg, ctx = self.cfg, self.ctx
+        return fit_teacher(
+            self.model,
+            self.tok,
+            queries,
+            ctx.corpus,
+            steps=steps,
+            warmup_steps=max(1, steps // 10),
+            batch_size=cfg.teacher_queries_per_step,
+            negatives=cfg.teacher_group - 1,
+            seed=cfg.seed,
+            soft_targets=self.fused,
+            corpus_ids=ctx.doc_ids,
+            on_step=lambda step, loss: log.info("teacher step %d loss %.4f", step, loss),
+            validate=self.validate if ctx.split("val") else None,
+            best_key="val_ndcg@10",
+            **phase,
+        )
+
+
 def step_teacher(ctx: Context) -> dict[str, Any]:
     """Fine-tune the cross-encoder; keep the best checkpoint by validation nDCG@10."""
-    return train_teacher_model(ctx, ctx.cfg, ctx.out / "teacher")
+    return train_teacher_model(ctx, ctx.cfg, ctx.out / TEACHER_DIR)
 
 
 def explore_teachers(
@@ -217,13 +242,13 @@ def explore_teachers(
     from twinbert_search.training.teacher import CrossEncoder
 
     ctx = Context(cfg)
-    path = ctx.out / "explore_teachers.json"
+    path = ctx.out / EXPLORE_TEACHERS
     done = read_json(path) if path.is_file() else {}
     for name, overrides in variants.items():
         if name in done:
             continue
         variant = replace(cfg, **overrides)
-        out = ctx.out / "teachers" / name
+        out = ctx.out / TEACHERS_DIR / name
         t0 = time.perf_counter()
         result = train_teacher_model(ctx, variant, out)
         model, meta = CrossEncoder.load(out)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from twinbert_search.training.recipe.artifacts import TEACHER_DIR
 from twinbert_search.training.recipe.context import Context
+from twinbert_search.training.recipe.records import Query
 from twinbert_search.training.recipe.scores import OnnxCrossEncoder
 
 if TYPE_CHECKING:
@@ -79,7 +81,7 @@ def speedups(timing: dict[str, Any], teacher: str = "teacher") -> dict[str, Any]
     return timing
 
 
-def paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+def paired_timing(ctx: Context, queries: Sequence[Query]) -> dict[str, Any]:
     """Teacher and students on the same queries and candidates (`block_timing`).
 
     A student's rerank stage here is its query tower plus the crossing over the stored vectors
@@ -90,29 +92,29 @@ def paired_timing(ctx: Context, queries: Sequence[tuple[int, dict[str, Any]]]) -
     cores the next one needs.
     """
     cfg = ctx.cfg
-    cand = ctx.load_candidates()
+    dvec = ctx.load_candidates().dvec
     ce = OnnxCrossEncoder(
-        ctx.out / "teacher", cfg.teacher_threads or 2, int8=cfg.teacher_int8, spinning=False
+        ctx.out / TEACHER_DIR, cfg.teacher_threads or 2, int8=cfg.teacher_int8, spinning=False
     )
     depth = cfg.rerank_depth
 
-    def teacher(q: dict[str, Any]) -> None:
-        ce.score([(q["text"], ctx.doc_text(r)) for r in q["recall"][:depth]])
+    def teacher(q: Query) -> None:
+        ce.score([(q.text, ctx.doc_text(r)) for r in q.recall[:depth]])
 
-    def student(runtime: TwinBertRuntime) -> Callable[[dict[str, Any]], None]:
-        def run(q: dict[str, Any]) -> None:
-            runtime.score(runtime.encode_query(q["text"]), cand["dvec"][q["recall"][:depth]])
+    def student(runtime: TwinBertRuntime) -> Callable[[Query], None]:
+        def run(q: Query) -> None:
+            runtime.score(runtime.encode_query(q.text), dvec[q.recall[:depth]])
 
         return run
 
-    systems: dict[str, Callable[[dict[str, Any]], None]] = {"teacher": teacher}
+    systems: dict[str, Callable[[Query], None]] = {"teacher": teacher}
     for spec in cfg.students:
         folder = ctx.out / spec.name
         systems[spec.name] = student(student_runtime(folder, False))
         if (folder / "onnx" / "query_encoder.int8.onnx").is_file():
             systems[f"{spec.name} (int8 query graph)"] = student(student_runtime(folder, True))
-    test = [q for q in cand["queries"] if q["split"] == "test"]
-    timed = [q for _, q in queries]
+    test = ctx.split("test")
+    timed = list(queries)
     warm = next((q for q in reversed(test) if q not in timed), timed[0])
     return {"candidates": depth, **speedups(block_timing(systems, timed, warm))}
 
