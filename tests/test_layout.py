@@ -49,6 +49,18 @@ def test_no_module_is_longer_than_one_sitting() -> None:
     assert long == {}, f"modules over 600 lines: {long}"
 
 
+def test_no_function_is_longer_than_eighty_lines() -> None:
+    """A function reads in one screen: 80 lines from its `def` to its end, decorators aside."""
+    long = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long[f"{path.relative_to(PACKAGE)}:{node.name}"] = lines
+    assert long == {}, f"functions over 80 lines: {long}"
+
+
 def test_serving_rooms_never_import_torch_or_training() -> None:
     """runtime/, search/, service/, stores/, evaluation/ and ingest/ run without torch."""
     rooms = ("runtime", "search", "service", "stores", "evaluation", "ingest")
