@@ -9,6 +9,7 @@ the engine's environment variables (`<PREFIX>_URL`, `_USERNAME`, `_PASSWORD`, `_
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
+
+logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="ClusterConnection")
 
@@ -98,3 +102,29 @@ class ClusterConnection:
     @property
     def use_ssl(self) -> bool:
         return urlsplit(self.url).scheme == "https"
+
+    def client_options(self, engine: Mapping[str, Any]) -> dict[str, Any]:
+        """A client's keyword arguments: the shared TLS and retry settings, the engine's own
+        (`engine`: hosts, timeout and authentication, in its client's words), then
+        `client_kwargs`. TLS verification stays on unless explicitly disabled."""
+        kwargs: dict[str, Any] = {
+            "verify_certs": self.verify_certs,
+            "ssl_show_warn": self.verify_certs,
+            "max_retries": self.max_retries,
+            "retry_on_timeout": True,
+            "retry_on_status": (502, 503, 504),
+            **engine,
+        }
+        if self.ca_certs:
+            kwargs["ca_certs"] = self.ca_certs
+        if self.use_ssl and not self.verify_certs:
+            logger.warning("TLS certificate verification is disabled for %s", self.safe_url)
+        kwargs.update(self.client_kwargs)
+        return kwargs
+
+    def target(self, kwargs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(index, alias) from a command's flags; neither given: the alias `twinbert`."""
+        index, alias = kwargs.get("index"), kwargs.get("alias")
+        if not index and not alias:
+            alias = DEFAULT_BASE
+        return index, alias
