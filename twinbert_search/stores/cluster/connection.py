@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -82,6 +82,20 @@ class ClusterConnection:
             overrides["verify_certs"] = verify not in ("0", "false", "no", "off")
         return cls(url=url, **{k: v for k, v in overrides.items() if v is not None})
 
+    @classmethod
+    def from_flags(cls: type[C], flags: Mapping[str, Any], **engine: Any) -> C:
+        """Options from a command's flags (`url`, `username`, `password`, `ca_certs`, `timeout`,
+        `client_kwargs`) and the engine's own (`engine`), with the environment's fallbacks."""
+        return cls.from_env(
+            flags.get("url"),
+            username=flags.get("username"),
+            password=flags.get("password"),
+            ca_certs=flags.get("ca_certs"),
+            timeout=flags.get("timeout") or 30.0,
+            client_kwargs=flags.get("client_kwargs") or {},
+            **engine,
+        )
+
     @property
     def safe_url(self) -> str:
         """The URL as it may appear in messages (it never holds credentials)."""
@@ -122,9 +136,12 @@ class ClusterConnection:
         kwargs.update(self.client_kwargs)
         return kwargs
 
-    def target(self, kwargs: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        """(index, alias) from a command's flags; neither given: the alias `twinbert`."""
-        index, alias = kwargs.get("index"), kwargs.get("alias")
-        if not index and not alias:
-            alias = DEFAULT_BASE
-        return index, alias
+
+def store_arguments(flags: Mapping[str, Any], store_keys: Sequence[str]) -> dict[str, Any]:
+    """A store's keyword arguments from a command's flags: its target (the alias `twinbert`
+    without --index or --alias) and each of `store_keys` that is given."""
+    index, alias = flags.get("index"), flags.get("alias")
+    if not index and not alias:
+        alias = DEFAULT_BASE
+    given = {k: flags[k] for k in store_keys if flags.get(k) is not None}
+    return {"index": index, "alias": alias, **given}

@@ -76,28 +76,28 @@ class ErrorTable:
         self,
         url: str,
         what: str,
+        exceptions: Any,
         *,
-        timeout: type[BaseException],
-        unreachable: type[BaseException],
-        credentials: type[BaseException],
-        forbidden: type[BaseException],
         answered: type[BaseException],
         below_http: tuple[type[BaseException], ...] = (),
     ) -> Iterator[None]:
-        """Map a client's exception classes onto the rows, most specific first.
+        """Map a client's exceptions onto the rows, most specific first.
 
-        `answered` is the class of HTTP errors (it has `status_code`); `below_http`, failures
-        under HTTP that a client does not class as connection errors (TLS), count as no answer.
+        `exceptions` is the client's module of exception classes: both clients name them
+        alike (ConnectionTimeout, ConnectionError, AuthenticationException,
+        AuthorizationException). `answered` is the class of HTTP errors (it has
+        `status_code`); `below_http`, failures under HTTP that the client does not class as
+        connection errors (TLS), count as no answer.
         """
         try:
             yield
-        except timeout as exc:
+        except exceptions.ConnectionTimeout as exc:
             raise self.timed_out(what, url) from exc
-        except unreachable as exc:
+        except exceptions.ConnectionError as exc:
             raise self.unreachable(what, url, exc) from exc
-        except credentials as exc:
+        except exceptions.AuthenticationException as exc:
             raise self.rejected_credentials(what, url) from exc
-        except forbidden as exc:
+        except exceptions.AuthorizationException as exc:
             raise self.forbidden(what, exc) from exc
         except answered as exc:
             raise self.answered(what, getattr(exc, "status_code", None), exc) from exc

@@ -6,13 +6,14 @@ index a batch goes to (creating it on the first write, refusing another model, s
 generation during a rebuild), upsert, deletes, content hashes, finalize, the read target and
 its cached dimension, kNN and BM25 recall, fetch, paging the ids, `info` and `status`.
 
-An engine's store sets a few class attributes (`ENGINE`, `BACKEND`, `ERRORS`, its `assets`
-module, `IndexOptions`, `AssetNames` and `IndexAdmin` classes) and implements small hooks:
-the client calls (`_client_search`, `_mget_batch`, `_count`, `_current_template`,
-`_put_template`, `_put_pipelines`, `_send_vectors`, `_cluster_status`, `_bulk_helper`), the
-kNN body and its scores (`_read_scoring`, `_knn_body`, `_knn_candidates`) and error
-translation (`_errors`, `_is_missing`). What its API makes different (OpenSearch's in-cluster
-encoding and hybrid query, Elasticsearch's rrf retriever) stays in the engine's store.
+An engine's store names itself (`ENGINE`), its sub-package's `assets` and `connection`
+modules and its `IndexAdmin` adapter, and implements small hooks: the client calls
+(`_client_search`, `_mget_batch`, `_count`, `_current_template`, `_put_template`,
+`_put_pipelines`, `_send_vectors`, `_cluster_status`, `_bulk_helper`), the kNN body and its
+scores (`_read_scoring`, `_knn_body`, `_knn_candidates`) and which of its errors means a
+missing index (`_is_missing`); its `connection.translate_errors` translates the rest. What its
+API makes different (OpenSearch's in-cluster encoding and hybrid query, Elasticsearch's rrf
+retriever) stays in the engine's store.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from twinbert_search.stores.base import Candidates, Filters, StoreInfo
 from twinbert_search.stores.cluster import bulk as cluster_bulk
 from twinbert_search.stores.cluster import queries, reads, schema, writes
 from twinbert_search.stores.cluster.bulk import BulkOptions
-from twinbert_search.stores.cluster.errors import ErrorTable
 from twinbert_search.stores.cluster.lifecycle import Generations, check_name
 from twinbert_search.stores.cluster.runs import IndexRuns
 
@@ -44,33 +44,30 @@ SCAN_PAGE = 1000
 class ClusterStoreBase:
     """Engine-neutral store methods; mixed in before `IndexRunHooks` and `VectorStore`."""
 
+    # set by the engine's store: its name and the sub-package modules behind the hooks
     ENGINE: str  # "OpenSearch" or "Elasticsearch": named in bulk actions and messages
-    BACKEND: str  # "opensearch" or "elasticsearch": StoreInfo.backend
-    ERRORS: ErrorTable
-    assets: Any  # the engine's assets module (index_template, index_body, live_settings)
-    CONNECTION: type  # the engine's ConnectionOptions
-    INDEX_OPTIONS: type  # the engine's IndexOptions
-    NAMES: type  # the engine's AssetNames
-    ADMIN: type  # the engine's IndexAdmin adapter
+    assets: Any  # IndexOptions, AssetNames, index_template, index_body, live_settings
+    connection: Any  # ConnectionOptions, ERRORS, translate_errors
+    ADMIN: type  # the engine's IndexAdmin adapter over its index and alias API
 
-    def _setup(
+    def __init__(
         self,
         connection: Any,
         *,
-        index: str | None,
-        alias: str | None,
-        manifest: ModelManifest | None,
-        index_options: Any,
-        bulk: BulkOptions | None,
-        sleep: Callable[[float], None],
-        read_cache_seconds: float,
+        index: str | None = None,
+        alias: str | None = None,
+        manifest: ModelManifest | None = None,
+        index_options: Any = None,
+        bulk: BulkOptions | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        read_cache_seconds: float = 30.0,
     ) -> None:
-        """What every engine's `__init__` does: check the names, open the client, wire up."""
+        """`connection`: the engine's ConnectionOptions, or a client made by the caller."""
         if not index and not alias:
             raise ConfigurationError("give an index name, an alias, or both")
         check_name(index)
         check_name(alias)
-        if isinstance(connection, self.CONNECTION):
+        if isinstance(connection, self.connection.ConnectionOptions):
             self.options: Any = connection
             self.client = connection.client()
             self._safe_url = connection.safe_url
@@ -81,10 +78,10 @@ class ClusterStoreBase:
         self.index = index
         self.alias = alias
         self.manifest = manifest
-        self.index_options = index_options or self.INDEX_OPTIONS()
+        self.index_options = index_options or self.assets.IndexOptions()
         self.index_options.validate()
         self.bulk = bulk or BulkOptions()
-        self.names = self.NAMES(alias or index or self.assets.DEFAULT_BASE)
+        self.names = self.assets.AssetNames(alias or index or self.assets.DEFAULT_BASE)
         self.indices = self.ADMIN(self.client, self._errors)
         self.generations = Generations(self.indices, index=index, alias=alias)
         self.runs = IndexRuns(self.indices)  # an unfinished indexing run, in `_meta`
@@ -101,7 +98,7 @@ class ClusterStoreBase:
 
     def _errors(self, what: str) -> Any:
         """A context manager turning the client's exceptions into the package's errors."""
-        raise NotImplementedError
+        return self.connection.translate_errors(self._safe_url, what)
 
     def _is_missing(self, exc: BaseException | None) -> bool:
         """Whether a client exception says the index or alias does not exist (404)."""
@@ -374,7 +371,7 @@ class ClusterStoreBase:
         except StoreError as exc:
             if self._is_missing(exc.__cause__):
                 self._read_state = None
-                raise self.ERRORS.missing(what, target, self._safe_url) from exc
+                raise self.connection.ERRORS.missing(what, target, self._safe_url) from exc
             raise
 
     def _query_vector(self, query_vector: np.ndarray, dim: int) -> np.ndarray:
@@ -444,7 +441,7 @@ class ClusterStoreBase:
         extra = {"url": self._safe_url, "alias": self.alias, "indices": indices}
         if not indices:
             return StoreInfo(
-                backend=self.BACKEND,
+                backend=self.ENGINE.lower(),
                 model_fingerprint=None,
                 dim=None,
                 count=0,
@@ -455,7 +452,7 @@ class ClusterStoreBase:
         with self._errors(f"count {self.read_target}"):
             count = self._count(self.read_target)
         return StoreInfo(
-            backend=self.BACKEND,
+            backend=self.ENGINE.lower(),
             model_fingerprint=meta.get("model_fingerprint"),
             dim=meta.get("dim"),
             count=count,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.stores.cluster.connection import ClusterConnection
+from twinbert_search.stores.cluster.connection import ClusterConnection, store_arguments
 from twinbert_search.stores.cluster.errors import ErrorTable
 
 if TYPE_CHECKING:
@@ -102,10 +102,7 @@ def translate_errors(safe_url: str, what: str) -> AbstractContextManager[None]:
     return ERRORS.translating(
         safe_url,
         what,
-        timeout=elasticsearch.ConnectionTimeout,
-        unreachable=elasticsearch.ConnectionError,
-        credentials=elasticsearch.AuthenticationException,
-        forbidden=elasticsearch.AuthorizationException,
+        elasticsearch,
         answered=elasticsearch.ApiError,
         below_http=(elasticsearch.TransportError,),  # TLS and other failures below HTTP
     )
@@ -115,15 +112,8 @@ def connection_from_options(**kwargs: Any) -> ConnectionOptions:
     """ConnectionOptions from the flags (environment fallbacks included)."""
     if kwargs.get("es_api_key") and kwargs.get("password"):
         raise ConfigurationError("give an API key or a password, not both")
-    return ConnectionOptions.from_env(
-        kwargs.get("url"),
-        username=kwargs.get("username"),
-        password=kwargs.get("password"),
-        api_key=kwargs.get("es_api_key"),
-        ca_certs=kwargs.get("ca_certs"),
-        verify_certs=kwargs.get("verify_certs"),
-        timeout=kwargs.get("timeout") or 30.0,
-        client_kwargs=kwargs.get("client_kwargs") or {},
+    return ConnectionOptions.from_flags(
+        kwargs, api_key=kwargs.get("es_api_key"), verify_certs=kwargs.get("verify_certs")
     )
 
 
@@ -136,7 +126,6 @@ def store_from_options(**kwargs: Any) -> ElasticsearchStore:
     """
     from twinbert_search.stores.elasticsearch.store import ElasticsearchStore
 
-    connection = connection_from_options(**kwargs)
-    index, alias = connection.target(kwargs)
-    extra = {k: kwargs[k] for k in STORE_KWARGS if kwargs.get(k) is not None}
-    return ElasticsearchStore(connection, index=index, alias=alias, **extra)
+    return ElasticsearchStore(
+        connection_from_options(**kwargs), **store_arguments(kwargs, STORE_KWARGS)
+    )

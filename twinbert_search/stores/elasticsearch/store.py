@@ -17,7 +17,6 @@ reciprocal-rank formula.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -28,17 +27,10 @@ from twinbert_search.errors import ConfigurationError, StoreError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.base import Candidates, Filters, VectorStore
 from twinbert_search.stores.cluster import pipelines, reads
-from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.runs import IndexRunHooks
 from twinbert_search.stores.cluster.store import ClusterStoreBase
-from twinbert_search.stores.elasticsearch import assets
-from twinbert_search.stores.elasticsearch.assets import AssetNames
-from twinbert_search.stores.elasticsearch.connection import (
-    ERRORS,
-    ConnectionOptions,
-    translate_errors,
-)
+from twinbert_search.stores.elasticsearch import assets, connection
 from twinbert_search.stores.elasticsearch.index_options import (
     IndexOptions,
     score_to_similarity,
@@ -47,7 +39,6 @@ from twinbert_search.stores.elasticsearch.lifecycle import ElasticsearchIndices
 
 logger = logging.getLogger(__name__)
 
-BACKEND = "elasticsearch"
 KEPT_KEYS = ("description", "processors")  # a pipeline equal in these is kept
 
 
@@ -55,45 +46,24 @@ class ElasticsearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
     """TwinBERT documents in an Elasticsearch index (or behind an alias, for blue/green)."""
 
     ENGINE = "Elasticsearch"
-    BACKEND = BACKEND
-    ERRORS = ERRORS
     assets = assets
-    CONNECTION = ConnectionOptions
-    INDEX_OPTIONS = IndexOptions
-    NAMES = AssetNames
+    connection = connection
     ADMIN = ElasticsearchIndices
 
     def __init__(
         self,
-        connection: ConnectionOptions | Any,
+        connection: connection.ConnectionOptions | Any,
         *,
-        index: str | None = None,
-        alias: str | None = None,
-        manifest: ModelManifest | None = None,
-        index_options: IndexOptions | None = None,
-        bulk: BulkOptions | None = None,
         num_candidates: int | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        read_cache_seconds: float = 30.0,
+        **common: Any,
     ) -> None:
-        self._setup(
-            connection,
-            index=index,
-            alias=alias,
-            manifest=manifest,
-            index_options=index_options,
-            bulk=bulk,
-            sleep=sleep,
-            read_cache_seconds=read_cache_seconds,
-        )
+        """`common`: index, alias, manifest, index_options, bulk, sleep, read_cache_seconds."""
+        super().__init__(connection, **common)
         self.num_candidates = num_candidates
         self.rrf_available: bool | None = None  # probed by the first fused recall
         self.pipeline_processors: bool | None = None  # False: the node lacks ingest-common
 
     # -- the client behind the shared methods ------------------------------------------------
-
-    def _errors(self, what: str) -> Any:
-        return translate_errors(self._safe_url, what)
 
     def _is_missing(self, exc: BaseException | None) -> bool:
         from elasticsearch import NotFoundError

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twinbert_search.stores.cluster.connection import ClusterConnection
+from twinbert_search.stores.cluster.connection import ClusterConnection, store_arguments
 from twinbert_search.stores.cluster.errors import ErrorTable
 
 if TYPE_CHECKING:
@@ -84,30 +84,14 @@ class ConnectionOptions(ClusterConnection):
 
 def translate_errors(safe_url: str, what: str) -> AbstractContextManager[None]:
     """Turn opensearch-py exceptions into the package's errors, naming no credentials."""
-    from opensearchpy import exceptions as os_exc
+    from opensearchpy import exceptions
 
-    return ERRORS.translating(
-        safe_url,
-        what,
-        timeout=os_exc.ConnectionTimeout,
-        unreachable=os_exc.ConnectionError,
-        credentials=os_exc.AuthenticationException,
-        forbidden=os_exc.AuthorizationException,
-        answered=os_exc.TransportError,
-    )
+    return ERRORS.translating(safe_url, what, exceptions, answered=exceptions.TransportError)
 
 
 def connection_from_options(**kwargs: Any) -> ConnectionOptions:
     """ConnectionOptions from the flags (environment fallbacks included)."""
-    return ConnectionOptions.from_env(
-        kwargs.get("url"),
-        username=kwargs.get("username"),
-        password=kwargs.get("password"),
-        ca_certs=kwargs.get("ca_certs"),
-        verify_certs=kwargs.get("verify_certs", True),
-        timeout=kwargs.get("timeout") or 30.0,
-        client_kwargs=kwargs.get("client_kwargs") or {},
-    )
+    return ConnectionOptions.from_flags(kwargs, verify_certs=kwargs.get("verify_certs", True))
 
 
 def store_from_options(**kwargs: Any) -> OpenSearchStore:
@@ -119,7 +103,6 @@ def store_from_options(**kwargs: Any) -> OpenSearchStore:
     """
     from twinbert_search.stores.opensearch.store import OpenSearchStore
 
-    connection = connection_from_options(**kwargs)
-    index, alias = connection.target(kwargs)
-    extra = {k: kwargs[k] for k in STORE_KWARGS if kwargs.get(k) is not None}
-    return OpenSearchStore(connection, index=index, alias=alias, **extra)
+    return OpenSearchStore(
+        connection_from_options(**kwargs), **store_arguments(kwargs, STORE_KWARGS)
+    )

@@ -13,7 +13,6 @@ recomputed from the exact vectors, in-cluster encoding (`index_texts`, ML Common
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,17 +23,11 @@ from twinbert_search.errors import ConfigurationError, StoreError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.base import Candidates, Filters, VectorStore
 from twinbert_search.stores.cluster import reads, schema
-from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.runs import IndexRunHooks
 from twinbert_search.stores.cluster.store import ClusterStoreBase
-from twinbert_search.stores.opensearch import assets
-from twinbert_search.stores.opensearch.assets import AssetNames, IndexOptions
-from twinbert_search.stores.opensearch.connection import (
-    ERRORS,
-    ConnectionOptions,
-    translate_errors,
-)
+from twinbert_search.stores.opensearch import assets, connection
+from twinbert_search.stores.opensearch.assets import IndexOptions
 from twinbert_search.stores.opensearch.lifecycle import OpenSearchIndices
 
 logger = logging.getLogger(__name__)
@@ -44,47 +37,26 @@ class OpenSearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
     """TwinBERT documents in an OpenSearch index (or behind an alias, for blue/green builds)."""
 
     ENGINE = "OpenSearch"
-    BACKEND = "opensearch"
-    ERRORS = ERRORS
     assets = assets
-    CONNECTION = ConnectionOptions
-    INDEX_OPTIONS = IndexOptions
-    NAMES = AssetNames
+    connection = connection
     ADMIN = OpenSearchIndices
 
     def __init__(
         self,
-        connection: ConnectionOptions | Any,
+        connection: connection.ConnectionOptions | Any,
         *,
-        index: str | None = None,
-        alias: str | None = None,
-        manifest: ModelManifest | None = None,
-        index_options: IndexOptions | None = None,
-        bulk: BulkOptions | None = None,
         ef_search: int | None = None,
         hybrid_weights: Sequence[float] = assets.DEFAULT_HYBRID_WEIGHTS,
-        sleep: Callable[[float], None] = time.sleep,
-        read_cache_seconds: float = 30.0,
+        **common: Any,
     ) -> None:
-        self._setup(
-            connection,
-            index=index,
-            alias=alias,
-            manifest=manifest,
-            index_options=index_options,
-            bulk=bulk,
-            sleep=sleep,
-            read_cache_seconds=read_cache_seconds,
-        )
+        """`common`: index, alias, manifest, index_options, bulk, sleep, read_cache_seconds."""
+        super().__init__(connection, **common)
         self.ef_search = ef_search
         self.hybrid_weights = tuple(hybrid_weights)
         self.hybrid_available: bool | None = None
         self._embed_pipeline_for: str | None = None
 
     # -- the client behind the shared methods ------------------------------------------------
-
-    def _errors(self, what: str) -> Any:
-        return translate_errors(self._safe_url, what)
 
     def _is_missing(self, exc: BaseException | None) -> bool:
         from opensearchpy.exceptions import NotFoundError
