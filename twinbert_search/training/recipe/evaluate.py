@@ -70,7 +70,7 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     """Every row on the test queries, on the same recall candidates; the tables."""
     from twinbert_search.runtime.model import TwinBertRuntime
     from twinbert_search.search import Searcher
-    from twinbert_search.stores.codecs import get_codec
+    from twinbert_search.stores.embedded.codecs import get_codec
 
     cfg = ctx.cfg
     cand = ctx.load_candidates()
