@@ -35,8 +35,8 @@ def _index_run(
     batch_size: int,
 ) -> tuple[dict[str, Any], np.ndarray]:
     from twinbert_search.ingest.indexing import index_documents
-    from twinbert_search.stores.codecs import get_codec
     from twinbert_search.stores.embedded import EmbeddedStore
+    from twinbert_search.stores.embedded.codecs import get_codec
 
     path = cfg.work_dir / f"index-{name}"
     shutil.rmtree(path, ignore_errors=True)

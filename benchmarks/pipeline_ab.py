@@ -37,8 +37,7 @@ from benchmarks.synthetic import ClusteredSphere
 from twinbert_search.runtime.encoder import OnnxEncoder, make_session
 from twinbert_search.runtime.models import resolve_model
 from twinbert_search.search import Searcher
-from twinbert_search.stores import ann
-from twinbert_search.stores.embedded import EmbeddedStore
+from twinbert_search.stores.embedded import EmbeddedStore, ann
 
 
 def _alternate(arms: dict[str, Callable[[int], float | None]], n: int) -> dict[str, float]:

@@ -140,7 +140,7 @@ def run(
     ann_compare: tuple[int, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Every requested section in order; returns the results document."""
-    from twinbert_search.stores.ann import parse_ann_spec
+    from twinbert_search.stores.embedded.ann import parse_ann_spec
 
     parse_ann_spec(cfg.ann)  # fail before the long work, not after
     started = time.perf_counter()

@@ -31,7 +31,7 @@ from benchmarks.suite import (
 from benchmarks.synthetic import ClusteredSphere
 from benchmarks.timing import sample_ms, summary_ms
 from twinbert_search.runtime.model import TwinBertRuntime
-from twinbert_search.stores.ann import RunningTopK
+from twinbert_search.stores.embedded.ann import RunningTopK
 
 MATRIX_MAX = 1_000_000  # above: vectors streamed in chunks, no brute-force latency reference
 
@@ -156,7 +156,7 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
     sweep = []
     tuned_nprobe = None
     if built["ann"].startswith("ivf"):  # the recall/latency trade-off of this very index
-        from twinbert_search.stores import ann as ann_lib
+        from twinbert_search.stores.embedded import ann as ann_lib
 
         index = ann_lib.load_index(snapshot / "ann.faiss", mmap=True)
         tuned_nprobe = int(index.nprobe)  # chosen at build by ann.tune_nprobe
@@ -190,7 +190,7 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
 def bench_ann_choice(cfg: BenchConfig, size: int, specs: list[str]) -> dict[str, Any]:
     """Build time, recall@100 and kNN latency (k = candidates) of several index strings on the
     same vectors, with the search knob swept: how the index for the stores was chosen."""
-    from twinbert_search.stores import ann as ann_lib
+    from twinbert_search.stores.embedded import ann as ann_lib
 
     sphere = ClusteredSphere(dim=cfg_dim(cfg), seed=cfg.seed)
     docs = sphere.document_matrix(size)
@@ -216,7 +216,7 @@ def _knn_quality(
     index: Any, queries: np.ndarray, truth: np.ndarray, depth: int, nprobe: int | None
 ) -> dict[str, Any]:
     """recall@k (k = truth width) and single-query latency at `depth` for one search knob."""
-    from twinbert_search.stores import ann as ann_lib
+    from twinbert_search.stores.embedded import ann as ann_lib
 
     k = truth.shape[1]
     hits = 0

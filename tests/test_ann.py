@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.stores.ann import (
+from twinbert_search.stores.embedded.ann import (
     AUTO_HNSW_THRESHOLD,
     DEFAULT_NPROBE,
     MIN_POINTS_PER_LIST,
@@ -273,7 +273,7 @@ class CountingSource(ArraySource):
 
 
 def test_build_reads_a_source_in_chunks_and_trains_on_a_sample(monkeypatch) -> None:
-    from twinbert_search.stores import ann
+    from twinbert_search.stores.embedded import ann
 
     monkeypatch.setattr(ann, "ADD_CHUNK", 500)
     monkeypatch.setattr(ann, "EXACT_CHUNK", 700)

@@ -102,6 +102,21 @@ def test_each_backend_names_what_it_lacks(monkeypatch: pytest.MonkeyPatch) -> No
     check_options("opensearch")
 
 
+def test_a_misspelt_cluster_option_is_an_error_naming_it(tmp_path: Path) -> None:
+    """`**cluster_kwargs` hold only known keys: a typo must not fall back to a default."""
+    with pytest.raises(ConfigurationError, match="unknown store option 'ef_serach'") as err:
+        open_store("opensearch", writable=False, url="http://fake:9200", ef_serach=64)
+    assert "ef_search" in str(err.value), "the message lists the known keys"
+    with pytest.raises(ConfigurationError, match="unknown store options 'aliass', 'usr'"):
+        check_options("elasticsearch", url="http://fake:9200", usr="u", aliass="a")
+    with pytest.raises(ConfigurationError, match="unknown store option 'urll'"):
+        open_searcher("opensearch", urll="http://fake:9200")
+    with pytest.raises(ConfigurationError, match="unknown store option 'url_'"):
+        open_store("embedded", index_dir=tmp_path / "ix", writable=True, dim=4, url_="x")
+    check_options("opensearch", url="http://fake:9200", ef_search=64, hybrid_weights=(1, 1))
+    check_options("elasticsearch", url="http://fake:9200", num_candidates=200, es_api_key="k")
+
+
 def test_open_store_builds_the_configured_store(tmp_path: Path) -> None:
     store = open_store(
         "opensearch",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.stores.codecs import CODEC_NAMES, get_codec
+from twinbert_search.stores.embedded.codecs import CODEC_NAMES, get_codec
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:

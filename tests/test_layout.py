@@ -78,3 +78,41 @@ def test_serving_rooms_never_import_torch_or_training() -> None:
             if heavy:
                 offenders[str(path.relative_to(PACKAGE))] = sorted(heavy)
     assert offenders == {}, f"the serving path imports training: {offenders}"
+
+
+def _module_level_imports(tree: ast.Module) -> set[str]:
+    """Top-level names of the modules a module imports when it is imported: its body, class
+    bodies and blocks (`if`, `try`) included, function bodies (lazy imports) not."""
+    names: set[str] = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def test_faiss_is_imported_at_module_level_only_in_the_embedded_room() -> None:
+    """faiss loads with `stores/embedded/` only: the cluster backends and the service on a
+    cluster never pay for it. Elsewhere it may be imported inside a function."""
+    embedded = PACKAGE / "stores" / "embedded"
+    assert "faiss" in _module_level_imports(ast.parse((embedded / "ann.py").read_text()))
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if embedded not in path.parents
+        and "faiss" in _module_level_imports(ast.parse(path.read_text(), filename=str(path)))
+    ]
+    assert offenders == [], f"faiss imported at module level outside stores/embedded/: {offenders}"
+
+
+def test_the_module_level_import_scan_skips_function_bodies() -> None:
+    tree = ast.parse(
+        "import a\nif x:\n    from b import c\nclass K:\n    import d\ndef f():\n    import faiss\n"
+    )
+    assert _module_level_imports(tree) == {"a", "b", "d"}

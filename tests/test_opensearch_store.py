@@ -19,7 +19,7 @@ from twinbert_search.errors import (
     ModelMismatchError,
     StoreError,
 )
-from twinbert_search.stores.opensearch import store as os_store
+from twinbert_search.stores.cluster import store as cluster_store
 from twinbert_search.stores.opensearch.assets import IndexOptions
 
 
@@ -161,7 +161,7 @@ def test_content_hashes_delete_and_all_ids(
     store, docs, _ = built(cluster)
     hashes = store.content_hashes(["d01", "d02", "missing"])
     assert hashes == {"d01": docs[1].content_hash, "d02": docs[2].content_hash}
-    monkeypatch.setattr(os_store, "SCAN_PAGE", 7)
+    monkeypatch.setattr(cluster_store, "SCAN_PAGE", 7)
     assert store.all_ids() == sorted(d.id for d in docs)
     assert store.delete(["d01", "d02", "missing"]) == 2
     store.finalize()

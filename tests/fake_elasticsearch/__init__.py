@@ -29,12 +29,8 @@ import pytest
 
 pytest.importorskip("elasticsearch", reason="the elasticsearch client is not installed")
 
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported
 from tests.fake_elasticsearch.cluster import FakeElasticsearch, FakeNode
-from tests.fake_elasticsearch.common import (
-    ApiError,
-    FakeIndex,
-    FakeUnsupported,
-    knn_score,
-)
+from tests.fake_elasticsearch.common import ApiError, knn_score
 
 __all__ = ["ApiError", "FakeElasticsearch", "FakeIndex", "FakeNode", "FakeUnsupported", "knn_score"]

@@ -21,13 +21,8 @@ from elastic_transport import ApiResponseMeta, BaseNode, HttpHeaders, NodeConfig
 from elastic_transport._node._base import NodeApiResponse
 
 from tests.elasticsearch_spec import ElasticsearchSpec, load_spec
-from tests.fake_elasticsearch.common import (
-    ERROR_TYPES,
-    ApiError,
-    FakeIndex,
-    FakeUnsupported,
-    Request,
-)
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported
+from tests.fake_elasticsearch.common import ERROR_TYPES, ApiError, Request
 from tests.fake_elasticsearch.documents import DocumentsApi
 from tests.fake_elasticsearch.indices import IndicesApi
 from tests.fake_elasticsearch.search import SearchApi

@@ -1,33 +1,23 @@
-"""What every part of the fake shares: its errors, an index's state, small JSON helpers, and
-Elasticsearch's kNN scores (with the quantized graph's approximation)."""
+"""The Elasticsearch fake's own errors, request record and kNN scores (with the quantized
+graph's approximation), beside what both fakes share (`tests/fake_cluster_common.py`)."""
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-TOKEN = re.compile(r"\w+", re.UNICODE)
+from tests.fake_cluster_common import SERVER_ERROR_TYPES, FakeUnsupported
+
 ERROR_TYPES = {
     400: "illegal_argument_exception",
     401: "security_exception",
     403: "security_exception",
     404: "resource_not_found_exception",
     429: "es_rejected_execution_exception",
-    500: "exception",
-    502: "bad_gateway",
-    503: "unavailable_shards_exception",
-    504: "timeout_exception",
+    **SERVER_ERROR_TYPES,
 }
-
-
-class FakeUnsupported(AssertionError):
-    """The fake was asked for something it does not implement (a test gap, not a server 400)."""
 
 
 class ApiError(Exception):
@@ -59,81 +49,6 @@ class Request:
     body: Any
     endpoint: str
     headers: dict[str, str]
-
-
-@dataclass
-class FakeIndex:
-    name: str
-    settings: dict[str, str]
-    mappings: dict[str, Any]
-    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    versions: dict[str, int] = field(default_factory=dict)
-    searchable: dict[str, dict[str, Any]] = field(default_factory=dict)
-    refreshes: int = 0
-
-    def refresh(self) -> None:
-        self.searchable = {k: json.loads(json.dumps(v)) for k, v in self.docs.items()}
-        self.refreshes += 1
-
-    @property
-    def properties(self) -> dict[str, Any]:
-        return self.mappings.get("properties", {})
-
-
-def flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in settings.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten_settings(value, f"{name}."))
-        else:
-            out[name if name.startswith("index.") else f"index.{name}"] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
-    return out
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = json.loads(json.dumps(value))
-    return out
-
-
-def get_path(source: Mapping[str, Any], path: str) -> Any:
-    node: Any = source
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
-def tokenize(text: str) -> list[str]:
-    return [t.lower() for t in TOKEN.findall(text or "")]
-
-
-def hashable(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
-
-
-def project_source(source: Mapping[str, Any], includes: list[str]) -> dict[str, Any]:
-    if not includes:
-        return json.loads(json.dumps(source))
-    return {
-        k: json.loads(json.dumps(v))
-        for k, v in source.items()
-        if any(fnmatch.fnmatch(k, p) for p in includes)
-    }
 
 
 def knn_score(similarity: str, query: np.ndarray, doc: np.ndarray) -> float:

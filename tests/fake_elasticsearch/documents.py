@@ -16,14 +16,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fake_elasticsearch.common import (
-    ERROR_TYPES,
-    ApiError,
-    FakeIndex,
-    FakeUnsupported,
-    as_list,
-    project_source,
-)
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported, as_list, project_source
+from tests.fake_elasticsearch.common import ERROR_TYPES, ApiError
 
 UNIT_TOLERANCE = 1e-4  # Elasticsearch's check: |squared magnitude - 1| within a float error
 

@@ -8,14 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fake_elasticsearch.common import (
-    ApiError,
-    FakeIndex,
-    FakeUnsupported,
-    deep_merge,
-    flatten_settings,
-    not_found,
-)
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported, deep_merge, flatten_settings
+from tests.fake_elasticsearch.common import ApiError, not_found
 
 KNOWN_PROCESSORS = {"set", "trim", "remove", "script"}  # with ingest-common and lang-painless
 LIVE_SETTINGS = {"index.number_of_replicas", "index.refresh_interval"}

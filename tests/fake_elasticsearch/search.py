@@ -19,18 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from tests.fake_elasticsearch.common import (
-    ApiError,
+from tests.fake_cluster_common import (
     FakeIndex,
     FakeUnsupported,
     as_list,
     get_path,
     hashable,
-    knn_score,
     project_source,
-    quantized,
     tokenize,
 )
+from tests.fake_elasticsearch.common import ApiError, knn_score, quantized
 
 Scores = dict[tuple[str, str], float]  # (index, id) -> score
 

@@ -28,8 +28,9 @@ Implemented, with the documented semantics the store relies on:
   Commons' ONNX text-embedding translator.
 """
 
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported
 from tests.fake_opensearch.cluster import FakeCluster, FakeConnection
-from tests.fake_opensearch.common import ApiError, FakeIndex, FakeUnsupported, knn_score
+from tests.fake_opensearch.common import ApiError, knn_score
 from tests.fake_opensearch.ml import FakeMLEmbedder, FakeTask
 from tests.fake_opensearch.onnx_model import TINY_WORDS, build_onnx_model_dir, encode_with_onnx
 

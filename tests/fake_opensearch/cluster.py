@@ -17,13 +17,8 @@ from urllib.parse import unquote
 
 from opensearchpy import Connection
 
-from tests.fake_opensearch.common import (
-    ERROR_TYPES,
-    ApiError,
-    FakeIndex,
-    FakeUnsupported,
-    Request,
-)
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported
+from tests.fake_opensearch.common import ERROR_TYPES, ApiError, Request
 from tests.fake_opensearch.documents import DocumentsApi
 from tests.fake_opensearch.indices import IndicesApi
 from tests.fake_opensearch.ml import FakeMLEmbedder, FakeTask, MLApi

@@ -14,14 +14,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fake_opensearch.common import (
-    ERROR_TYPES,
-    ApiError,
-    FakeIndex,
-    FakeUnsupported,
-    as_list,
-    project_source,
-)
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported, as_list, project_source
+from tests.fake_opensearch.common import ERROR_TYPES, ApiError
 from tests.fake_opensearch.ml import FakeMLEmbedder
 
 

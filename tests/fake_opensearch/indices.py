@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from tests.fake_opensearch.common import (
-    ApiError,
+from tests.fake_cluster_common import (
     FakeIndex,
     FakeUnsupported,
     as_list,
     deep_merge,
     flatten_settings,
 )
+from tests.fake_opensearch.common import ApiError
 
 # What the engine's pipeline parsers read; anything else (`_meta` too) is refused.
 INGEST_PIPELINE_KEYS = frozenset({"description", "version", "processors", "on_failure"})

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from tests.fake_opensearch.common import ApiError, FakeIndex, FakeUnsupported
+from tests.fake_cluster_common import FakeIndex, FakeUnsupported
+from tests.fake_opensearch.common import ApiError
 
 
 class FakeMLEmbedder:

@@ -18,19 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from tests.fake_opensearch.common import (
-    HYBRID_DELIMITER,
-    HYBRID_START_STOP,
-    ApiError,
+from tests.fake_cluster_common import (
     FakeIndex,
     FakeUnsupported,
     as_list,
     get_path,
     hashable,
-    knn_score,
     project_source,
     tokenize,
 )
+from tests.fake_opensearch.common import HYBRID_DELIMITER, HYBRID_START_STOP, ApiError, knn_score
 
 
 class SearchApi:

@@ -4,8 +4,10 @@
 `search.factory.open_searcher`), so a flag means the same thing on every command:
 `--backend embedded` needs `--index-dir`; `--backend opensearch` and `--backend elasticsearch`
 need `--url` (or OPENSEARCH_URL, ELASTICSEARCH_URL) and take the other cluster flags as
-keyword arguments, as each engine's `connection.store_from_options` does (keys it does not
-know are ignored). A flag left out falls back to that engine's environment variable.
+keyword arguments (`CLUSTER_KEYS`: the connection flags of either engine, the stores' own
+keyword arguments and `client_kwargs`); any other key is a ConfigurationError naming it, so
+a misspelt option is not silently dropped. A flag left out falls back to that engine's
+environment variable.
 
 `--ann` is read per backend: an embedded ANN spec (`auto`, `flat`, `hnsw32,efc=200`), an
 OpenSearch index description (`faiss:hnsw16:efc128:fp16:innerproduct`) or an Elasticsearch one
@@ -21,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.stores.elasticsearch import ENV_URL as ELASTICSEARCH_ENV_URL
+from twinbert_search.stores.elasticsearch import connection as es_connection
 from twinbert_search.stores.opensearch import ENV_URL
+from twinbert_search.stores.opensearch import connection as os_connection
 
 if TYPE_CHECKING:
     from twinbert_search.manifest import ModelManifest
@@ -32,6 +36,17 @@ EMBEDDED, OPENSEARCH, ELASTICSEARCH = BACKENDS
 CLUSTERS = (OPENSEARCH, ELASTICSEARCH)
 URL_ENV = {OPENSEARCH: ENV_URL, ELASTICSEARCH: ELASTICSEARCH_ENV_URL}
 ENGINE_NAMES = {OPENSEARCH: "OpenSearch", ELASTICSEARCH: "Elasticsearch"}
+# what **cluster_kwargs may hold; `manifest` and `index_options` (from --ann) are open_store's
+CLUSTER_KEYS = frozenset(
+    {
+        *os_connection.OPTION_NAMES,
+        *es_connection.OPTION_NAMES,
+        *os_connection.STORE_KWARGS,
+        *es_connection.STORE_KWARGS,
+        "client_kwargs",
+    }
+    - {"manifest", "index_options"}
+)
 
 
 def embedded_dir(index_dir: str | Path | None) -> Path:
@@ -46,6 +61,12 @@ def check_options(
     """Raise ConfigurationError when the backend lacks what it needs (before any real work)."""
     if backend not in BACKENDS:
         raise ConfigurationError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    unknown = sorted(set(cluster_kwargs) - CLUSTER_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown store option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown)} (known: {', '.join(sorted(CLUSTER_KEYS))})"
+        )
     if backend == EMBEDDED:
         embedded_dir(index_dir)
         return

@@ -16,11 +16,15 @@ kNN query differ. The shared parts:
     connection   URL, credentials and environment variables
     writes       the write path's array checks, manifest and model checks, bulk actions
     pipelines    the ingest pipelines' shared description
-    store        ClusterStoreBase: the engine-neutral store methods (which index a write
-                 goes to, upsert, delete, content hashes, rebuilds, finalize)
+    assets       AssetNames, the index template's frame, the live settings
+    index_options  space types, the checks and the parser both index descriptions share
+    store        ClusterStoreBase: every store method both engines do alike (constructor,
+                 assets, writes, rebuilds, recall, fetch, info, status) behind small hooks
 
-An engine sub-package supplies its client (`ClusterConnection.client`), its
-`helpers.streaming_bulk` (`bulk.helper_stream`), an `IndexAdmin` adapter over its index
-API, a `translate_errors` that maps its exception classes onto `ErrorTable`, and its own
-asset rendering (vector mapping, kNN query, pipelines).
+An engine sub-package supplies its client (`ClusterConnection.client`), a store that
+implements `ClusterStoreBase`'s hooks (the client's calls and `helpers.streaming_bulk`, the
+kNN body and scores), an `IndexAdmin` adapter over its index API (`lifecycle.ClientAdmin`
+holds the calls both clients spell alike), a `translate_errors` that hands its exception
+classes to `ErrorTable.translating`, and its own asset rendering (vector mapping, kNN
+query, pipelines).
 """

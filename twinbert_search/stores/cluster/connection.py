@@ -9,13 +9,17 @@ the engine's environment variables (`<PREFIX>_URL`, `_USERNAME`, `_PASSWORD`, `_
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
+
+logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="ClusterConnection")
 
@@ -78,6 +82,20 @@ class ClusterConnection:
             overrides["verify_certs"] = verify not in ("0", "false", "no", "off")
         return cls(url=url, **{k: v for k, v in overrides.items() if v is not None})
 
+    @classmethod
+    def from_flags(cls: type[C], flags: Mapping[str, Any], **engine: Any) -> C:
+        """Options from a command's flags (`url`, `username`, `password`, `ca_certs`, `timeout`,
+        `client_kwargs`) and the engine's own (`engine`), with the environment's fallbacks."""
+        return cls.from_env(
+            flags.get("url"),
+            username=flags.get("username"),
+            password=flags.get("password"),
+            ca_certs=flags.get("ca_certs"),
+            timeout=flags.get("timeout") or 30.0,
+            client_kwargs=flags.get("client_kwargs") or {},
+            **engine,
+        )
+
     @property
     def safe_url(self) -> str:
         """The URL as it may appear in messages (it never holds credentials)."""
@@ -98,3 +116,32 @@ class ClusterConnection:
     @property
     def use_ssl(self) -> bool:
         return urlsplit(self.url).scheme == "https"
+
+    def client_options(self, engine: Mapping[str, Any]) -> dict[str, Any]:
+        """A client's keyword arguments: the shared TLS and retry settings, the engine's own
+        (`engine`: hosts, timeout and authentication, in its client's words), then
+        `client_kwargs`. TLS verification stays on unless explicitly disabled."""
+        kwargs: dict[str, Any] = {
+            "verify_certs": self.verify_certs,
+            "ssl_show_warn": self.verify_certs,
+            "max_retries": self.max_retries,
+            "retry_on_timeout": True,
+            "retry_on_status": (502, 503, 504),
+            **engine,
+        }
+        if self.ca_certs:
+            kwargs["ca_certs"] = self.ca_certs
+        if self.use_ssl and not self.verify_certs:
+            logger.warning("TLS certificate verification is disabled for %s", self.safe_url)
+        kwargs.update(self.client_kwargs)
+        return kwargs
+
+
+def store_arguments(flags: Mapping[str, Any], store_keys: Sequence[str]) -> dict[str, Any]:
+    """A store's keyword arguments from a command's flags: its target (the alias `twinbert`
+    without --index or --alias) and each of `store_keys` that is given."""
+    index, alias = flags.get("index"), flags.get("alias")
+    if not index and not alias:
+        alias = DEFAULT_BASE
+    given = {k: flags[k] for k in store_keys if flags.get(k) is not None}
+    return {"index": index, "alias": alias, **given}

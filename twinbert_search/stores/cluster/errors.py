@@ -8,7 +8,8 @@ the caller's retry signal; the rest is StoreError. Messages name the URL without
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +70,36 @@ class ErrorTable:
     def missing(self, what: str, target: str, url: str) -> StoreError:
         """The index or alias read from does not exist."""
         return StoreError(f"{what}: {target} does not exist at {url}")
+
+    @contextmanager
+    def translating(
+        self,
+        url: str,
+        what: str,
+        exceptions: Any,
+        *,
+        answered: type[BaseException],
+        below_http: tuple[type[BaseException], ...] = (),
+    ) -> Iterator[None]:
+        """Map a client's exceptions onto the rows, most specific first.
+
+        `exceptions` is the client's module of exception classes: both clients name them
+        alike (ConnectionTimeout, ConnectionError, AuthenticationException,
+        AuthorizationException). `answered` is the class of HTTP errors (it has
+        `status_code`); `below_http`, failures under HTTP that the client does not class as
+        connection errors (TLS), count as no answer.
+        """
+        try:
+            yield
+        except exceptions.ConnectionTimeout as exc:
+            raise self.timed_out(what, url) from exc
+        except exceptions.ConnectionError as exc:
+            raise self.unreachable(what, url, exc) from exc
+        except exceptions.AuthenticationException as exc:
+            raise self.rejected_credentials(what, url) from exc
+        except exceptions.AuthorizationException as exc:
+            raise self.forbidden(what, exc) from exc
+        except answered as exc:
+            raise self.answered(what, getattr(exc, "status_code", None), exc) from exc
+        except below_http as exc:
+            raise self.unreachable(what, url, exc) from exc

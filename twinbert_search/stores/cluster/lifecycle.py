@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,6 +77,30 @@ class IndexAdmin(Protocol):
     def refresh(self, index: str) -> None: ...
     def update_aliases(self, actions: list[dict[str, Any]]) -> None: ...
     def delete(self, indices: Sequence[str]) -> None: ...
+
+
+class ClientAdmin:
+    """The part of an engine's `IndexAdmin` adapter both clients spell alike: the client, the
+    store's error translation (`errors`), existence checks, refresh and delete by name."""
+
+    def __init__(self, client: Any, errors: Callable[[str], AbstractContextManager[Any]]) -> None:
+        self.client = client
+        self._errors = errors
+
+    def errors(self, what: str) -> AbstractContextManager[Any]:
+        return self._errors(what)
+
+    def alias_exists(self, name: str) -> bool:
+        return bool(self.client.indices.exists_alias(name=name))
+
+    def index_exists(self, name: str) -> bool:
+        return bool(self.client.indices.exists(index=name))
+
+    def refresh(self, index: str) -> None:
+        self.client.indices.refresh(index=index)
+
+    def delete(self, indices: Sequence[str]) -> None:
+        self.client.indices.delete(index=",".join(indices))
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
     connection     ConnectionOptions, ELASTICSEARCH_* variables, the client (basic auth or an
                    API key, TLS), translate_errors, store_from_options (from CLI flags)
-    bulk           streaming bulk through the official helper, under the shared retries
     lifecycle      Elasticsearch's index and alias API as the shared lifecycle's IndexAdmin
     index_options  the dense_vector field described by one string
                    (elasticsearch:int8_hnsw16:efc128:innerproduct); score conversions
     assets         request bodies: template, index body, ingest pipeline, kNN and rrf bodies
-    store          ElasticsearchStore, the VectorStore facade over all of the above
+    store          ElasticsearchStore: the client's calls behind ClusterStoreBase's hooks,
+                   the kNN body and scores, the rrf retriever
 
 What every cluster engine shares (document schema, filters, bulk retries, blue/green alias
 switching, decoding hits into Candidates, the error table, the write checks and the ingest

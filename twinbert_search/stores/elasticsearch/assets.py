@@ -16,14 +16,15 @@ The document, filters and BM25 queries are the same on every cluster engine
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.cluster import pipelines, schema
-from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE, template_priority
+from twinbert_search.stores.cluster.assets import AssetNames, live_settings
+from twinbert_search.stores.cluster.assets import index_template as index_template_body
+from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
 from twinbert_search.stores.cluster.queries import (
     bm25_scores_body,
     bm25_search_body,
@@ -59,25 +60,6 @@ __all__ = [
 RRF_RANK_CONSTANT = 60  # the searcher's client-side fusion uses the same k (search/pipeline.py)
 
 
-@dataclass(frozen=True)
-class AssetNames:
-    """Names of everything the backend creates for one index family (alias or index name)."""
-
-    base: str = DEFAULT_BASE
-
-    @property
-    def template(self) -> str:
-        return self.base
-
-    @property
-    def index_patterns(self) -> list[str]:
-        return [self.base, f"{self.base}-*"]
-
-    @property
-    def vector_pipeline(self) -> str:
-        return f"{self.base}-vectors"
-
-
 def index_mappings(
     manifest: ModelManifest, options: IndexOptions, *, unit: bool | None = None
 ) -> dict[str, Any]:
@@ -98,11 +80,6 @@ def index_settings(options: IndexOptions, *, building: bool = False) -> dict[str
     return {"index": index}
 
 
-def live_settings(options: IndexOptions) -> dict[str, Any]:
-    """The settings a finished (re)build is switched back to before it takes traffic."""
-    return {"index": {"number_of_replicas": options.replicas, "refresh_interval": "1s"}}
-
-
 def index_body(
     manifest: ModelManifest,
     options: IndexOptions,
@@ -121,16 +98,9 @@ def index_template(
     manifest: ModelManifest, options: IndexOptions, names: AssetNames | None = None
 ) -> dict[str, Any]:
     """PUT /_index_template/{names.template}: the same body, for indices created elsewhere."""
-    names = names or AssetNames()
-    return {
-        "index_patterns": names.index_patterns,
-        "priority": template_priority(names.base),
-        "template": {
-            "settings": index_settings(options),
-            "mappings": index_mappings(manifest, options),
-        },
-        "_meta": schema.index_meta(manifest, options.describe()),
-    }
+    settings, mappings = index_settings(options), index_mappings(manifest, options)
+    meta = schema.index_meta(manifest, options.describe())
+    return index_template_body(names or AssetNames(), settings, mappings, meta)
 
 
 def vector_pipeline(manifest: ModelManifest) -> dict[str, Any]:

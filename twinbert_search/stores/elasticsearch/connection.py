@@ -14,16 +14,13 @@ password and API key are left out of the options' repr (`stores/cluster/connecti
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.stores.cluster.connection import ClusterConnection
+from twinbert_search.stores.cluster.connection import ClusterConnection, store_arguments
 from twinbert_search.stores.cluster.errors import ErrorTable
-from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
 
 if TYPE_CHECKING:
     from twinbert_search.stores.elasticsearch.store import ElasticsearchStore
@@ -41,8 +38,6 @@ __all__ = [
     "store_from_options",
     "translate_errors",
 ]
-
-logger = logging.getLogger(__name__)
 
 ENV_URL = "ELASTICSEARCH_URL"
 ENV_USERNAME = "ELASTICSEARCH_USERNAME"
@@ -92,61 +87,33 @@ class ConnectionOptions(ClusterConnection):
         """The official client; TLS verification stays on unless explicitly disabled."""
         from elasticsearch import Elasticsearch
 
-        kwargs: dict[str, Any] = {
-            "hosts": [self.node()],
-            "verify_certs": self.verify_certs,
-            "ssl_show_warn": self.verify_certs,
-            "request_timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "retry_on_timeout": True,
-            "retry_on_status": (502, 503, 504),
-        }
+        engine: dict[str, Any] = {"hosts": [self.node()], "request_timeout": self.timeout}
         if self.api_key:
-            kwargs["api_key"] = self.api_key
+            engine["api_key"] = self.api_key
         elif self.username is not None:
-            kwargs["basic_auth"] = (self.username, self.password or "")
-        if self.ca_certs:
-            kwargs["ca_certs"] = self.ca_certs
-        if self.use_ssl and not self.verify_certs:
-            logger.warning("TLS certificate verification is disabled for %s", self.safe_url)
-        kwargs.update(self.client_kwargs)
-        return Elasticsearch(**kwargs)
+            engine["basic_auth"] = (self.username, self.password or "")
+        return Elasticsearch(**self.client_options(engine))
 
 
-@contextmanager
-def translate_errors(safe_url: str, what: str) -> Iterator[None]:
+def translate_errors(safe_url: str, what: str) -> AbstractContextManager[None]:
     """Turn the client's exceptions into the package's errors, naming no credentials."""
     import elasticsearch
 
-    try:
-        yield
-    except elasticsearch.ConnectionTimeout as exc:
-        raise ERRORS.timed_out(what, safe_url) from exc
-    except elasticsearch.ConnectionError as exc:
-        raise ERRORS.unreachable(what, safe_url, exc) from exc
-    except elasticsearch.AuthenticationException as exc:
-        raise ERRORS.rejected_credentials(what, safe_url) from exc
-    except elasticsearch.AuthorizationException as exc:
-        raise ERRORS.forbidden(what, exc) from exc
-    except elasticsearch.ApiError as exc:
-        raise ERRORS.answered(what, exc.status_code, exc) from exc
-    except elasticsearch.TransportError as exc:  # TLS and other failures below HTTP
-        raise ERRORS.unreachable(what, safe_url, exc) from exc
+    return ERRORS.translating(
+        safe_url,
+        what,
+        elasticsearch,
+        answered=elasticsearch.ApiError,
+        below_http=(elasticsearch.TransportError,),  # TLS and other failures below HTTP
+    )
 
 
 def connection_from_options(**kwargs: Any) -> ConnectionOptions:
     """ConnectionOptions from the flags (environment fallbacks included)."""
     if kwargs.get("es_api_key") and kwargs.get("password"):
         raise ConfigurationError("give an API key or a password, not both")
-    return ConnectionOptions.from_env(
-        kwargs.get("url"),
-        username=kwargs.get("username"),
-        password=kwargs.get("password"),
-        api_key=kwargs.get("es_api_key"),
-        ca_certs=kwargs.get("ca_certs"),
-        verify_certs=kwargs.get("verify_certs"),
-        timeout=kwargs.get("timeout") or 30.0,
-        client_kwargs=kwargs.get("client_kwargs") or {},
+    return ConnectionOptions.from_flags(
+        kwargs, api_key=kwargs.get("es_api_key"), verify_certs=kwargs.get("verify_certs")
     )
 
 
@@ -159,9 +126,6 @@ def store_from_options(**kwargs: Any) -> ElasticsearchStore:
     """
     from twinbert_search.stores.elasticsearch.store import ElasticsearchStore
 
-    connection = connection_from_options(**kwargs)
-    index, alias = kwargs.get("index"), kwargs.get("alias")
-    if not index and not alias:
-        alias = DEFAULT_BASE
-    extra = {k: kwargs[k] for k in STORE_KWARGS if kwargs.get(k) is not None}
-    return ElasticsearchStore(connection, index=index, alias=alias, **extra)
+    return ElasticsearchStore(
+        connection_from_options(**kwargs), **store_arguments(kwargs, STORE_KWARGS)
+    )

@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.cluster.index_options import (
+    SPACE_TYPES,
+    check_dimension,
+    check_layout,
+    check_space_type,
+    parse_description,
+)
 
 ENGINE = "elasticsearch"
 KINDS = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat", "int4_flat", "bbq_flat")
-SPACE_TYPES = ("innerproduct", "cosinesimil", "l2")
 SIMILARITY = {"innerproduct": "dot_product", "cosinesimil": "cosine", "l2": "l2_norm"}
 MAX_DIMENSION = 4096
 BBQ_MIN_DIMENSION = 64
@@ -55,10 +61,7 @@ class IndexOptions:
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise ConfigurationError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.space_type not in SPACE_TYPES:
-            raise ConfigurationError(
-                f"space type must be one of {SPACE_TYPES}, got {self.space_type!r}"
-            )
+        check_space_type(self.space_type)
         if not 2 <= self.m <= 512:
             raise ConfigurationError(f"m must be between 2 and 512, got {self.m}")
         if self.ef_construction < self.m or self.ef_construction > 3200:
@@ -71,8 +74,7 @@ class IndexOptions:
             raise ConfigurationError(
                 f"oversample must be 0 (off) or between 1 and 10, got {self.oversample}"
             )
-        if self.shards < 1 or self.replicas < 0:
-            raise ConfigurationError("shards must be positive and replicas not negative")
+        check_layout(self.shards, self.replicas)
 
     @property
     def hnsw(self) -> bool:
@@ -103,35 +105,26 @@ class IndexOptions:
     @classmethod
     def parse(cls, text: str, **overrides: Any) -> IndexOptions:
         """Parse `describe()` output; tokens in any order, missing ones take the defaults."""
-        values: dict[str, Any] = {}
         aliases = {v: k for k, v in SIMILARITY.items()}
-        for raw in text.strip().lower().split(":"):
-            token = raw.strip()
-            if not token or token == ENGINE:
-                continue
+
+        def read_token(token: str) -> list[tuple[str, Any]]:
             kind, efc = _KIND_TOKEN.match(token), _EFC_TOKEN.match(token)
-            pairs: list[tuple[str, Any]]
+            if token == ENGINE:
+                return []
             if kind:
-                pairs = [("kind", kind["kind"])]
-                if kind["m"]:
-                    pairs.append(("m", int(kind["m"])))
-            elif efc:
-                pairs = [("ef_construction", int(efc[1]))]
-            elif token in SPACE_TYPES or token in aliases:
-                pairs = [("space_type", aliases.get(token, token))]
-            else:
-                raise ConfigurationError(
-                    f"cannot parse index description {text!r}: unknown token {token!r} "
-                    f"(expected a kind {KINDS} with an optional m, as int8_hnsw16; efc<N>; "
-                    f"a space type {SPACE_TYPES})"
-                )
-            for key, value in pairs:
-                if key in values:
-                    raise ConfigurationError(f"index description {text!r} sets {key} twice")
-                values[key] = value
-        options = replace(cls(**values), **overrides)
-        options.validate()
-        return options
+                m = [("m", int(kind["m"]))] if kind["m"] else []
+                return [("kind", kind["kind"]), *m]
+            if efc:
+                return [("ef_construction", int(efc[1]))]
+            if token in SPACE_TYPES or token in aliases:
+                return [("space_type", aliases.get(token, token))]
+            raise ConfigurationError(
+                f"cannot parse index description {text!r}: unknown token {token!r} "
+                f"(expected a kind {KINDS} with an optional m, as int8_hnsw16; efc<N>; "
+                f"a space type {SPACE_TYPES})"
+            )
+
+        return parse_description(cls, text, read_token, overrides)
 
 
 def similarity(options: IndexOptions, *, unit: bool = True) -> str:
@@ -144,8 +137,7 @@ def similarity(options: IndexOptions, *, unit: bool = True) -> str:
 def dense_vector_mapping(dim: int, options: IndexOptions, *, unit: bool = True) -> dict[str, Any]:
     """The `dense_vector` field: the kind's `index_options`, the similarity of the space."""
     options.validate()
-    if not 1 <= dim <= MAX_DIMENSION:
-        raise ConfigurationError(f"dimension must be between 1 and {MAX_DIMENSION}, got {dim}")
+    check_dimension(dim, MAX_DIMENSION)
     if options.quantization == "bbq" and dim < BBQ_MIN_DIMENSION:
         raise ConfigurationError(f"bbq needs at least {BBQ_MIN_DIMENSION} dimensions, got {dim}")
     if options.quantization == "int4" and dim % 2:

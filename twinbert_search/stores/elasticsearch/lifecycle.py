@@ -11,31 +11,18 @@ generations are deleted by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from typing import Any
 
+from twinbert_search.stores.cluster.lifecycle import ClientAdmin
 from twinbert_search.stores.cluster.schema import FIELD_VECTOR, recorded_meta
 
 
-class ElasticsearchIndices:
+class ElasticsearchIndices(ClientAdmin):
     """`IndexAdmin` over an Elasticsearch client; `errors` is the store's translate_errors."""
-
-    def __init__(self, client: Any, errors: Callable[[str], AbstractContextManager[Any]]) -> None:
-        self.client = client
-        self._errors = errors
-
-    def errors(self, what: str) -> AbstractContextManager[Any]:
-        return self._errors(what)
-
-    def alias_exists(self, name: str) -> bool:
-        return bool(self.client.indices.exists_alias(name=name))
 
     def alias_members(self, name: str) -> list[str]:
         return list(self.client.indices.get_alias(name=name).body)
-
-    def index_exists(self, name: str) -> bool:
-        return bool(self.client.indices.exists(index=name))
 
     def matching(self, pattern: str) -> list[str]:
         from elasticsearch import NotFoundError
@@ -55,14 +42,8 @@ class ElasticsearchIndices:
     def put_settings(self, index: str, body: Mapping[str, Any]) -> None:
         self.client.indices.put_settings(index=index, settings=body)
 
-    def refresh(self, index: str) -> None:
-        self.client.indices.refresh(index=index)
-
     def update_aliases(self, actions: list[dict[str, Any]]) -> None:
         self.client.indices.update_aliases(actions=actions)
-
-    def delete(self, indices: Sequence[str]) -> None:
-        self.client.indices.delete(index=",".join(indices))
 
     def mapping_meta(self, index: str) -> Mapping[str, Any]:
         """The mapping's whole `_meta` (`cluster.runs` changes one key and puts it back)."""

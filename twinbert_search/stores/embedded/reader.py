@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from twinbert_search.errors import ConfigurationError, StoreError
-from twinbert_search.stores import ann as ann_lib
 from twinbert_search.stores.base import Candidates, Filters, RowIds
-from twinbert_search.stores.codecs import Codec, gather_rows, get_codec
+from twinbert_search.stores.embedded import ann as ann_lib
 from twinbert_search.stores.embedded.bm25 import BM25Index
+from twinbert_search.stores.embedded.codecs import Codec, gather_rows, get_codec
 from twinbert_search.stores.embedded.database import Database
+from twinbert_search.stores.embedded.filters import FilterIndex
 from twinbert_search.stores.embedded.layout import (
     REINDEX_HINT,
     SNAPSHOT_META,
@@ -37,7 +38,6 @@ from twinbert_search.stores.embedded.layout import (
     StoreManifest,
     read_manifest,
 )
-from twinbert_search.stores.filters import FilterIndex
 
 EXACT_SUBSET_MAX = 20_000  # filtered recall scans the subset exactly up to this size
 OVERFETCH = 4  # filtered ANN recall asks for n*4, then n*16, ... until n hits pass

@@ -1,8 +1,8 @@
 """Building a search snapshot from SQLite, and publishing it atomically.
 
 A snapshot is immutable: the ids in id order, the vectors, the precomputed crossing inputs,
-the ANN index (`stores/ann.py`), the BM25 index (`bm25.py`) and the metadata filter postings
-(`stores/filters.py`). The vectors are kept once: in the store's codec, or, when the ANN index
+the ANN index (`ann.py`), the BM25 index (`bm25.py`) and the metadata filter postings
+(`filters.py`). The vectors are kept once: in the store's codec, or, when the ANN index
 holds decodable codes (`ivfN,sq8`, what `auto` builds at 50k documents and more), only there
 (`snapshot.json` says `"vectors": "ann"`).
 
@@ -30,10 +30,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from twinbert_search.errors import StoreError
-from twinbert_search.stores import ann as ann_lib
-from twinbert_search.stores.codecs import SCALES, VECTORS, Codec, get_codec
+from twinbert_search.stores.embedded import ann as ann_lib
 from twinbert_search.stores.embedded.bm25 import BM25Index
+from twinbert_search.stores.embedded.codecs import SCALES, VECTORS, Codec, get_codec
 from twinbert_search.stores.embedded.database import connect, read_meta
+from twinbert_search.stores.embedded.filters import FilterBuilder
 from twinbert_search.stores.embedded.layout import (
     DB_NAME,
     FORMAT_VERSION,
@@ -43,7 +44,6 @@ from twinbert_search.stores.embedded.layout import (
     now,
     write_json_atomic,
 )
-from twinbert_search.stores.filters import FilterBuilder
 
 log = logging.getLogger(__name__)
 

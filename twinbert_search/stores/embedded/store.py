@@ -23,10 +23,10 @@ import numpy as np
 
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, StoreError
-from twinbert_search.stores import ann as ann_lib
 from twinbert_search.stores.base import Candidates, Filters, StoreInfo, VectorStore
-from twinbert_search.stores.codecs import get_codec
+from twinbert_search.stores.embedded import ann as ann_lib
 from twinbert_search.stores.embedded import snapshot as snapshot_builder
+from twinbert_search.stores.embedded.codecs import get_codec
 from twinbert_search.stores.embedded.database import Database, connect, init_db
 from twinbert_search.stores.embedded.layout import (
     DB_NAME,

@@ -20,7 +20,7 @@ import numpy as np
 
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError, StoreError
-from twinbert_search.stores.codecs import get_codec
+from twinbert_search.stores.embedded.codecs import get_codec
 from twinbert_search.stores.embedded.database import (
     Database,
     chunks,

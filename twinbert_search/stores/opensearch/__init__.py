@@ -2,12 +2,12 @@
 
     connection     ConnectionOptions, environment variables, the client, translate_errors,
                    store_from_options (a store from CLI flags or service config)
-    bulk           streaming bulk through opensearch-py's helper, under the shared retries
     lifecycle      OpenSearch's index and alias API as the shared lifecycle's IndexAdmin
     index_options  the k-NN field described by one string (faiss:hnsw16:efc128:fp16:...)
     assets         request bodies: template, index body, pipelines, search bodies
     ml             ML Commons: package, register and deploy the document encoder
-    store          OpenSearchStore, the VectorStore facade over all of the above
+    store          OpenSearchStore: opensearch-py's calls behind ClusterStoreBase's hooks,
+                   the `knn` and `hybrid` queries, in-cluster encoding
 
 What any cluster engine shares (document schema, filters, bulk retries, blue/green alias
 switching, decoding hits into Candidates, the error table) is in `stores/cluster/`.

@@ -21,8 +21,10 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
+from twinbert_search.stores.cluster import assets as cluster_assets
 from twinbert_search.stores.cluster import schema
-from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE, template_priority
+from twinbert_search.stores.cluster.assets import live_settings
+from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
 from twinbert_search.stores.cluster.pipelines import (
     check_vector_processor,
     normalise_processors,
@@ -122,27 +124,8 @@ MODEL_ID_PLACEHOLDER = "<model-id from `twinbert-search opensearch register-mode
 
 
 @dataclass(frozen=True)
-class AssetNames:
-    """Names of everything the backend creates for one index family (alias or index name)."""
-
-    base: str = DEFAULT_BASE
-
-    @property
-    def template(self) -> str:
-        return self.base
-
-    @property
-    def index_patterns(self) -> list[str]:
-        return [self.base, f"{self.base}-*"]
-
-    @property
-    def template_priority(self) -> int:
-        """Unique per name length, so templates of nested names (`a`, `a-b`) never tie."""
-        return template_priority(self.base)
-
-    @property
-    def vector_pipeline(self) -> str:
-        return f"{self.base}-vectors"
+class AssetNames(cluster_assets.AssetNames):
+    """The shared names plus OpenSearch's in-cluster encoding and hybrid search pipelines."""
 
     @property
     def embed_pipeline(self) -> str:
@@ -175,11 +158,6 @@ def index_settings(options: IndexOptions, *, building: bool = False) -> dict[str
     return {"index": index}
 
 
-def live_settings(options: IndexOptions) -> dict[str, Any]:
-    """The settings a finished (re)build is switched back to before it takes traffic."""
-    return {"index": {"number_of_replicas": options.replicas, "refresh_interval": "1s"}}
-
-
 def index_body(
     manifest: ModelManifest,
     options: IndexOptions,
@@ -201,16 +179,9 @@ def index_template(
     manifest: ModelManifest, options: IndexOptions, names: AssetNames | None = None
 ) -> dict[str, Any]:
     """PUT /_index_template/{names.template}: the same body, for indices created elsewhere."""
-    names = names or AssetNames()
-    return {
-        "index_patterns": names.index_patterns,
-        "priority": names.template_priority,
-        "template": {
-            "settings": index_settings(options),
-            "mappings": index_mappings(manifest, options),
-        },
-        "_meta": index_meta(manifest, options),
-    }
+    settings, mappings = index_settings(options), index_mappings(manifest, options)
+    meta = index_meta(manifest, options)
+    return cluster_assets.index_template(names or AssetNames(), settings, mappings, meta)
 
 
 def embedding_pipeline(manifest: ModelManifest, model_id: str) -> dict[str, Any]:

@@ -12,15 +12,12 @@ password field is excluded from the options' repr (`stores/cluster/connection.py
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twinbert_search.stores.cluster.connection import ClusterConnection
+from twinbert_search.stores.cluster.connection import ClusterConnection, store_arguments
 from twinbert_search.stores.cluster.errors import ErrorTable
-from twinbert_search.stores.cluster.lifecycle import DEFAULT_BASE
 
 if TYPE_CHECKING:
     from twinbert_search.stores.opensearch.store import OpenSearchStore
@@ -38,8 +35,6 @@ __all__ = [
     "store_from_options",
     "translate_errors",
 ]
-
-logger = logging.getLogger(__name__)
 
 ENV_URL = "OPENSEARCH_URL"
 ENV_USERNAME = "OPENSEARCH_USERNAME"
@@ -77,56 +72,26 @@ class ConnectionOptions(ClusterConnection):
         """An opensearch-py client; TLS verification stays on unless explicitly disabled."""
         from opensearchpy import OpenSearch
 
-        kwargs: dict[str, Any] = {
+        engine: dict[str, Any] = {
             "hosts": [self.host()],
             "use_ssl": self.use_ssl,
-            "verify_certs": self.verify_certs,
-            "ssl_show_warn": self.verify_certs,
             "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "retry_on_timeout": True,
-            "retry_on_status": (502, 503, 504),
         }
         if self.username is not None:
-            kwargs["http_auth"] = (self.username, self.password or "")
-        if self.ca_certs:
-            kwargs["ca_certs"] = self.ca_certs
-        if self.use_ssl and not self.verify_certs:
-            logger.warning("TLS certificate verification is disabled for %s", self.safe_url)
-        kwargs.update(self.client_kwargs)
-        return OpenSearch(**kwargs)
+            engine["http_auth"] = (self.username, self.password or "")
+        return OpenSearch(**self.client_options(engine))
 
 
-@contextmanager
-def translate_errors(safe_url: str, what: str) -> Iterator[None]:
+def translate_errors(safe_url: str, what: str) -> AbstractContextManager[None]:
     """Turn opensearch-py exceptions into the package's errors, naming no credentials."""
-    from opensearchpy import exceptions as os_exc
+    from opensearchpy import exceptions
 
-    try:
-        yield
-    except os_exc.ConnectionTimeout as exc:
-        raise ERRORS.timed_out(what, safe_url) from exc
-    except os_exc.ConnectionError as exc:
-        raise ERRORS.unreachable(what, safe_url, exc) from exc
-    except os_exc.AuthenticationException as exc:
-        raise ERRORS.rejected_credentials(what, safe_url) from exc
-    except os_exc.AuthorizationException as exc:
-        raise ERRORS.forbidden(what, exc) from exc
-    except os_exc.TransportError as exc:
-        raise ERRORS.answered(what, exc.status_code, exc) from exc
+    return ERRORS.translating(safe_url, what, exceptions, answered=exceptions.TransportError)
 
 
 def connection_from_options(**kwargs: Any) -> ConnectionOptions:
     """ConnectionOptions from the flags (environment fallbacks included)."""
-    return ConnectionOptions.from_env(
-        kwargs.get("url"),
-        username=kwargs.get("username"),
-        password=kwargs.get("password"),
-        ca_certs=kwargs.get("ca_certs"),
-        verify_certs=kwargs.get("verify_certs", True),
-        timeout=kwargs.get("timeout") or 30.0,
-        client_kwargs=kwargs.get("client_kwargs") or {},
-    )
+    return ConnectionOptions.from_flags(kwargs, verify_certs=kwargs.get("verify_certs", True))
 
 
 def store_from_options(**kwargs: Any) -> OpenSearchStore:
@@ -138,9 +103,6 @@ def store_from_options(**kwargs: Any) -> OpenSearchStore:
     """
     from twinbert_search.stores.opensearch.store import OpenSearchStore
 
-    connection = connection_from_options(**kwargs)
-    index, alias = kwargs.get("index"), kwargs.get("alias")
-    if not index and not alias:
-        alias = DEFAULT_BASE
-    extra = {k: kwargs[k] for k in STORE_KWARGS if kwargs.get(k) is not None}
-    return OpenSearchStore(connection, index=index, alias=alias, **extra)
+    return OpenSearchStore(
+        connection_from_options(**kwargs), **store_arguments(kwargs, STORE_KWARGS)
+    )

@@ -9,15 +9,21 @@ back to cosines (`score_to_similarity`, or `exact_similarity` from the stored ve
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.cluster.index_options import (
+    SPACE_TYPES,
+    check_dimension,
+    check_layout,
+    check_space_type,
+    parse_description,
+)
 
 ENGINES = ("faiss", "lucene")
-SPACE_TYPES = ("innerproduct", "cosinesimil", "l2")
 ENCODINGS = ("fp32", "fp16", "byte")
 MAX_DIMENSION = 16000
 
@@ -47,10 +53,7 @@ class IndexOptions:
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigurationError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.space_type not in SPACE_TYPES:
-            raise ConfigurationError(
-                f"space type must be one of {SPACE_TYPES}, got {self.space_type!r}"
-            )
+        check_space_type(self.space_type)
         if self.encoding not in ENCODINGS:
             raise ConfigurationError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         if self.engine == "lucene" and self.encoding == "fp16":
@@ -69,8 +72,7 @@ class IndexOptions:
             )
         if self.ef_search < 1:
             raise ConfigurationError(f"ef_search must be positive, got {self.ef_search}")
-        if self.shards < 1 or self.replicas < 0:
-            raise ConfigurationError("shards must be positive and replicas not negative")
+        check_layout(self.shards, self.replicas)
 
     def describe(self) -> str:
         """The short string recorded in `_meta`: `faiss:hnsw16:efc128:fp16:innerproduct`."""
@@ -83,40 +85,31 @@ class IndexOptions:
 
         `efs<N>` sets the index-level ef_search; `overrides` (shards, replicas...) apply last.
         """
-        values: dict[str, Any] = {}
-        for raw in text.strip().lower().split(":"):
-            token = raw.strip()
-            if not token:
-                continue
+
+        def read_token(token: str) -> list[tuple[str, Any]]:
             match = _INT_TOKEN.match(token)
             if token in ENGINES:
-                key, value = "engine", token
-            elif token in SPACE_TYPES:
-                key, value = "space_type", token
-            elif token in ENCODINGS:
-                key, value = "encoding", token
-            elif match:
+                return [("engine", token)]
+            if token in SPACE_TYPES:
+                return [("space_type", token)]
+            if token in ENCODINGS:
+                return [("encoding", token)]
+            if match:
                 key = {"hnsw": "m", "efc": "ef_construction", "efs": "ef_search"}[match[1]]
-                value = int(match[2])
-            else:
-                raise ConfigurationError(
-                    f"cannot parse index description {text!r}: unknown token {token!r} "
-                    f"(expected an engine {ENGINES}, hnsw<M>, efc<N>, efs<N>, an encoding "
-                    f"{ENCODINGS} or a space type {SPACE_TYPES})"
-                )
-            if key in values:
-                raise ConfigurationError(f"index description {text!r} sets {key} twice")
-            values[key] = value
-        options = replace(cls(**values), **overrides)
-        options.validate()
-        return options
+                return [(key, int(match[2]))]
+            raise ConfigurationError(
+                f"cannot parse index description {text!r}: unknown token {token!r} "
+                f"(expected an engine {ENGINES}, hnsw<M>, efc<N>, efs<N>, an encoding "
+                f"{ENCODINGS} or a space type {SPACE_TYPES})"
+            )
+
+        return parse_description(cls, text, read_token, overrides)
 
 
 def knn_vector_mapping(dim: int, options: IndexOptions) -> dict[str, Any]:
     """The `knn_vector` field: HNSW with the chosen engine, space type and encoding."""
     options.validate()
-    if not 1 <= dim <= MAX_DIMENSION:
-        raise ConfigurationError(f"dimension must be between 1 and {MAX_DIMENSION}, got {dim}")
+    check_dimension(dim, MAX_DIMENSION)
     parameters: dict[str, Any] = {"m": options.m, "ef_construction": options.ef_construction}
     if options.encoding == "fp16":
         parameters["encoder"] = {"name": "sq", "parameters": {"type": "fp16", "clip": False}}

@@ -7,31 +7,18 @@ request, and reads back what an index records about itself (its mapping's `_meta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from typing import Any
 
+from twinbert_search.stores.cluster.lifecycle import ClientAdmin
 from twinbert_search.stores.cluster.schema import recorded_meta
 
 
-class OpenSearchIndices:
+class OpenSearchIndices(ClientAdmin):
     """`IndexAdmin` over an opensearch-py client; `errors` is the store's translate_errors."""
-
-    def __init__(self, client: Any, errors: Callable[[str], AbstractContextManager[Any]]) -> None:
-        self.client = client
-        self._errors = errors
-
-    def errors(self, what: str) -> AbstractContextManager[Any]:
-        return self._errors(what)
-
-    def alias_exists(self, name: str) -> bool:
-        return bool(self.client.indices.exists_alias(name=name))
 
     def alias_members(self, name: str) -> list[str]:
         return list(self.client.indices.get_alias(name=name))
-
-    def index_exists(self, name: str) -> bool:
-        return bool(self.client.indices.exists(index=name))
 
     def matching(self, pattern: str) -> list[str]:
         return list(self.client.indices.get(index=pattern, ignore=404))
@@ -46,14 +33,8 @@ class OpenSearchIndices:
     def put_settings(self, index: str, body: Mapping[str, Any]) -> None:
         self.client.indices.put_settings(index=index, body=body)
 
-    def refresh(self, index: str) -> None:
-        self.client.indices.refresh(index=index)
-
     def update_aliases(self, actions: list[dict[str, Any]]) -> None:
         self.client.indices.update_aliases(body={"actions": actions})
-
-    def delete(self, indices: Sequence[str]) -> None:
-        self.client.indices.delete(index=",".join(indices))
 
     def mapping_meta(self, index: str) -> Mapping[str, Any]:
         """The mapping's whole `_meta` (`cluster.runs` changes one key and puts it back)."""

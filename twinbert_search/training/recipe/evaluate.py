@@ -233,7 +233,7 @@ def _variants(
     rerank_depth and (residual crossings) deep_depth, with float and int8 stored vectors, and
     its int8 query graph when exported."""
     from twinbert_search.runtime.model import TwinBertRuntime
-    from twinbert_search.stores.codecs import get_codec
+    from twinbert_search.stores.embedded.codecs import get_codec
 
     depth, deep = ctx.cfg.rerank_depth, ctx.cfg.deep_depth
     dvec = ctx.load_candidates().dvec
