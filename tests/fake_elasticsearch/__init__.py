@@ -6,7 +6,8 @@ The real client builds and serialises every request; the fake's node hands it to
 outside the specification, or one the fake does not route, fails the test loudly.
 
 Implemented, with the semantics the store relies on (and the real node's answers, checked on
-the node of scripts/elasticsearch-node.sh; see tests/test_elasticsearch_node.py):
+the node of scripts/elasticsearch-node.sh; see
+tests/stores/elasticsearch/test_elasticsearch_node.py):
 - index templates (matched by pattern and priority, merged under the create body), indices,
   aliases and atomic `_aliases` (add, remove, remove_index), flat settings, mappings,
   refresh; wildcard deletes refused; OpenSearch's `index.knn` refused as an unknown setting;

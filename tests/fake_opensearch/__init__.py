@@ -20,7 +20,8 @@ Implemented, with the documented semantics the store relies on:
   one, the engine's raw sub-query lists between marker scores);
 - sort on keyword fields with search_after, _source includes;
 - what OpenSearch 2.19.1 refuses, with its error types and words (checked against a real node
-  by tests/test_opensearch_node_parity.py): `_meta` on pipelines, templates whose patterns
+  by tests/stores/opensearch/test_opensearch_node_parity.py): `_meta` on pipelines,
+  templates whose patterns
   overlap at one priority, painless failures as `script_exception` with the message in
   `caused_by`, mapping errors;
 - ML Commons: register_meta + upload_chunk, register by URL, deploy, tasks (RUNNING for a few
