@@ -106,7 +106,7 @@ def _lifespan(
         )
         service = SearchService(loaded, config, metrics)
         try:
-            warning = await anyio.to_thread.run_sync(service.index_warning)
+            warning = await anyio.to_thread.run_sync(service.probe_store, service.index_warning)
         except TwinBertSearchError:  # the store is down: /readyz says so
             warning = None
         if warning is not None:
