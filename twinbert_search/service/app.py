@@ -56,13 +56,17 @@ __all__ = ["DESCRIPTION", "ERROR_RESPONSES", "ROUTES", "create_app", "load_searc
 
 
 def load_searcher(config: ServiceConfig) -> Searcher:
-    """The model and store of `config`, loaded once; the store's model fingerprint is checked."""
+    """The model and store of `config`, loaded once; the store's model fingerprint is checked.
+
+    A cluster client keeps as many connections as the service has threads that read it.
+    """
     return open_searcher(
         config.backend,
         model=config.model,
         int8=config.int8,
         threads=config.threads,
         index_dir=config.index_dir,
+        pool_size=config.pool_size,
         **config.cluster,
     )
 

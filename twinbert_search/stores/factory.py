@@ -32,6 +32,9 @@ EMBEDDED, OPENSEARCH, ELASTICSEARCH = BACKENDS
 CLUSTERS = (OPENSEARCH, ELASTICSEARCH)
 URL_ENV = {OPENSEARCH: ENV_URL, ELASTICSEARCH: ELASTICSEARCH_ENV_URL}
 ENGINE_NAMES = {OPENSEARCH: "OpenSearch", ELASTICSEARCH: "Elasticsearch"}
+# Each client's name for the number of connections it keeps per node (opensearch-py's urllib3
+# pool holds 1 unless told, so concurrent requests would each open and drop a connection).
+POOL_SIZE_KEYWORDS = {OPENSEARCH: "pool_maxsize", ELASTICSEARCH: "connections_per_node"}
 
 
 def embedded_dir(index_dir: str | Path | None) -> Path:
@@ -67,6 +70,7 @@ def open_store(
     codec: str | None = None,
     ann: str | None = None,
     manifest: ModelManifest | None = None,
+    pool_size: int | None = None,
     **cluster_kwargs: Any,
 ) -> VectorStore:
     """The store the options describe; the caller closes it (stores are context managers).
@@ -74,7 +78,8 @@ def open_store(
     Embedded: `writable` creates or opens the writer (`dim`, `codec`, `ann` as in
     `EmbeddedStore.create_or_open`), otherwise the snapshot is opened read-only. A cluster
     (OpenSearch, Elasticsearch): a connection reads and writes either way; `ann` shapes the
-    indices it creates and `manifest` renders its template and pipelines.
+    indices it creates and `manifest` renders its template and pipelines; `pool_size` is how
+    many connections its client keeps (as many as threads that use the store at once).
     """
     check_options(backend, index_dir=index_dir, **cluster_kwargs)
     if backend == EMBEDDED:
@@ -93,6 +98,9 @@ def open_store(
             f"--codec is for the embedded store; {ENGINE_NAMES[backend]} keeps float32 "
             f"vectors in _source (set the ANN graph's encoding in --ann, {hint})"
         )
+    if pool_size is not None:
+        given = cluster_kwargs.get("client_kwargs") or {}
+        cluster_kwargs["client_kwargs"] = {POOL_SIZE_KEYWORDS[backend]: pool_size, **given}
     if backend == ELASTICSEARCH:
         from twinbert_search.stores.elasticsearch.connection import (
             store_from_options as elasticsearch_store,
