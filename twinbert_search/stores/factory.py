@@ -9,7 +9,8 @@ know are ignored). A flag left out falls back to that engine's environment varia
 
 `--ann` is read per backend: an embedded ANN spec (`auto`, `flat`, `hnsw32,efc=200`), an
 OpenSearch index description (`faiss:hnsw16:efc128:fp16:innerproduct`) or an Elasticsearch one
-(`elasticsearch:int8_hnsw16:efc128:innerproduct`); `auto` is each backend's default.
+(`elasticsearch:int8_hnsw16:efc128:innerproduct`); `auto` is each backend's default, for
+OpenSearch the default its cluster's k-NN plugin can run (faiss needs a native library).
 Heavy modules (onnxruntime, faiss) are imported by the functions, so the CLI starts fast.
 """
 
@@ -110,7 +111,31 @@ def open_store(
         es_options = None if ann in (None, "auto") else EsOptions.parse(ann)
         return elasticsearch_store(**cluster_kwargs, manifest=manifest, index_options=es_options)
     from twinbert_search.stores.opensearch.assets import IndexOptions
-    from twinbert_search.stores.opensearch.connection import store_from_options
+    from twinbert_search.stores.opensearch.connection import (
+        connection_from_options,
+        store_from_options,
+    )
 
     options = None if ann in (None, "auto") else IndexOptions.parse(ann)
-    return store_from_options(**cluster_kwargs, manifest=manifest, index_options=options)
+    store = store_from_options(**cluster_kwargs, manifest=manifest, index_options=options)
+    if writable:  # indices may be created: with an engine the cluster runs
+        try:
+            url = connection_from_options(**cluster_kwargs).safe_url
+            store.index_options = fitting_index_options(store.client, url, options)
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def fitting_index_options(client: Any, safe_url: str, given: Any) -> Any:
+    """OpenSearch index options (`given`, None for auto) checked against the engines the
+    cluster at `safe_url` runs (`stores/opensearch/knn_engines.py`): the default it can
+    run, or ConfigurationError before anything is created."""
+    from twinbert_search.stores.opensearch.knn_engines import (
+        cluster_engines,
+        runnable_index_options,
+    )
+
+    engines = cluster_engines(client, safe_url)
+    return runnable_index_options(given, engines, f"OpenSearch at {safe_url}")
