@@ -147,22 +147,26 @@ def test_at_debug_the_outage_line_has_its_traceback_and_each_503_a_line(
     assert len(per_request) == 3 and all(r.levelno == logging.DEBUG for r in per_request)
 
 
-def test_a_call_in_flight_when_the_store_returned_opens_no_new_outage(
+def test_calls_in_flight_across_a_change_do_not_flap_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = [0.0]
     health = StoreHealth(clock=lambda: now[0])
     caplog.set_level(logging.INFO)
+    before = health.now()
+    now[0] = 1.0
     health.failed(RuntimeError("down"), started=health.now())
+    health.answered(started=before)  # sent before the outage: says nothing of the store now
+    assert health.down
     now[0] = 5.0
-    straggler = health.now()  # sent while down, answers after the store came back
+    straggler = health.now()  # sent while down, fails after the store came back
     now[0] = 10.0
-    health.answered()
+    health.answered(started=health.now())
     health.failed(RuntimeError("late"), started=straggler)
     assert not health.down and health.outages == 1
     assert [r.getMessage() for r in caplog.records] == [
         "the store stopped answering: down; requests get 503 until it answers again",
-        "the store answers again after 10.0 s; 1 request was refused (503) meanwhile",
+        "the store answers again after 9.0 s; 1 request was refused (503) meanwhile",
     ]
 
 

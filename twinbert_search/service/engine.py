@@ -125,7 +125,7 @@ class SearchService:
         except StoreError as exc:  # BackendUnavailableError is one
             self.health.failed(exc, started=started, request=False)
             raise
-        self.health.answered()
+        self.health.answered(started=started)
         return result
 
     def index_warning(self) -> str | None:
@@ -163,12 +163,12 @@ class SearchService:
         try:
             result = await self._run(self._work, fn, *args)
         except UnknownDocumentError:  # the store answered: it does not hold these ids
-            self.health.answered()
+            self.health.answered(started=started)
             raise
         except StoreError as exc:
             self.health.failed(exc, started=started)
             raise
-        self.health.answered()
+        self.health.answered(started=started)
         return result
 
     # -- stages ------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ Requests that fail because the store is down are answered 503 (with Retry-After)
 logging each would write a line per request for as long as the outage lasts. `StoreHealth`
 is told of every store call's outcome by the service (`engine.SearchService`) and logs only
 the transitions. The traceback of the failure that opened an outage is logged too at
-`--log-level debug`. A call that started before the store came back and failed afterwards
-(it was already on its way) does not open a new outage.
+`--log-level debug`. A call's outcome counts only for the state it started in: one that
+began before the outage and answers after it began (a node finishing its requests while it
+shuts down) does not end it, and one that began before the store came back and fails
+afterwards does not open a new one.
 """
 
 from __future__ import annotations
@@ -64,12 +66,13 @@ class StoreHealth:
                 exc_info=exc if self._log.isEnabledFor(logging.DEBUG) else None,
             )
 
-    def answered(self) -> None:
-        """A store call succeeded: closes an outage (one line) if there was one."""
+    def answered(self, *, started: float) -> None:
+        """A store call begun at `started` succeeded: closes an outage (one line) if there
+        was one when it began."""
         if self._down_since is None:  # the common case, without the lock
             return
         with self._lock:
-            if self._down_since is None:
+            if self._down_since is None or started < self._down_since:
                 return
             now = self._clock()
             lasted, refused = now - self._down_since, self.refused
