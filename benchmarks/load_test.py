@@ -11,6 +11,11 @@ between HTML comment markers, leaving the rest of the file alone.
     python benchmarks/load_test.py --index-dir runs/scifact-default \
         --queries ../shared/datasets/scifact/queries.jsonl --concurrency 32 --duration 60 \
         --write BENCHMARKS.md
+
+Against a cluster (`--backend opensearch --url URL`, or elasticsearch), with `--during CMD`
+a shell command runs beside the measured clients (stopping and restarting the node, say),
+and `--server-log FILE` keeps the server's output: the report then counts its lines,
+tracebacks and "Connection pool is full" warnings, and the answers by status.
 """
 
 from __future__ import annotations
@@ -165,7 +170,11 @@ async def run_clients(
 
 def start_server(args: argparse.Namespace, port: int, log: Any) -> subprocess.Popen:
     command = [sys.executable, "-c", SERVER_CODE, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--index-dir", str(args.index_dir), "--log-level", "warning"]
+    if args.backend == "embedded":
+        command += ["--index-dir", str(args.index_dir)]
+    else:
+        command += ["--backend", args.backend, "--url", args.url]
+    command += ["--log-level", args.log_level]
     command += ["--cache-size", str(args.cache_size)]
     command += ["--rerank-budget-ms", str(args.rerank_budget_ms)]
     if args.model:
@@ -211,6 +220,23 @@ def stop_server(server: subprocess.Popen) -> None:
             server.wait(timeout=5)
 
 
+def log_counts(text: str) -> dict[str, int]:
+    """What the server wrote: lines, tracebacks, and urllib3's pool-full warnings."""
+    return {
+        "lines": len(text.splitlines()),
+        "tracebacks": text.count("Traceback (most recent call last)"),
+        "pool_full": text.count("Connection pool is full"),
+    }
+
+
+def statuses(stats: Stats) -> dict[str, int]:
+    """Answers by HTTP status ("200", "503", ...); transport failures by exception name."""
+    counts = {"200": len(stats.latencies_ms)} if stats.latencies_ms else {}
+    for kind, n in stats.errors.items():
+        counts[kind.removeprefix("HTTP ")] = n
+    return counts
+
+
 def summarize(stats: Stats, wall_s: float) -> dict[str, Any]:
     lat = sorted(stats.latencies_ms)
     errors = sum(stats.errors.values())
@@ -236,6 +262,7 @@ def summarize(stats: Stats, wall_s: float) -> dict[str, Any]:
         "max_ms": round(lat[-1], 2) if lat else float("nan"),
         "mean_ms": round(sum(lat) / len(lat), 2) if lat else float("nan"),
         "server_ms": server,
+        "statuses": statuses(stats),
     }
 
 
@@ -323,6 +350,20 @@ def write_section(path: Path, section: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index-dir", type=Path)
+    parser.add_argument(
+        "--backend", choices=("embedded", "opensearch", "elasticsearch"), default="embedded"
+    )
+    parser.add_argument("--url", default=None, help="The cluster (--backend other than embedded).")
+    parser.add_argument("--log-level", default="warning", help="Server --log-level.")
+    parser.add_argument(
+        "--server-log", type=Path, default=None, help="Keep the server's output in this file."
+    )
+    parser.add_argument(
+        "--during",
+        default=None,
+        metavar="CMD",
+        help="Shell command started with the measured run (e.g. stop and restart the node).",
+    )
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--queries", type=Path)
     parser.add_argument("--max-queries", type=int, default=None)
@@ -348,8 +389,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Do not run: write the section of a saved report (needs --write).",
     )
     args = parser.parse_args(argv)
-    if args.render_only is None and (args.index_dir is None or args.queries is None):
-        parser.error("--index-dir and --queries are required (unless --render-only)")
+    if args.render_only is None:
+        if args.queries is None:
+            parser.error("--queries is required (unless --render-only)")
+        if args.backend == "embedded" and args.index_dir is None:
+            parser.error("--index-dir is required with --backend embedded")
+        if args.backend != "embedded" and not args.url:
+            parser.error(f"--backend {args.backend} needs --url")
     if not 1 <= args.concurrency <= 256 or not 0 < args.duration <= 600:
         parser.error("keep it bounded: 1..256 clients, 0..600 s")
     return args
@@ -379,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             stats = Stats()
             server_cpu0, client_cpu0 = cpu_seconds(server.pid), cpu_seconds()
+            during = None if args.during is None else subprocess.Popen(args.during, shell=True)
             wall = asyncio.run(
                 run_clients(
                     base_url,
@@ -394,19 +441,25 @@ def main(argv: list[str] | None = None) -> int:
                 "server_s": round(cpu_seconds(server.pid) - server_cpu0, 1),
                 "client_s": round(cpu_seconds() - client_cpu0, 1),
             }
+            during_rc = None if during is None else during.wait(timeout=GRACE_S)
         except BaseException:
             stop_server(server)
             log.seek(0)
             sys.stderr.write(log.read()[-4000:])
             raise
         stop_server(server)
+        log.seek(0)
+        server_log = log.read()
+    if args.server_log is not None:
+        args.server_log.write_text(server_log)
     loadavg_after = os.getloadavg()
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python benchmarks/load_test.py "
         + shlex.join(sys.argv[1:] if argv is None else argv),
         "config": {
-            "index": str(args.index_dir),
+            "index": str(args.index_dir) if args.backend == "embedded" else args.url,
+            "backend": args.backend,
             "model": str(args.model) if args.model else "the default (MiniLM-L6-v2 TwinBERT)",
             "queries": len(queries),
             "queries_name": args.queries.name,
@@ -422,8 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": machine(),
         "loadavg": {"before": list(loadavg_before), "after": list(loadavg_after)},
-        "result": summarize(stats, wall) | {"cpu": cpu},
+        "result": summarize(stats, wall) | {"cpu": cpu, "server_log": log_counts(server_log)},
     }
+    if during_rc is not None:
+        report["during"] = {"command": args.during, "exit_code": during_rc}
     print(json.dumps(report["result"] | {"report": report}, indent=2))
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

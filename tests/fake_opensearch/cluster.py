@@ -50,6 +50,11 @@ class FakeCluster(IndicesApi, DocumentsApi, SearchApi, MLApi):
         self.document_failures: dict[str, deque[int]] = {}
         self.document_rejections: dict[str, tuple[str, str]] = {}
         self.neural_search = True
+        # what `_nodes` and the k-NN stats report: OpenSearch's own build by default; the
+        # Maven-built test node has no bundled JDK and no faiss library
+        self.knn_plugin = True
+        self.bundled_jdk = True
+        self.faiss_loaded = False
         self.ml_allow_local_file = True
         self.ml_allow_url = True
         self.ml_url_content: dict[str, bytes] = {}

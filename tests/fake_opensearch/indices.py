@@ -157,6 +157,18 @@ class IndicesApi:
     def _h_cluster_health(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
         return 200, {"cluster_name": "fake", "status": "green", "number_of_nodes": 2}
 
+    def _h_nodes_info(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
+        """Two nodes alike: the k-NN plugin or not, a distribution with a JDK or not."""
+        plugins = [{"name": "opensearch-knn"}] if self.knn_plugin else []
+        node = {"jvm": {"bundled_jdk": self.bundled_jdk}, "plugins": plugins}
+        return 200, {"nodes": {f"n{i}": {"name": f"fake-{i}", **node} for i in (1, 2)}}
+
+    def _h_knn_stats(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
+        if not self.knn_plugin:
+            raise ApiError(400, "illegal_argument_exception", "no handler found for uri")
+        node = {"faiss_initialized": self.faiss_loaded, "lucene_initialized": True}
+        return 200, {"nodes": {f"n{i}": dict(node) for i in (1, 2)}}
+
     # -- indices ------------------------------------------------------------------------------
 
     def _h_indices_exists(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:

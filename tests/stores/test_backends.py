@@ -130,7 +130,11 @@ def test_open_store_builds_the_configured_store(tmp_path: Path) -> None:
     assert store.alias == "news" and store.index_options.describe() == EXACT_ANN
     assert store.options is not None and store.options.username == "u"
     store.close()
-    with open_store("opensearch", writable=True, ann="auto", url="http://fake:9200") as default:
+    # writable: `auto` reads the cluster's k-NN engines (an OpenSearch build runs faiss)
+    kwargs = fake_client_kwargs(FakeCluster())
+    with open_store(
+        "opensearch", writable=True, ann="auto", url="http://fake:9200", client_kwargs=kwargs
+    ) as default:
         assert default.alias == "twinbert"
         assert default.index_options.describe() == "faiss:hnsw16:efc128:fp16:innerproduct"
     with open_store("embedded", index_dir=tmp_path / "ix", writable=True, dim=4) as embedded:

@@ -25,6 +25,7 @@ from twinbert_search.cli.options import (
     stack,
 )
 from twinbert_search.manifest import ModelManifest
+from twinbert_search.stores.factory import fitting_index_options
 from twinbert_search.stores.opensearch import assets, translate_errors
 from twinbert_search.stores.opensearch.connection import (
     connection_from_options,
@@ -46,6 +47,17 @@ def _echo_json(data: Any) -> None:
 def _index_options(ann: str | None, shards: int | None, replicas: int | None) -> Any:
     overrides = {k: v for k, v in (("shards", shards), ("replicas", replicas)) if v is not None}
     return assets.IndexOptions.parse(ann or assets.IndexOptions().describe(), **overrides)
+
+
+def _runnable(
+    store: Any, ann: str | None, shards: int | None, replicas: int | None, **kwargs: Any
+) -> Any:
+    """The index options for `--ann` (auto when None) that the store's cluster can run."""
+    given = None if ann in (None, "auto") else _index_options(ann, None, None)
+    url = connection_from_options(**kwargs).safe_url
+    fitted = fitting_index_options(store.client, url, given)
+    overrides = {k: v for k, v in (("shards", shards), ("replicas", replicas)) if v is not None}
+    return dataclasses.replace(fitted, **overrides)
 
 
 ann_options = stack(
@@ -109,6 +121,7 @@ def put_templates(
             click.echo("\n".join(written))
         return
     with store_from_options(**kwargs, manifest=manifest, index_options=options) as store:
+        store.index_options = _runnable(store, ann, shards, replicas, **kwargs)
         done = store.put_assets(manifest, model_id=model_id)
     if as_json:
         _echo_json(done)

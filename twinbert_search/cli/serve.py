@@ -10,7 +10,6 @@ printed, logged or shown as a default.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,13 @@ from twinbert_search.service.config import (
     ServiceConfig,
     default_workers,
 )
+from twinbert_search.service.logs import LOG_LEVELS, configure_logging
 from twinbert_search.stores.elasticsearch.connection import OPTION_NAMES as ES_OPTION_NAMES
 from twinbert_search.stores.opensearch.connection import OPTION_NAMES
 
 __all__ = ["serve"]
 
 ENV_API_KEY = "TWINBERT_API_KEY"
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _is_loopback(host: str) -> bool:
@@ -106,7 +105,13 @@ def _is_loopback(host: str) -> bool:
     show_default=True,
     help="Embedded store: look for a newer snapshot (from a re-index) this often; 0: never.",
 )
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default="info",
+    show_default=True,
+    help="debug adds the cluster client's own records (every request, every retry, tracebacks).",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @cluster_options
 def serve(
@@ -148,7 +153,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         refresh_s=refresh_s,
     ).validate()
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    configure_logging(log_level)
     if not _is_loopback(host) and not api_key:
         click.echo(
             f"warning: serving on {host} without an API key; set {ENV_API_KEY} to require one",

@@ -29,11 +29,13 @@ def open_searcher(
     int8: bool = False,
     threads: int | None = None,
     index_dir: str | Path | None = None,
+    pool_size: int | None = None,
     **cluster_kwargs: Any,
 ) -> Searcher:
     """A two-stage Searcher over the configured store and model (the default model if None).
 
-    `int8` picks the int8 query graph; the document side follows what the store records.
+    `int8` picks the int8 query graph; the document side follows what the store records;
+    `pool_size` is how many connections a cluster client keeps (`stores.factory.open_store`).
     The caller closes `searcher.store`.
     """
     from twinbert_search.search import Searcher
@@ -45,7 +47,7 @@ def open_searcher(
     from twinbert_search.runtime.model import document_graph_of
     from twinbert_search.runtime.models import resolve_model
 
-    store = open_store(backend, writable=False, **cluster_kwargs)
+    store = open_store(backend, writable=False, pool_size=pool_size, **cluster_kwargs)
     try:
         runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
         runtime.document_graph = document_graph_of(store.info.model_fingerprint)

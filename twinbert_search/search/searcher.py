@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twinbert_search.errors import ConfigurationError, StoreError
+from twinbert_search.errors import ConfigurationError, ModelMismatchError, StoreError
 from twinbert_search.runtime.fusion import RECALL_ORDER, RerankFusion, served_fusion
 from twinbert_search.runtime.model import TwinBertRuntime, document_graph_of
 from twinbert_search.search.fusion import (
@@ -35,9 +35,32 @@ from twinbert_search.search.pipeline import (
     stored_documents,
     top_positions,
 )
-from twinbert_search.stores.base import Candidates, Filters, VectorStore
+from twinbert_search.stores.base import Candidates, Filters, VectorStore, short_fingerprint
 
 __all__ = ["Searcher"]
+
+
+def check_search_model(store: VectorStore, runtime: TwinBertRuntime) -> None:
+    """Refuse a store built with another model, naming each model as it is.
+
+    A searcher reads the store's document graph from its fingerprint and adopts it (only the
+    query tower runs at search time), so the runtime's fingerprint carries the store's graph
+    suffix; when the models themselves differ, that suffix says nothing true of the model
+    given, and the message names it by its hash alone.
+    """
+    try:
+        store.ensure_model(runtime.fingerprint)
+    except ModelMismatchError as exc:
+        recorded, given = exc.expected.partition(":")[0], exc.actual.partition(":")[0]
+        if recorded == given:  # one model, two document graphs: the store's message is true
+            raise
+        raise ModelMismatchError(
+            f"the store was built with model {short_fingerprint(exc.expected)}, but the model "
+            f"given is {given[:12]}; search with the model that built it (--model), or "
+            "index again with this one",
+            expected=exc.expected,
+            actual=exc.actual,
+        ) from None
 
 
 class Searcher:
@@ -51,7 +74,7 @@ class Searcher:
         self, runtime: TwinBertRuntime, store: VectorStore, *, check_model: bool = True
     ) -> None:
         if check_model:
-            store.ensure_model(runtime.fingerprint)
+            check_search_model(store, runtime)
         info = store.info
         if info.dim is not None and info.dim != runtime.dim:
             raise ConfigurationError(f"store vectors have {info.dim} dims, the model {runtime.dim}")

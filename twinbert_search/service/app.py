@@ -56,13 +56,17 @@ __all__ = ["DESCRIPTION", "ERROR_RESPONSES", "ROUTES", "create_app", "load_searc
 
 
 def load_searcher(config: ServiceConfig) -> Searcher:
-    """The model and store of `config`, loaded once; the store's model fingerprint is checked."""
+    """The model and store of `config`, loaded once; the store's model fingerprint is checked.
+
+    A cluster client keeps as many connections as the service has threads that read it.
+    """
     return open_searcher(
         config.backend,
         model=config.model,
         int8=config.int8,
         threads=config.threads,
         index_dir=config.index_dir,
+        pool_size=config.pool_size,
         **config.cluster,
     )
 
@@ -106,7 +110,7 @@ def _lifespan(
         )
         service = SearchService(loaded, config, metrics)
         try:
-            warning = await anyio.to_thread.run_sync(service.index_warning)
+            warning = await anyio.to_thread.run_sync(service.probe_store, service.index_warning)
         except TwinBertSearchError:  # the store is down: /readyz says so
             warning = None
         if warning is not None:

@@ -17,6 +17,9 @@ DEFAULT_RERANK_BUDGET_MS = 250.0
 DEFAULT_CACHE_SIZE = 4096
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
 DEFAULT_REFRESH_S = 30.0
+# Threads besides the workers that may read a cluster at the same moment: /readyz, /metrics,
+# the startup check, and one spare.
+PROBE_CONNECTIONS = 4
 
 
 def default_workers() -> int:
@@ -51,6 +54,12 @@ class ServiceConfig:
     cache_size: int = DEFAULT_CACHE_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     refresh_s: float = DEFAULT_REFRESH_S
+
+    @property
+    def pool_size(self) -> int:
+        """Connections the cluster client keeps: one per worker thread (each may be recalling
+        or fetching at once) plus the probes'. The rerank pool never reads the store."""
+        return self.workers + PROBE_CONNECTIONS
 
     def validate(self) -> ServiceConfig:
         """Raise ConfigurationError naming the first bad setting; returns self for chaining."""

@@ -37,6 +37,7 @@ from twinbert_search.search.factory import incomplete_warning
 from twinbert_search.service.config import ServiceConfig
 from twinbert_search.service.errors import UnknownDocumentError
 from twinbert_search.service.metrics import ServiceMetrics
+from twinbert_search.service.outage import StoreHealth
 from twinbert_search.service.schemas import (
     Document,
     Hit,
@@ -113,6 +114,19 @@ class SearchService:
         self.budget_s = config.rerank_budget_ms / 1e3
         self._work = ThreadPoolExecutor(config.workers, thread_name_prefix="twinbert-work")
         self._rerank = ThreadPoolExecutor(config.workers, thread_name_prefix="twinbert-rerank")
+        self.health = StoreHealth()
+
+    def probe_store(self, call: Callable[[], T]) -> T:
+        """A probe's store call (readiness, metrics, startup), blocking; its outcome tells
+        `health` whether the store answers, and no request is counted as refused."""
+        started = self.health.now()
+        try:
+            result = call()
+        except StoreError as exc:  # BackendUnavailableError is one
+            self.health.failed(exc, started=started, request=False)
+            raise
+        self.health.answered(started=started)
+        return result
 
     def index_warning(self) -> str | None:
         """The store's unfinished-indexing warning (None: its last run completed), also set
@@ -141,6 +155,21 @@ class SearchService:
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+
+    async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """A stage that reads the store, in the worker pool; a store error refuses the request
+        (503) and tells `health`, which logs an outage once rather than per request."""
+        started = self.health.now()
+        try:
+            result = await self._run(self._work, fn, *args)
+        except UnknownDocumentError:  # the store answered: it does not hold these ids
+            self.health.answered(started=started)
+            raise
+        except StoreError as exc:
+            self.health.failed(exc, started=started)
+            raise
+        self.health.answered(started=started)
+        return result
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -235,8 +264,7 @@ class SearchService:
         depths = pipeline.Depths.of(request.k, request.candidates)
         vector, cache_hit, encode_ms = await self.query_vector(request.query)
         t1 = time.perf_counter()
-        recalled = await self._run(
-            self._work,
+        recalled = await self._store_call(
             self._recall,
             vector,
             request.query,
@@ -256,8 +284,8 @@ class SearchService:
         top = pipeline.top_positions(found, scores, depths.k)
         documents = None
         if request.include_documents and top:
-            documents = await self._run(
-                self._work, pipeline.stored_documents, self.searcher.store, found.candidates, top
+            documents = await self._store_call(
+                pipeline.stored_documents, self.searcher.store, found.candidates, top
             )
         t4 = time.perf_counter()
         hits = [_response_hit(hit) for hit in pipeline.build_hits(found, scores, top, documents)]
@@ -289,7 +317,7 @@ class SearchService:
         vector, cache_hit, encode_ms = await self.query_vector(request.query)
         t1 = time.perf_counter()
         if given is None:
-            candidates = await self._run(self._work, self._fetch, ids)
+            candidates = await self._store_call(self._fetch, ids)
         else:
             candidates = Candidates(
                 ids=ids, recall_scores=np.zeros(len(ids), np.float32), vectors=given

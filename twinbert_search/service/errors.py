@@ -130,8 +130,11 @@ def _where(detail: Mapping[str, Any]) -> str:
 async def _project_error(request: Request, exc: Exception) -> SafeJSONResponse:
     assert isinstance(exc, TwinBertSearchError)
     status, kind = classify(exc)
+    # A 503 is the store (or the model) not being there, which `outage.StoreHealth` logs
+    # once per outage: per request it is debug detail. Other 5xx are worth a line each.
     if status >= 500:
-        logger.warning("%s %s: %s: %s", request.method, request.url.path, kind, exc)
+        level = logging.DEBUG if status == 503 else logging.WARNING
+        logger.log(level, "%s %s: %s: %s", request.method, request.url.path, kind, exc)
     headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "5"}

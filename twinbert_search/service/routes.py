@@ -136,7 +136,7 @@ async def readyz(request: Request) -> Readiness | Response:
         return _unready("the model and store are not loaded")
     try:
         info, warning = await anyio.to_thread.run_sync(
-            lambda: (service.searcher.store.info, service.index_warning())
+            service.probe_store, lambda: (service.searcher.store.info, service.index_warning())
         )
     except TwinBertSearchError as exc:
         return _unready(f"{classify(exc)[1]}: {exc}")
@@ -163,7 +163,7 @@ async def prometheus_metrics(request: Request) -> Response:
         # index_warning sets the incomplete-indexing gauge as a side effect; a store that is
         # down keeps the gauge's last value.
         with contextlib.suppress(TwinBertSearchError):
-            await anyio.to_thread.run_sync(service.index_warning)
+            await anyio.to_thread.run_sync(service.probe_store, service.index_warning)
     content, media_type = request.app.state.metrics.render()
     return Response(content, media_type=media_type)
 

@@ -11,7 +11,8 @@ environment variable.
 
 `--ann` is read per backend: an embedded ANN spec (`auto`, `flat`, `hnsw32,efc=200`), an
 OpenSearch index description (`faiss:hnsw16:efc128:fp16:innerproduct`) or an Elasticsearch one
-(`elasticsearch:int8_hnsw16:efc128:innerproduct`); `auto` is each backend's default.
+(`elasticsearch:int8_hnsw16:efc128:innerproduct`); `auto` is each backend's default, for
+OpenSearch the default its cluster's k-NN plugin can run (faiss needs a native library).
 Heavy modules (onnxruntime, faiss) are imported by the functions, so the CLI starts fast.
 """
 
@@ -47,6 +48,9 @@ CLUSTER_KEYS = frozenset(
     }
     - {"manifest", "index_options"}
 )
+# Each client's name for the number of connections it keeps per node (opensearch-py's urllib3
+# pool holds 1 unless told, so concurrent requests would each open and drop a connection).
+POOL_SIZE_KEYWORDS = {OPENSEARCH: "pool_maxsize", ELASTICSEARCH: "connections_per_node"}
 
 
 def embedded_dir(index_dir: str | Path | None) -> Path:
@@ -88,6 +92,7 @@ def open_store(
     codec: str | None = None,
     ann: str | None = None,
     manifest: ModelManifest | None = None,
+    pool_size: int | None = None,
     **cluster_kwargs: Any,
 ) -> VectorStore:
     """The store the options describe; the caller closes it (stores are context managers).
@@ -95,7 +100,8 @@ def open_store(
     Embedded: `writable` creates or opens the writer (`dim`, `codec`, `ann` as in
     `EmbeddedStore.create_or_open`), otherwise the snapshot is opened read-only. A cluster
     (OpenSearch, Elasticsearch): a connection reads and writes either way; `ann` shapes the
-    indices it creates and `manifest` renders its template and pipelines.
+    indices it creates and `manifest` renders its template and pipelines; `pool_size` is how
+    many connections its client keeps (as many as threads that use the store at once).
     """
     check_options(backend, index_dir=index_dir, **cluster_kwargs)
     if backend == EMBEDDED:
@@ -114,6 +120,9 @@ def open_store(
             f"--codec is for the embedded store; {ENGINE_NAMES[backend]} keeps float32 "
             f"vectors in _source (set the ANN graph's encoding in --ann, {hint})"
         )
+    if pool_size is not None:
+        given = cluster_kwargs.get("client_kwargs") or {}
+        cluster_kwargs["client_kwargs"] = {POOL_SIZE_KEYWORDS[backend]: pool_size, **given}
     if backend == ELASTICSEARCH:
         from twinbert_search.stores.elasticsearch.connection import (
             store_from_options as elasticsearch_store,
@@ -123,7 +132,31 @@ def open_store(
         es_options = None if ann in (None, "auto") else EsOptions.parse(ann)
         return elasticsearch_store(**cluster_kwargs, manifest=manifest, index_options=es_options)
     from twinbert_search.stores.opensearch.assets import IndexOptions
-    from twinbert_search.stores.opensearch.connection import store_from_options
+    from twinbert_search.stores.opensearch.connection import (
+        connection_from_options,
+        store_from_options,
+    )
 
     options = None if ann in (None, "auto") else IndexOptions.parse(ann)
-    return store_from_options(**cluster_kwargs, manifest=manifest, index_options=options)
+    store = store_from_options(**cluster_kwargs, manifest=manifest, index_options=options)
+    if writable:  # indices may be created: with an engine the cluster runs
+        try:
+            url = connection_from_options(**cluster_kwargs).safe_url
+            store.index_options = fitting_index_options(store.client, url, options)
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def fitting_index_options(client: Any, safe_url: str, given: Any) -> Any:
+    """OpenSearch index options (`given`, None for auto) checked against the engines the
+    cluster at `safe_url` runs (`stores/opensearch/knn_engines.py`): the default it can
+    run, or ConfigurationError before anything is created."""
+    from twinbert_search.stores.opensearch.knn_engines import (
+        cluster_engines,
+        runnable_index_options,
+    )
+
+    engines = cluster_engines(client, safe_url)
+    return runnable_index_options(given, engines, f"OpenSearch at {safe_url}")

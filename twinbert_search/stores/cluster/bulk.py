@@ -3,8 +3,8 @@
 opensearch-py and elasticsearch-py ship the same `helpers.streaming_bulk`: it chunks actions
 by count and bytes and yields `(ok, {op_type: info})` per document. `helper_stream` binds an
 engine's helper to a client with the chunking of `BulkOptions`; `send_with_retries` then
-resends the documents rejected with a transient status (429, 5xx, or no status at all when
-the request never arrived) with capped exponential backoff, and raises once at the end: one
+resends the documents that failed transiently (throttled with 429, rejected with 5xx, or not
+delivered at all) with capped exponential backoff, and raises once at the end: one
 `BulkIndexError(errors)` with a record per document, or BackendUnavailableError when nothing
 reached the cluster. `_id` is the document id, so resending is harmless.
 """
@@ -12,6 +12,7 @@ reached the cluster. `_id` is the document id, so resending is harmless.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,8 +92,9 @@ def send_with_retries(
 ) -> int:
     """Send actions; resend 429/5xx failures with backoff; raise once for the rest.
 
-    Returns how many documents succeeded. `unreachable` names the cluster in the error
-    raised when no document got an HTTP status (e.g. "OpenSearch at https://host:9200").
+    Returns how many documents succeeded. `unreachable` names the cluster (e.g. "OpenSearch
+    at https://host:9200") in each retry's line, which says why documents are resent
+    (`retry_reason`), and in the error raised when no document got an HTTP status.
     """
     by_id = {a["_id"]: a for a in actions}
     pending = actions
@@ -101,6 +103,7 @@ def send_with_retries(
     attempt = 0
     while pending:
         retry: list[Action] = []
+        why: Counter[str] = Counter()
         for ok, item in stream(pending):
             op_type, info = next(iter(item.items()))
             if ok:
@@ -110,14 +113,16 @@ def send_with_retries(
             retryable = not isinstance(status, int) or status in RETRY_STATUSES
             if retryable and attempt < options.max_retries:
                 retry.append(by_id[info["_id"]])
+                why[retry_reason(info, unreachable)] += 1
             else:
                 errors.append(item_error(op_type, info, attempt + 1))
         if retry:
             attempt += 1
             delay = options.backoff(attempt)
             logger.warning(
-                "bulk: %d documents rejected (429/5xx); retry %d/%d in %.1fs",
+                "bulk: %d documents to resend (%s); retry %d/%d in %.1fs",
                 len(retry),
+                ", ".join(f"{n} {reason}" for reason, n in why.most_common()),
                 attempt,
                 options.max_retries,
                 delay,
@@ -136,6 +141,20 @@ def send_with_retries(
             errors,
         )
     return succeeded
+
+
+def retry_reason(info: Mapping[str, Any], unreachable: str) -> str:
+    """Why one document is resent: the cluster was not reached (or timed out), it throttled
+    the writes (429), or it failed to handle them (5xx)."""
+    status = info.get("status")
+    if not isinstance(status, int):  # the request got no HTTP answer
+        failure = type(info.get("exception")).__name__
+        if "Timeout" in failure:
+            return f"timed out waiting for {unreachable}"
+        return f"not delivered: cannot reach {unreachable}"
+    if status == 429:
+        return "throttled by the cluster (429 Too Many Requests)"
+    return f"rejected by the cluster with {status}"
 
 
 def count_deletions(outcomes: Iterable[Outcome]) -> int:
