@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.test_service import QUERY, build_sample_index
+from tests.service.test_service import QUERY, build_sample_index
 from twinbert_search.errors import BackendUnavailableError
 from twinbert_search.search import Searcher
 from twinbert_search.service import ServiceConfig, create_app

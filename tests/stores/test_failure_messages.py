@@ -18,7 +18,7 @@ from opensearchpy.helpers import streaming_bulk
 
 from tests.fake_opensearch import FakeCluster
 from tests.opensearch_store_helpers import FP, corpus, make_store
-from tests.test_embedded_store import make_docs, unit_vectors
+from tests.stores.test_embedded_store import make_docs, unit_vectors
 from twinbert_search.errors import BackendUnavailableError, ModelMismatchError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.search import Searcher
