@@ -6,6 +6,7 @@ word list, a 2-layer BertConfig with random weights, a tokenizer.json from that 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.elasticsearch_node import elasticsearch_url  # noqa: F401  (the real node fixture)
 from tests.opensearch_node import node_stores, opensearch_node  # noqa: F401  (-m opensearch)
+from twinbert_search.service.logs import CLIENT_LOGGERS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "datasets" / "scifact"
@@ -180,3 +182,16 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """`serve` (run in-process by CliRunner) sets process-wide logger levels and filters: every
+    test gets them back as they were, so a test that reads client records sees them."""
+    names = ["", *CLIENT_LOGGERS, "urllib3.connectionpool"]
+    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).filters)) for n in names}
+    yield
+    for name, (level, filters) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.filters[:] = filters

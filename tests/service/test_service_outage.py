@@ -23,7 +23,7 @@ from tests.service.test_service import QUERY, build_sample_index
 from twinbert_search.errors import BackendUnavailableError
 from twinbert_search.search import Searcher
 from twinbert_search.service import ServiceConfig, create_app
-from twinbert_search.service.logs import CLIENT_LOGGERS, configure_logging
+from twinbert_search.service.logs import configure_logging
 from twinbert_search.service.outage import StoreHealth
 
 OUTAGE = "twinbert_search.service.outage"
@@ -70,18 +70,6 @@ def switched(sample_index: Path, tiny_model: Path) -> Iterator[tuple[TestClient,
     with TestClient(create_app(config, searcher), raise_server_exceptions=False) as client:
         yield client, store
     store._store.close()
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide levels and filters: put them back."""
-    names = ["", *CLIENT_LOGGERS, "urllib3.connectionpool"]
-    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).filters)) for n in names}
-    yield
-    for name, (level, filters) in saved.items():
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        logger.filters[:] = filters
 
 
 def _lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
