@@ -353,6 +353,9 @@ def find_model_of(
                     "name": source.get("name"),
                 }
             )
+    for model in found:  # a search lags the model's state by a refresh; a get does not
+        if model["model_state"] not in SERVING_STATES:
+            model["model_state"] = model_state(client, model["model_id"])
     found.sort(key=lambda m: (m["model_state"] not in SERVING_STATES, str(m["model_id"])))
     return found[0] if found else None
 
