@@ -87,10 +87,11 @@ MAX_SKIPPED_LINES = 100  # skipped records named on stderr; --json lists them al
 @click.option(
     "--encode-in-cluster",
     is_flag=True,
-    help="OpenSearch: the cluster encodes documents with the ML Commons model --model-id "
-    "(see `opensearch register-model`); --int8 if the int8 encoder was registered.",
+    help="OpenSearch: the cluster encodes documents with the ML Commons model that "
+    "`opensearch register-model --model` registered for --model (found by its fingerprint), "
+    "or --model-id; --int8 if the int8 encoder was registered.",
 )
-@model_id_option("ML Commons model id for --encode-in-cluster.")
+@model_id_option("ML Commons model id for --encode-in-cluster (default: found by fingerprint).")
 @click.option(
     "--openvino",
     is_flag=True,
@@ -133,7 +134,9 @@ def index(
     """
     from twinbert_search.ingest.corpus import index_corpus
 
-    _check_index_flags(backend, rebuild, delete_old, encode_in_cluster, model_id)
+    _check_index_flags(backend, rebuild, delete_old, encode_in_cluster, model_id, openvino)
+    if encode_in_cluster and not model_id:
+        model_id = _registered_model_id(model, int8, cluster_kwargs)
     run = index_corpus(
         corpus,
         backend=backend,
@@ -162,7 +165,12 @@ def index(
 
 
 def _check_index_flags(
-    backend: str, rebuild: bool, delete_old: bool, encode_in_cluster: bool, model_id: str | None
+    backend: str,
+    rebuild: bool,
+    delete_old: bool,
+    encode_in_cluster: bool,
+    model_id: str | None,
+    openvino: bool = False,
 ) -> None:
     """ConfigurationError for flags that do not go together, before anything is loaded."""
     if backend not in CLUSTERS and rebuild:
@@ -174,8 +182,49 @@ def _check_index_flags(
             raise ConfigurationError(f"{', '.join(used)} needs --backend opensearch")
     if delete_old and not rebuild:
         raise ConfigurationError("--delete-old goes with --rebuild")
-    if encode_in_cluster != bool(model_id):
+    if model_id and not encode_in_cluster:
         raise ConfigurationError("--encode-in-cluster and --model-id go together")
+    if openvino and encode_in_cluster:
+        raise ConfigurationError(
+            "--openvino encodes locally; it does not go with --encode-in-cluster"
+        )
+
+
+def _registered_model_id(model: Path | None, int8: bool, cluster_kwargs: dict[str, Any]) -> str:
+    """The id of the deployed ML Commons model that `opensearch register-model` registered
+    for this model directory, found by the fingerprint of the vectors it computes."""
+    from twinbert_search.manifest import ModelManifest
+    from twinbert_search.runtime.models import resolve_model
+    from twinbert_search.stores.opensearch import ml, translate_errors
+    from twinbert_search.stores.opensearch.connection import connection_from_options
+
+    model_dir = resolve_model(model, build_default=True)
+    manifest = ModelManifest.load(model_dir)
+    connection = connection_from_options(**cluster_kwargs)
+    client = connection.client()
+    try:
+        with translate_errors(connection.safe_url, "find the registered document encoder"):
+            found = ml.find_model_of(client, manifest, quantized=int8)
+    finally:
+        client.close()
+    register = "twinbert-search opensearch register-model --model " + str(model_dir)
+    register += " --int8" if int8 else ""
+    if found is None:
+        raise ConfigurationError(
+            f"no ML Commons model on {connection.safe_url} encodes documents as {model_dir} "
+            f"does: register it with `{register}` (or pass --model-id)"
+        )
+    if found["model_state"] not in ml.SERVING_STATES:
+        raise ConfigurationError(
+            f"the ML Commons model {found['model_id']} registered for {model_dir} is "
+            f"{found['model_state']}, not deployed: `{register}` deploys it"
+        )
+    click.echo(
+        f"encoding in the cluster with ML Commons model {found['model_id']} "
+        f"({found['name']}, found by fingerprint)",
+        err=True,
+    )
+    return str(found["model_id"])
 
 
 def _echo_index_run(run: IndexRun, as_json: bool) -> None:

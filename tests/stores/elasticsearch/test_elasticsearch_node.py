@@ -36,7 +36,12 @@ from tests.stores.elasticsearch.test_elasticsearch_cli import (
 )
 from twinbert_search.cli import main
 from twinbert_search.errors import BulkIndexError, StoreError
-from twinbert_search.stores.elasticsearch import ConnectionOptions, ElasticsearchStore, IndexOptions
+from twinbert_search.stores.elasticsearch import (
+    ConnectionOptions,
+    ElasticsearchStore,
+    IndexOptions,
+    assets,
+)
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -74,8 +79,11 @@ def test_build_recall_filters_bm25_and_rebuild(elasticsearch_url: str, alias: st
     store.upsert(docs, vectors, model_fingerprint="it-model", precomputed=pre)
     store.finalize()
     assert store.info.count == 60 and store.info.model_fingerprint == "it-model"
-    if store.pipeline_processors is False:
-        print("this node has no ingest-common/Painless: the pipeline was put without processors")
+    # the pipeline has processors exactly where the node has the modules they need
+    can_process = {"ingest-common", "lang-painless"} <= node_modules(store.client)
+    assert store.pipeline_processors is can_process
+    stored = store.client.ingest.get_pipeline(id=f"{alias}-vectors").body[f"{alias}-vectors"]
+    assert bool(stored["processors"]) is can_process
 
     found = store.recall(vectors[7], 10)
     assert found.ids[0] == "d07"
@@ -116,20 +124,62 @@ def test_the_node_refuses_bad_vectors(elasticsearch_url: str, alias: str) -> Non
         assert error["type"] == "document_parsing_exception" and "unit-length" in error["reason"]
 
 
+def node_modules(client: Any) -> set[str]:
+    """The modules and plugins every node of the cluster runs."""
+    nodes = client.nodes.info(metric="plugins").body["nodes"].values()
+    names = [{m["name"] for m in n.get("modules", []) + n.get("plugins", [])} for n in nodes]
+    return set.intersection(*names)
+
+
+def engine_accepts_rrf(client: Any, index: str, vector: np.ndarray) -> bool:
+    """Whether the cluster runs the `rrf` retriever: asked directly, not through the store."""
+    from elasticsearch import ApiError
+
+    body = assets.rrf_search_body("bread flour", vector, 5, IndexOptions())
+    try:
+        client.search(index=index, body=body)
+    except ApiError as exc:
+        assert exc.status_code in (400, 403), exc  # refused, never broken
+        return False
+    return True
+
+
+def by_hand_rrf(*rankings: list[str]) -> dict[str, float]:
+    """score(d) = sum over the lists of 1 / (60 + rank of d), ranks from 1."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, doc_id in enumerate(ranking, start=1):
+            scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (60 + rank)
+    return scores
+
+
 def test_hybrid_recall_in_the_cluster_or_in_the_client(elasticsearch_url: str, alias: str) -> None:
+    """The store fuses in the cluster exactly where the node runs the `rrf` retriever; either
+    way the fused list is reciprocal rank fusion over the engine's own BM25 and kNN lists."""
+    from twinbert_search.search.fusion import fuse_hybrid
+
     store = node_store(elasticsearch_url, alias)
     docs, vectors = corpus(30, dim=DIM)
     store.upsert(docs, vectors, model_fingerprint="it-model")
     store.finalize()
-    fused = store.recall_fused("bread flour", vectors[0], 5)
-    if fused is None:
-        assert store.rrf_available is False
-        pytest.skip(
-            "this node has no rrf retriever (rank-rrf module or licence): hybrid recall "
-            "fuses in the client (tests/stores/elasticsearch/test_elasticsearch_cli.py checks "
-            "both agree)"
-        )
-    assert len(fused) == 5
+    query, n = "bread flour", 5
+    in_cluster = engine_accepts_rrf(store.client, alias, vectors[0])
+    fused = store.recall_fused(query, vectors[0], n)
+    assert store.rrf_available is in_cluster and (fused is not None) is in_cluster
+    dense = store.recall(vectors[0], n)
+    sparse = [doc_id for doc_id, _ in store.recall_bm25(query, n)]
+    assert sparse and set(sparse) - set(dense.ids), "BM25 brings documents kNN missed"
+    expected = sorted(by_hand_rrf(dense.ids, sparse).items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    if fused is None:  # the searcher's fallback: fused here, BM25-only vectors fetched
+        fused = fuse_hybrid(dense, sparse, n, store.fetch, DIM)
+        rows = [int(doc_id[1:]) for doc_id in fused.ids]
+        np.testing.assert_array_equal(fused.vectors, vectors[rows])
+    assert len(fused) == n
+    np.testing.assert_allclose(fused.recall_scores, [s for _, s in expected], rtol=1e-6)
+    cut = expected[-1][1] + 1e-9  # among ties at the cut-off, the engine picks
+    assert [i for i, s in zip(fused.ids, fused.recall_scores, strict=True) if s > cut] == [
+        doc_id for doc_id, s in expected if s > cut
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +216,9 @@ def test_hybrid_reranks_the_same_candidates_as_the_embedded_store(
 
 
 def test_the_cli_from_an_empty_cluster_to_a_search_with_rerank(
-    elasticsearch_url: str, alias: str, tiny_model: Path
+    elasticsearch_url: str, alias: str, tiny_model: Path, tmp_path: Path
 ) -> None:
+    index_dir = tmp_path / "embedded"
     env = {"ELASTICSEARCH_URL": elasticsearch_url}
     common = ["--backend", "elasticsearch", "--model", str(tiny_model), "--alias", alias]
 
@@ -181,7 +232,13 @@ def test_the_cli_from_an_empty_cluster_to_a_search_with_rerank(
     found = run("search", "why does the moon show one face", *common, "-k", "3", "--json")
     assert found["reranked"] is True and len(found["hits"]) == 3
     metrics = run("eval", *common, *EVAL_FILES, "--candidates", "20", "--no-progress", "--json")
-    assert metrics["reranked"]["ndcg@10"] >= 0
+    # the same evaluation over the embedded store of the same corpus and model: equal metrics
+    local = ["--backend", "embedded", "--model", str(tiny_model), "--index-dir", str(index_dir)]
+    run("index", CORPUS, *local, "--ann", "flat", "--no-progress", "--json")
+    embedded = run("eval", *local, *EVAL_FILES, "--candidates", "20", "--no-progress", "--json")
+    for stage in ("recall", "reranked"):
+        assert metrics[stage]["ndcg@10"] > 0, stage
+        assert metrics[stage] == pytest.approx(embedded[stage], abs=1e-4), stage
 
 
 # -- the fake answers as the node does -------------------------------------------------------------

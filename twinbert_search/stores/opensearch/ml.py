@@ -113,11 +113,13 @@ class ModelPackage:
                 yield chunk
 
 
-def ml_model_config(manifest: ModelManifest) -> dict[str, Any]:
-    """The `model_config` ML Commons needs to run the packaged encoder."""
+def ml_model_config(manifest: ModelManifest, quantized: bool = False) -> dict[str, Any]:
+    """The `model_config` ML Commons needs to run the packaged encoder; `all_config` records
+    the fingerprint of the vectors it computes, by which `find_model_of` finds it again."""
     all_config = {
         "twinbert_search": {
             "model_fingerprint": manifest.fingerprint or None,
+            "vector_fingerprint": vector_fingerprint(manifest, quantized),
             "dim": manifest.dim,
             "pooling": manifest.pooling,
             "max_doc_length": manifest.max_doc_length,
@@ -276,7 +278,7 @@ def build_model_package(
         size_in_bytes=len(data),
         dim=manifest.dim,
         vector_fingerprint=vector_fingerprint(manifest, quantized),
-        model_config=ml_model_config(manifest),
+        model_config=ml_model_config(manifest, quantized),
     )
 
 
@@ -305,6 +307,57 @@ def find_model(client: Any, sha256: str) -> dict[str, Any] | None:
             "model_state": source.get("model_state"),
         }
     return None
+
+
+SERVING_STATES = ("DEPLOYED", "PARTIALLY_DEPLOYED")
+
+
+def _computes(source: dict[str, Any], manifest: ModelManifest, quantized: bool) -> bool:
+    """Whether a registered model (its `_source`) computes this model's document vectors.
+
+    `all_config` names the vectors' fingerprint; registrations older than that field name the
+    model's fingerprint, and the int8 encoder by its default name's `-int8`.
+    """
+    config = source.get("model_config") or {}
+    try:
+        ours = json.loads(config.get("all_config") or "{}").get("twinbert_search") or {}
+    except (TypeError, ValueError, AttributeError):
+        return False
+    if "vector_fingerprint" in ours:
+        return bool(ours["vector_fingerprint"] == vector_fingerprint(manifest, quantized))
+    is_int8 = str(source.get("name", "")).endswith("-int8")
+    fingerprint = ours.get("model_fingerprint")
+    same_model = bool(manifest.fingerprint) and fingerprint == manifest.fingerprint
+    return same_model and is_int8 == quantized
+
+
+def find_model_of(
+    client: Any, manifest: ModelManifest, quantized: bool = False
+) -> dict[str, Any] | None:
+    """The registered model that encodes documents as `manifest`'s model does (its `model_id`,
+    `model_state` and `name`), found by fingerprint; a deployed one first. None when no model
+    registered by `register-model` computes these vectors."""
+    body = {
+        "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}},
+        "size": 1000,
+    }
+    response = _ml(client).search_models(body=body)
+    found = []
+    for hit in response.get("hits", {}).get("hits", []):
+        source = hit.get("_source", {})
+        if source.get("model_state") in REUSABLE_STATES and _computes(source, manifest, quantized):
+            found.append(
+                {
+                    "model_id": source.get("model_id", hit["_id"]),
+                    "model_state": source.get("model_state"),
+                    "name": source.get("name"),
+                }
+            )
+    for model in found:  # a search lags the model's state by a refresh; a get does not
+        if model["model_state"] not in SERVING_STATES:
+            model["model_state"] = model_state(client, model["model_id"])
+    found.sort(key=lambda m: (m["model_state"] not in SERVING_STATES, str(m["model_id"])))
+    return found[0] if found else None
 
 
 def wait_for_task(
