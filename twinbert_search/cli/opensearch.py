@@ -210,8 +210,9 @@ def register_model(
             click.echo(f"{key}: {value}")
         if "model_id" in out:
             click.echo(
-                "next: twinbert-search opensearch put-templates --model-id "
-                f"{out['model_id']} (then index with --encode-in-cluster)"
+                f"next: twinbert-search index DATA --backend opensearch --model {model_dir} "
+                f"--encode-in-cluster{' --int8' if int8 else ''} (it finds this model by its "
+                "fingerprint)"
             )
 
 
