@@ -21,6 +21,7 @@ COMMANDS = {
     "eval",
     "export",
     "index",
+    "models",
     "opensearch",
     "quantize",
     "recipe",

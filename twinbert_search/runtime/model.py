@@ -137,8 +137,8 @@ class TwinBertRuntime:
         return cls(
             model_dir,
             manifest,
-            OnnxEncoder(q_sess, query_tok),
-            OnnxEncoder(d_sess, doc_tok),  # type: ignore[arg-type]  # OpenVinoSession too
+            OnnxEncoder(q_sess, query_tok, prefix=manifest.query_prefix),
+            OnnxEncoder(d_sess, doc_tok, prefix=manifest.document_prefix),  # type: ignore[arg-type]
             load_crossing(model_dir, manifest.crossing, manifest.normalize, crossing_graph),
             document_graph=document_graph,
         )
