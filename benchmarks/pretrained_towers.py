@@ -21,7 +21,8 @@ import numpy as np
 from benchmarks.timing import summary_ms
 from twinbert_search.ingest.readers import read_corpus
 from twinbert_search.manifest import ModelManifest
-from twinbert_search.pretrained import import_tower, tower_named
+from twinbert_search.pretrained import tower_named
+from twinbert_search.pretrained.importer import import_tower
 from twinbert_search.pretrained.jar import local_jar
 from twinbert_search.runtime.encoder import row_cosines
 from twinbert_search.runtime.model import TwinBertRuntime

