@@ -10,8 +10,8 @@ A model directory loads from its path alone (the sentence-transformers idea):
     onnx/                    query_encoder.onnx, document_encoder.onnx (+ .int8.onnx, and
                              document_encoder.static-int8.onnx from `twinbert-search quantize`)
 
-A pretrained tower imported by `twinbert-search models fetch` has only manifest.json,
-tokenizer.json and onnx/ (see `twinbert_search.pretrained.importer`).
+A pretrained tower imported by `twinbert-search models fetch` has no HF checkpoint folders:
+manifest.json, tokenizer.json, a cosine crossing/ and onnx/ (`twinbert_search.pretrained`).
 """
 
 from __future__ import annotations

@@ -138,6 +138,7 @@ class TwinBertRuntime:
             model_dir,
             manifest,
             OnnxEncoder(q_sess, query_tok, prefix=manifest.query_prefix),
+            # type: ignore below: an OpenVinoSession serves as the session too
             OnnxEncoder(d_sess, doc_tok, prefix=manifest.document_prefix),  # type: ignore[arg-type]
             load_crossing(model_dir, manifest.crossing, manifest.normalize, crossing_graph),
             document_graph=document_graph,
