@@ -9,6 +9,9 @@ A model directory loads from its path alone (the sentence-transformers idea):
     crossing/                config.json + model.safetensors (numpy-readable)
     onnx/                    query_encoder.onnx, document_encoder.onnx (+ .int8.onnx, and
                              document_encoder.static-int8.onnx from `twinbert-search quantize`)
+
+A pretrained tower imported by `twinbert-search models fetch` has no HF checkpoint folders:
+manifest.json, tokenizer.json, a cosine crossing/ and onnx/ (`twinbert_search.pretrained`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,11 @@ class ModelManifest:
     document_fingerprint: str = ""
     onnx: dict[str, str] = field(default_factory=dict)
     base_model: str | None = None
+    # Text put before every query / document before tokenizing (an imported tower's card asks
+    # for them: bge's retrieval instruction, e5's "query: " / "passage: "). Written only when
+    # set, so manifests without them stay readable by earlier versions.
+    query_prefix: str = ""
+    document_prefix: str = ""
     format_version: int = FORMAT_VERSION
     versions: dict[str, str] = field(default_factory=lambda: {"twinbert_search": __version__})
     extra: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +99,11 @@ class ModelManifest:
         self.crossing.validate()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("query_prefix", "document_prefix"):
+            if not data[key]:
+                del data[key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "manifest") -> ModelManifest:

@@ -22,6 +22,7 @@ COMMANDS = {
     "eval",
     "export",
     "index",
+    "models",
     "opensearch",
     "quantize",
     "recipe",

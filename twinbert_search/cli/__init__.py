@@ -18,6 +18,7 @@ from twinbert_search import __version__
 
 # Modules, not their commands, so `twinbert_search.cli.serve` stays the module.
 from twinbert_search.cli import adapt, bench, index, opensearch, recipe, search, serve, train
+from twinbert_search.cli import models as models_cli
 from twinbert_search.errors import BulkIndexError, TwinBertSearchError
 
 __all__ = ["CLI", "main"]
@@ -70,3 +71,4 @@ main.add_command(train.teacher)
 main.add_command(train.distill)
 main.add_command(train.export)
 main.add_command(adapt.adapt)
+main.add_command(models_cli.models)

@@ -50,9 +50,12 @@ def make_session(
 class OnnxEncoder:
     """One tower (query or document) of an exported TwinBERT."""
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: TextTokenizer) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, tokenizer: TextTokenizer, *, prefix: str = ""
+    ) -> None:
         self.session = session
         self.tokenizer = tokenizer
+        self.prefix = prefix  # the manifest's query_prefix / document_prefix
         self._inputs = {i.name for i in session.get_inputs()}
         self.dim = int(session.get_outputs()[0].shape[-1])
 
@@ -71,6 +74,8 @@ class OnnxEncoder:
         """Encode texts; `progress(n)` is called after each batch with its size."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.prefix:
+            texts = [self.prefix + t for t in texts]
         encodings = self.tokenizer.encode(texts)
         if sort_by_length:
             order = np.argsort([-len(e.ids) for e in encodings], kind="stable")

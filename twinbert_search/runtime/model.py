@@ -137,8 +137,9 @@ class TwinBertRuntime:
         return cls(
             model_dir,
             manifest,
-            OnnxEncoder(q_sess, query_tok),
-            OnnxEncoder(d_sess, doc_tok),  # type: ignore[arg-type]  # OpenVinoSession too
+            OnnxEncoder(q_sess, query_tok, prefix=manifest.query_prefix),
+            # type: ignore below: an OpenVinoSession serves as the session too
+            OnnxEncoder(d_sess, doc_tok, prefix=manifest.document_prefix),  # type: ignore[arg-type]
             load_crossing(model_dir, manifest.crossing, manifest.normalize, crossing_graph),
             document_graph=document_graph,
         )
