@@ -19,7 +19,7 @@ from twinbert_search.pretrained import CATALOGUE, PretrainedTower
 from twinbert_search.runtime.model import TwinBertRuntime
 from twinbert_search.runtime.tokenization import TextTokenizer
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample"
 TINY = PretrainedTower(
     name="tiny-bert",
     artifact="langchain4j-embeddings-tiny-bert",
