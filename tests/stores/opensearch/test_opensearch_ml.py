@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -98,6 +99,20 @@ def test_a_model_without_an_onnx_export_is_refused(tmp_path: Path) -> None:
     ModelManifest(dim=4).save(tmp_path)
     with pytest.raises(ModelError, match="export the model to ONNX"):
         ml.build_model_package(tmp_path)
+
+
+def test_a_model_with_a_document_prefix_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    """ML Commons would encode the text without the prefix (e5's "passage: "): wrong vectors."""
+    prefixed = tmp_path / "prefixed"
+    shutil.copytree(model_dir, prefixed)
+    manifest = json.loads((prefixed / "manifest.json").read_text())
+    (prefixed / "manifest.json").write_text(
+        json.dumps({**manifest, "document_prefix": "passage: "})
+    )
+    with pytest.raises(ModelError, match="'passage: ', which ML Commons cannot add") as refused:
+        ml.build_model_package(prefixed, tmp_path / "model.zip")
+    assert "\n" not in str(refused.value), "one line"
+    assert not (tmp_path / "model.zip").exists(), "nothing is written"
 
 
 def test_register_by_chunks_then_deploy(package: ml.ModelPackage) -> None:

@@ -247,6 +247,15 @@ def build_model_package(
     """Write the ML Commons zip for a model directory; deterministic bytes, so a stable hash."""
     model_dir = Path(model_dir)
     manifest = ModelManifest.load(model_dir)
+    if manifest.document_prefix:
+        # ML Commons tokenises the field's text as it is: the vectors would lack the prefix
+        # the tower was trained with (e5's "passage: "), and recall would quietly degrade.
+        raise ModelError(
+            f"{model_dir}: this model encodes documents with the prefix "
+            f"{manifest.document_prefix!r}, which ML Commons cannot add; index it without "
+            "--encode-in-cluster (the documents are encoded here and their vectors sent)",
+            path=str(model_dir),
+        )
     key = "document_encoder_int8" if quantized else "document_encoder"
     default = "onnx/document_encoder.int8.onnx" if quantized else "onnx/document_encoder.onnx"
     onnx_path = model_dir / manifest.onnx.get(key, default)
