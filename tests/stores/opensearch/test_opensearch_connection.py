@@ -130,3 +130,20 @@ def test_an_unreachable_cluster_is_backend_unavailable() -> None:
     )
     with pytest.raises(BackendUnavailableError, match="cannot reach OpenSearch at http://127"):
         store.info  # noqa: B018
+
+
+def test_basic_auth_over_plain_http_warns_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "s3cret-over-http"
+    caplog.set_level(logging.WARNING)
+    ConnectionOptions("https://admin@search.example.com", password=secret).client_options({})
+    assert caplog.records == [], "https carries the password encrypted: nothing to say"
+    ConnectionOptions(f"http://admin:{secret}@search.example.com").client_options({})
+    assert [r.getMessage() for r in caplog.records] == [
+        "sending the OpenSearch password over plain http to http://search.example.com: "
+        "use an https:// URL"
+    ]
+    caplog.clear()
+    ConnectionOptions("http://search.example.com").client_options({})
+    assert caplog.records == [], "no credentials, no warning"

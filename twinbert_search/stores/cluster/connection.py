@@ -133,6 +133,13 @@ class ClusterConnection:
             kwargs["ca_certs"] = self.ca_certs
         if self.use_ssl and not self.verify_certs:
             logger.warning("TLS certificate verification is disabled for %s", self.safe_url)
+        if self.password is not None and not self.use_ssl:
+            # basic auth is the password in base64: over http anyone on the path can read it
+            logger.warning(
+                "sending the %s password over plain http to %s: use an https:// URL",
+                self.ENGINE,
+                self.safe_url,
+            )
         kwargs.update(self.client_kwargs)
         return kwargs
 
