@@ -16,8 +16,8 @@ Implemented, with the documented semantics the store relies on:
 - ingest pipelines (set, trim, remove, the vector check script by its tag, text_embedding);
 - queries: match_all, term, terms, ids, exists, bool, match (term-overlap BM25-lite), knn (exact
   search, score per space type, filter applied during the search, Faiss SQfp16 rounding) and
-  hybrid (min-max normalisation, weighted arithmetic mean, from the search pipeline; without
-  one, the engine's raw sub-query lists between marker scores);
+  hybrid (the RRF score-ranker processor of the search pipeline; without one, the engine's raw
+  sub-query lists between marker scores);
 - sort on keyword fields with search_after, _source includes;
 - what OpenSearch 2.19.1 refuses, with its error types and words (checked against a real node
   by tests/stores/opensearch/test_opensearch_node_parity.py): `_meta` on pipelines,

@@ -50,6 +50,7 @@ class FakeCluster(IndicesApi, DocumentsApi, SearchApi, MLApi):
         self.document_failures: dict[str, deque[int]] = {}
         self.document_rejections: dict[str, tuple[str, str]] = {}
         self.neural_search = True
+        self.version = "3.1.0"  # what `GET /` reports (neural-search's RRF needs 2.19)
         # what `_nodes` and the k-NN stats report: OpenSearch's own build by default; the
         # Maven-built test node has no bundled JDK and no faiss library
         self.knn_plugin = True

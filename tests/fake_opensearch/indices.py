@@ -25,6 +25,7 @@ from tests.fake_cluster_common import (
 from tests.fake_opensearch.common import ApiError
 
 # What the engine's pipeline parsers read; anything else (`_meta` too) is refused.
+NEURAL_PROCESSORS = ("normalization-processor", "score-ranker-processor")
 INGEST_PIPELINE_KEYS = frozenset({"description", "version", "processors", "on_failure"})
 SEARCH_PIPELINE_KEYS = frozenset(
     {"description", "version", "request_processors", "response_processors",
@@ -74,6 +75,7 @@ class IndicesApi:
     search_pipelines: dict[str, dict[str, Any]]
     models: dict[str, dict[str, Any]]
     neural_search: bool
+    version: str
 
     # -- names --------------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class IndicesApi:
     def _h_info(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
         return 200, {
             "cluster_name": "fake",
-            "version": {"distribution": "opensearch", "number": "3.1.0"},
+            "version": {"distribution": "opensearch", "number": self.version},
         }
 
     def _h_cluster_health(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
@@ -160,6 +162,8 @@ class IndicesApi:
     def _h_nodes_info(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
         """Two nodes alike: the k-NN plugin or not, a distribution with a JDK or not."""
         plugins = [{"name": "opensearch-knn"}] if self.knn_plugin else []
+        if self.neural_search:
+            plugins.append({"name": "opensearch-neural-search"})
         node = {"jvm": {"bundled_jdk": self.bundled_jdk}, "plugins": plugins}
         return 200, {"nodes": {f"n{i}": {"name": f"fake-{i}", **node} for i in (1, 2)}}
 
@@ -369,12 +373,9 @@ class IndicesApi:
 
     def _h_search_pipeline_put(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
         for proc in body.get("phase_results_processors", []):
-            if not self.neural_search and "normalization-processor" in proc:
-                raise ApiError(
-                    400,
-                    "illegal_argument_exception",
-                    "Invalid processor type normalization-processor",
-                )
+            kind = next(iter(proc), "")
+            if not self.neural_search and kind in NEURAL_PROCESSORS:
+                raise ApiError(400, "illegal_argument_exception", f"Invalid processor type {kind}")
         check_pipeline_keys(pp["id"], body, SEARCH_PIPELINE_KEYS)  # after the processors
         self.search_pipelines[pp["id"]] = body
         return 200, {"acknowledged": True}

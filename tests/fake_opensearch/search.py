@@ -2,10 +2,9 @@
 
 match_all, term, terms, ids, exists, bool, match (term-overlap BM25-lite), knn (exact search,
 the plugin's score per space type, the filter applied during the search, Faiss SQfp16
-rounding) and hybrid (min-max normalisation and a weighted arithmetic mean, from the search
-pipeline; without one, the engine's raw sub-query lists between sentinel scores); sort on
-keyword fields with search_after; `_source` includes. Search and count see documents as of
-the last refresh.
+rounding) and hybrid (the RRF score-ranker of the search pipeline; without one, the
+engine's raw sub-query lists between sentinel scores); sort on keyword fields with
+search_after; `_source` includes. Search and count see documents as of the last refresh.
 """
 
 from __future__ import annotations
@@ -247,20 +246,22 @@ class SearchApi:
         return dict(ranked)
 
     def _normalization(self, pipeline: str | None) -> Mapping[str, Any] | None:
-        """The normalization processor of the search pipeline a request names, if any."""
+        """The score-ranker processor of the search pipeline a request names, if any."""
         if pipeline is None:
             return None
         if pipeline not in self.search_pipelines:
             raise ApiError(400, "illegal_argument_exception", f"Pipeline {pipeline} is not defined")
         processor = None
         for proc in self.search_pipelines[pipeline].get("phase_results_processors", []):
-            processor = proc.get("normalization-processor", processor)
+            if "normalization-processor" in proc:
+                raise FakeUnsupported("the normalization processor (the store sends RRF)")
+            processor = proc.get("score-ranker-processor", processor)
         return processor
 
     def _raw_hybrid(
         self, spec: Mapping[str, Any], pp: Mapping[str, str], size: int, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """A hybrid query that no normalization processor combines: neural-search's raw lists.
+        """A hybrid query that no score-ranker processor fuses: neural-search's raw lists.
 
         Not an error on the engine (2.19.1): per shard, a start marker, then for each
         sub-query a delimiter and its top hits, then a stop marker; markers carry the first
@@ -301,40 +302,23 @@ class SearchApi:
         processor: Mapping[str, Any] | None,
     ) -> dict[str, float]:
         assert processor is not None
-        if (
-            processor["normalization"]["technique"] != "min_max"
-            or processor["combination"]["technique"] != "arithmetic_mean"
-        ):
-            raise FakeUnsupported("only min_max + arithmetic_mean")
         queries = spec["queries"]
-        weights = processor["combination"].get("parameters", {}).get("weights") or [1.0] * len(
-            queries
-        )
         per_query = []
         for sub in queries:
             scores = self._evaluate(sub, index, index.searchable)
             per_query.append(dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:size]))
-        return combine_min_max(per_query, weights)
+        combination = processor.get("combination", {})
+        if combination.get("technique") != "rrf":
+            raise FakeUnsupported("only the rrf score-ranker")
+        return combine_rrf(per_query, int(combination.get("rank_constant", 60)))
 
 
-def combine_min_max(
-    per_query: Sequence[Mapping[str, float]], weights: Sequence[float]
-) -> dict[str, float]:
-    """neural-search's `min_max` normalisation and `arithmetic_mean` combination.
-
-    Each sub-query's hits are scaled to [0.001, 1] (1 when they all tie); a document a
-    sub-query did not return counts 0 there, with that sub-query's weight.
-    """
-    normalised = []
+def combine_rrf(per_query: Sequence[Mapping[str, float]], rank_constant: int) -> dict[str, float]:
+    """neural-search's `score-ranker-processor` (rrf): sum 1 / (rank_constant + rank) over the
+    sub-query lists a document is in, ranks from 1 in each list's order; float32 like the
+    engine's scores."""
+    fused: dict[str, float] = {}
     for top in per_query:
-        if top:
-            lo, hi = min(top.values()), max(top.values())
-            top = {
-                i: (1.0 if hi == lo else max((s - lo) / (hi - lo), 0.001)) for i, s in top.items()
-            }
-        normalised.append(top)
-    ids = set().union(*normalised)
-    return {
-        i: sum(w * q.get(i, 0.0) for w, q in zip(weights, normalised, strict=True)) / sum(weights)
-        for i in ids
-    }
+        for rank, doc_id in enumerate(top, start=1):
+            fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (rank_constant + rank)
+    return {i: float(np.float32(s)) for i, s in fused.items()}

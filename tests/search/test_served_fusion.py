@@ -186,6 +186,22 @@ def test_the_embedded_store_opensearch_and_the_service_serve_alike(
             )
 
 
+def test_the_service_reports_which_side_fused_hybrid_recall(
+    tuned_model: Path, residual_index: Path, opensearch: Searcher
+) -> None:
+    """/search says who fused a hybrid recall: the engine (the fake has neural-search 2.19+),
+    the sidecar over the embedded store; null without hybrid."""
+    config = ServiceConfig(index_dir=residual_index, model=tuned_model, workers=2)
+    body = {"query": QUERY, "k": 10, "candidates": 40, "hybrid": True}
+    with TestClient(create_app(config, opensearch)) as client:
+        assert client.post("/search", json=body).json()["hybrid_fusion"] == "engine"
+        plain = client.post("/search", json={**body, "hybrid": False}).json()
+        assert plain["hybrid_fusion"] is None
+    embedded = Searcher.open(residual_index, tuned_model)
+    with embedded.store, TestClient(create_app(config, embedded)) as client:
+        assert client.post("/search", json=body).json()["hybrid_fusion"] == "client"
+
+
 def test_the_recipes_served_lists_are_the_searchers(cosine_model: Path, cosine_index: Path) -> None:
     """The recipe measures the served setting in numpy (`recipe.signals`): the same hybrid
     list and recall scores as `Searcher.search(hybrid=True)`, BM25 non-matches left out."""

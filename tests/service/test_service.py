@@ -135,6 +135,7 @@ def test_search_options(client: TestClient, searcher: Searcher) -> None:
         "/search", json={"query": "theremin", "k": 50, "candidates": 50, "hybrid": True}
     ).json()
     assert sparse <= {h["id"] for h in hybrid["hits"]}
+    assert hybrid["hybrid_fusion"] == "client" and recall_only["hybrid_fusion"] is None
     # k above candidates raises the recall depth to k, as the library does
     deep = client.post("/search", json={"query": "volcano", "k": 30, "candidates": 5}).json()
     assert deep["candidates"] == 30 and len(deep["hits"]) == 30

@@ -113,7 +113,7 @@ def test_a_misspelt_cluster_option_is_an_error_naming_it(tmp_path: Path) -> None
         open_searcher("opensearch", urll="http://fake:9200")
     with pytest.raises(ConfigurationError, match="unknown store option 'url_'"):
         open_store("embedded", index_dir=tmp_path / "ix", writable=True, dim=4, url_="x")
-    check_options("opensearch", url="http://fake:9200", ef_search=64, hybrid_weights=(1, 1))
+    check_options("opensearch", url="http://fake:9200", ef_search=64)
     check_options("elasticsearch", url="http://fake:9200", num_candidates=200, es_api_key="k")
 
 
@@ -218,6 +218,22 @@ def test_index_then_search_through_opensearch(
     assert hits and all(h["document"]["metadata"]["topic"] == "sports" for h in hits)
     text = invoke(["search", "volcano", *common, "--explain"])
     assert text.exit_code == 0 and "recall #" in text.stdout
+    assert "hybrid_fusion" not in text.stdout
+    fused = invoke(["search", "volcano", *common, "--hybrid", "--explain"])
+    assert fused.exit_code == 0 and "hybrid_fusion=engine" in fused.stdout, fused.output
+    # the same fusion whichever side runs it: the engine's RRF, then the searcher's
+    hybrid = ["search", "volcano", *common, "--hybrid", "--no-rerank", "-k", "50", "--json"]
+    by_engine = json.loads(invoke(hybrid).stdout)
+    cluster.neural_search = False  # a new store reads the plugins again
+    by_client = json.loads(invoke(hybrid).stdout)
+    cluster.neural_search = True
+    assert (by_engine["hybrid_fusion"], by_client["hybrid_fusion"]) == ("engine", "client")
+    assert [h["id"] for h in by_engine["hits"]] == [h["id"] for h in by_client["hits"]]
+    np.testing.assert_allclose(
+        [h["recall_score"] for h in by_engine["hits"]],
+        [h["recall_score"] for h in by_client["hits"]],
+        rtol=1e-6,
+    )
     for result in (first, again, found, filtered, text):
         assert SECRET not in result.output
 

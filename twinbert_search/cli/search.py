@@ -103,7 +103,8 @@ def search(
         click.echo(line)
     if explain:
         timing = ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings_ms.items())
-        click.echo(f"reranked={result.reranked} candidates={result.candidates}; {timing}")
+        fusion = f" hybrid_fusion={result.hybrid_fusion}" if result.hybrid_fusion else ""
+        click.echo(f"reranked={result.reranked} candidates={result.candidates}{fusion}; {timing}")
 
 
 @click.command("eval")

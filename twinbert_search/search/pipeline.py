@@ -67,12 +67,14 @@ class SearchResult:
     candidates: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     recall_ids: Sequence[str] = field(default_factory=list)  # the full recall order
+    hybrid_fusion: str | None = None  # hybrid recall: "engine" or "client" fused it
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "reranked": self.reranked,
             "candidates": self.candidates,
+            "hybrid_fusion": self.hybrid_fusion,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "hits": [h.to_dict() for h in self.hits],
         }

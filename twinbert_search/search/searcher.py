@@ -252,6 +252,7 @@ class Searcher:
             candidates=len(found.candidates),
             timings_ms=timings,
             recall_ids=recall_ids,
+            hybrid_fusion=self.store.hybrid_fusion if hybrid else None,
         )
 
     def rerank_ids(self, query: str, ids: Sequence[str]) -> list[tuple[str, float]]:

@@ -303,6 +303,7 @@ class SearchService:
             degraded=degraded,
             candidates=len(found.candidates),
             cache_hit=cache_hit,
+            hybrid_fusion=self.searcher.store.hybrid_fusion if request.hybrid else None,
             timings_ms=timings,
             hits=hits,
         )

@@ -199,6 +199,11 @@ class SearchResponse(BaseModel):
     )
     candidates: int = Field(description="How many candidates recall returned.")
     cache_hit: bool = Field(description="The query embedding came from the LRU cache.")
+    hybrid_fusion: Literal["engine", "client"] | None = Field(
+        default=None,
+        description="Hybrid recall only: whether the engine fused BM25 and kNN (one request) "
+        "or the sidecar did, by the same reciprocal rank; null without hybrid.",
+    )
     timings_ms: dict[str, float] = Field(description="encode, recall, rerank, documents and total.")
     hits: list[Hit]
 

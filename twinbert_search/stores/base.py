@@ -206,9 +206,16 @@ class VectorStore(ABC):
         filters: Filters | None = None,
     ) -> Candidates | None:
         """kNN and BM25 fused by reciprocal rank (k=60) in one request, where the backend can
-        (Elasticsearch's `rrf` retriever); None, the default, leaves the fusion to the searcher.
+        (Elasticsearch's `rrf` retriever, OpenSearch's RRF search pipeline); None, the
+        default, leaves the fusion to the searcher.
         """
         return None
+
+    @property
+    def hybrid_fusion(self) -> str:
+        """Who fuses hybrid recall: "engine" where `recall_fused` answers (one request), else
+        "client" (the searcher fuses the kNN and BM25 lists by the same reciprocal rank)."""
+        return "client"
 
     def bm25_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
         """BM25 scores of these ids, for a rerank that fuses them; NotImplementedError without."""

@@ -14,6 +14,7 @@ from tests.opensearch_checks import check_knn_vector
 from tests.opensearch_spec import SpecViolation, load_spec
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
+from twinbert_search.search.fusion import RRF_K
 from twinbert_search.stores.opensearch import assets
 from twinbert_search.stores.opensearch.assets import IndexOptions
 
@@ -130,8 +131,14 @@ def test_pipelines_follow_the_spec() -> None:
         "PUT", "/_ingest/pipeline/e", {}, assets.embedding_pipeline(MANIFEST, "model-1")
     )
     spec.validate_request("PUT", "/_search/pipeline/h", {}, assets.hybrid_search_pipeline())
-    with pytest.raises(ConfigurationError):
-        assets.hybrid_search_pipeline((1.0,))
+
+
+def test_the_hybrid_pipeline_fuses_by_the_client_side_formula() -> None:
+    """The engine's RRF is the searcher's: the same rank constant, no other processor."""
+    (processor,) = assets.hybrid_search_pipeline()["phase_results_processors"]
+    combination = processor["score-ranker-processor"]["combination"]
+    assert combination == {"technique": "rrf", "rank_constant": RRF_K}
+    assert assets.HYBRID_RANK_CONSTANT == RRF_K
 
 
 def test_search_bodies_follow_the_spec() -> None:

@@ -82,6 +82,7 @@ def test_put_templates_then_status(
     assert status.exit_code == 0, status.output
     report = json.loads(status.output)
     assert report["template"] == "news" and report["indices"] == []
+    assert report["hybrid_fusion"] == "engine"
     assert report["url"] == "https://fake:9200"
     for text in (result.output, again.output, status.output, caplog.text):
         assert SECRET not in text

@@ -98,8 +98,8 @@ def test_a_hybrid_query_without_normalization_gets_the_raw_lists(cluster: FakeCl
     with pytest.raises(RequestError, match="Pipeline nope is not defined"):
         client.search(index="docs", body=body, params={"search_pipeline": "nope"})
     cluster.search_pipelines[store.names.hybrid_pipeline] = {"phase_results_processors": []}
-    with pytest.raises(StoreError, match="no normalization-processor"):
-        store.recall_hybrid("bread flour", vectors[0], 4)
+    with pytest.raises(StoreError, match="no score-ranker processor"):
+        store.recall_fused("bread flour", vectors[0], 4)
 
 
 def test_mapping_errors_are_the_engines(cluster: FakeCluster) -> None:

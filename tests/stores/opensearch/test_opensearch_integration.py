@@ -17,11 +17,11 @@ import pytest
 
 from tests.fake_opensearch import FakeCluster, FakeConnection, build_onnx_model_dir
 from tests.fake_opensearch import encode_with_onnx as onnx_reference
-from tests.fake_opensearch.search import combine_min_max
 from tests.opensearch_node import ML, NEURAL, OpenSearchNode
 from twinbert_search.documents import Document
 from twinbert_search.errors import BulkIndexError
 from twinbert_search.manifest import ModelManifest
+from twinbert_search.search.fusion import reciprocal_rank_fusion
 from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore, assets, ml
 
@@ -173,35 +173,42 @@ def test_rejected_items_and_the_retry_path(node_stores: Stores) -> None:
         assert float(real[2]) == pytest.approx(float(mine[2]), rel=1e-12)
 
 
-def test_hybrid_recall_through_the_search_pipeline(
+def test_hybrid_recall_is_fused_by_the_engine_with_the_clients_formula(
     node_stores: Stores, opensearch_node: OpenSearchNode
 ) -> None:
-    """neural-search's min-max + weighted mean, as the fake computes it from the engine's own
-    BM25 and kNN scores; without the pipeline the engine's raw lists, as the fake's."""
+    """With neural-search (2.19.1) the engine fuses: one `hybrid` query through the RRF
+    search pipeline, whose list is `reciprocal_rank_fusion` (the searcher's fallback) over the
+    engine's own BM25 and kNN lists: the same ids in the same order, the same scores; without
+    the pipeline the engine's raw lists, as the fake's."""
     opensearch_node.require(NEURAL, "hybrid recall")
     store = node_stores()
     docs, vectors = corpus(30)
     store.upsert(docs, vectors, model_fingerprint="it-model")
     store.finalize()
-    assert store.hybrid_available
-    for filters in (None, {"lang": "en"}):
-        found = store.recall_hybrid("bread flour", vectors[0], 8, filters=filters)
-        bm25 = dict(store.recall_bm25("bread flour", 8, filters=filters))
-        body = assets.knn_search_body(vectors[0], 8, filters=filters, include_text=False)
-        knn = store.client.search(index=store.alias, body=body)["hits"]["hits"]
-        expected = combine_min_max(
-            [bm25, {h["_id"]: h["_score"] for h in knn}], assets.DEFAULT_HYBRID_WEIGHTS
-        )
-        top = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
-        np.testing.assert_allclose(found.recall_scores, [s for _, s in top], rtol=1e-5)
+    assert store.hybrid_fusion == "engine"
+    assert store.status()["hybrid_fusion"] == "engine"
+    n = 8
+    for query, vector, filters in (
+        ("bread flour", vectors[0], None),
+        ("bread flour", vectors[0], {"lang": "en"}),
+        ("star moon", vectors[5], None),
+    ):
+        found = store.recall_fused(query, vector, n, filters=filters)
+        assert found is not None and len(found) == n
+        sparse = [i for i, _ in store.recall_bm25(query, n, filters=filters)]
+        dense = store.recall(vector, n, filters=filters).ids
+        assert set(sparse) - set(dense), "a fusion that could not differ from kNN proves nothing"
+        formula = reciprocal_rank_fusion([sparse, dense])  # the whole fused list, untruncated
+        expected = dict(formula)
         for doc_id, score in zip(found.ids, found.recall_scores, strict=True):
-            assert score == pytest.approx(expected[doc_id], rel=1e-5), doc_id
-        # which of the documents tied at the cut-off make it is the engine's choice
-        cut = top[-1][1] + 1e-5
-        above = [
-            doc_id for doc_id, s in zip(found.ids, found.recall_scores, strict=True) if s > cut
-        ]
-        assert above == [doc_id for doc_id, s in top if s > cut]
+            assert score == pytest.approx(expected[doc_id], abs=1e-5), doc_id
+        # ids and order: the formula's top n, ties by id as both sides sort; only which of
+        # the documents tied at the cut-off make the list is the engine's choice
+        cut = found.recall_scores[-1]
+        tied = {i for i, s in formula if abs(s - cut) <= 1e-6}
+        above = [i for i, s in formula if s > cut + 1e-6]
+        assert found.ids[: len(above)] == above, (found.ids, formula[:n])
+        assert set(found.ids[len(above) :]) <= tied
 
     raw_body = assets.hybrid_search_body("bread flour", vectors[0], 30, include_text=False)
     raw = store.client.search(index=store.alias, body=raw_body)["hits"]["hits"]

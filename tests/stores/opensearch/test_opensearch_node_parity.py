@@ -216,14 +216,14 @@ def test_the_committed_files_are_accepted(client: Any, opensearch_node: OpenSear
     with removed_after(client, templates=(name,), ingest=(name, f"{name}-e"), search=(name,)):
         client.indices.put_index_template(name=name, body=template)
         client.ingest.put_pipeline(id=name, body=pipelines["vectors"])
-        if neural:  # text_embedding and normalization-processor are neural-search's
+        if neural:  # text_embedding and score-ranker-processor are neural-search's
             client.ingest.put_pipeline(id=f"{name}-e", body=pipelines["embed"])
             client.search_pipeline.put(id=name, body=pipelines["hybrid"])
         else:
             status, _, reason = answer(
                 lambda: client.search_pipeline.put(id=name, body=pipelines["hybrid"])
             )
-            assert (status, reason) == (400, "Invalid processor type normalization-processor")
+            assert (status, reason) == (400, "Invalid processor type score-ranker-processor")
         stored = client.ingest.get_pipeline(id=name)[name]
         assert stored == pipelines["vectors"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.opensearch_node import OpenSearchNode, remove_assets, unique_alias
+from tests.opensearch_node import NEURAL, OpenSearchNode, remove_assets, unique_alias
 from twinbert_search.cli import main
 from twinbert_search.ingest.indexing import index_documents
 from twinbert_search.ingest.readers import read_corpus, read_queries
@@ -97,13 +97,16 @@ def test_reranked_results_are_the_embedded_stores(
         assert [h.document for h in theirs.hits] == [h.document for h in ours.hits]
 
 
-def test_hybrid_candidates_rerank_identically(twins: tuple[Searcher, Searcher]) -> None:
+def test_hybrid_candidates_rerank_identically(
+    twins: tuple[Searcher, Searcher], opensearch_node: OpenSearchNode
+) -> None:
     """Hybrid recall through the node's search pipeline (or the client-side fusion where
     neural-search is missing); the same candidates get the same rerank as embedded."""
     embedded, opensearch = twins
+    fused_by = "engine" if NEURAL in opensearch_node.plugins else "client"
     for query in QUERIES:
         theirs = opensearch.search(query.text, k=50, candidates=50, hybrid=True)
-        assert len(theirs.recall_ids) == 50
+        assert len(theirs.recall_ids) == 50 and theirs.hybrid_fusion == fused_by
         ours = embedded.rerank_ids(query.text, theirs.recall_ids)
         assert [h.id for h in theirs.hits] == [doc_id for doc_id, _ in ours], query.id
         np.testing.assert_allclose(

@@ -19,6 +19,7 @@ from twinbert_search.errors import (
     ModelMismatchError,
     StoreError,
 )
+from twinbert_search.search.fusion import reciprocal_rank_fusion
 from twinbert_search.stores.cluster import store as cluster_store
 from twinbert_search.stores.opensearch.assets import IndexOptions
 
@@ -114,11 +115,18 @@ def test_bm25_and_hybrid_recall(cluster: FakeCluster) -> None:
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
     only_fr = store.recall_bm25("bread flour", 10, filters={"lang": "fr"})
     assert only_fr and all(docs[int(i[1:])].metadata["lang"] == "fr" for i, _ in only_fr)
-    hybrid = store.recall_hybrid("bread flour", vectors[0], 6)
-    assert len(hybrid) == 6 and hybrid.vectors.shape == (6, DIM)
+    assert store.hybrid_fusion == "engine"
+    hybrid = store.recall_fused("bread flour", vectors[0], 6)
+    assert hybrid is not None and len(hybrid) == 6 and hybrid.vectors.shape == (6, DIM)
     search = [r for r in cluster.requests if r.group == "search"][-1]
     assert search.params == {"search_pipeline": "docs-hybrid"}
-    assert hybrid.ids[0] in {d.id for d in docs if "bread" in d.text} | {docs[0].id}
+    assert "hybrid" in search.body["query"]
+    # the engine's RRF over its own lists is the client-side fusion's formula
+    dense = store.recall(vectors[0], 6)
+    sparse = [i for i, _ in store.recall_bm25("bread flour", 6)]
+    expected = reciprocal_rank_fusion([sparse, dense.ids])[:6]
+    assert hybrid.ids == [i for i, _ in expected]
+    np.testing.assert_allclose(hybrid.recall_scores, [s for _, s in expected], rtol=1e-6)
 
 
 def test_bm25_scores_of_given_ids(cluster: FakeCluster) -> None:
@@ -136,13 +144,21 @@ def test_bm25_scores_of_given_ids(cluster: FakeCluster) -> None:
     assert store.bm25_scores("bread flour", []).shape == (0,)
 
 
-def test_hybrid_is_optional_without_neural_search(cluster: FakeCluster) -> None:
-    cluster.neural_search = False
+@pytest.mark.parametrize(("neural", "version"), [(False, "3.1.0"), (True, "2.18.0")])
+def test_hybrid_fuses_in_the_client_without_neural_search_rrf(
+    cluster: FakeCluster, neural: bool, version: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No neural-search on every node, or one before its RRF score-ranker (2.19): no search
+    pipeline, `recall_fused` answers None and the searcher fuses; read once, logged once."""
+    cluster.neural_search, cluster.version = neural, version
     store, _, vectors = built(cluster)
-    assert store.hybrid_available is False
+    assert store.hybrid_fusion == "client" and not cluster.search_pipelines
     assert len(store.recall(vectors[0], 3)) == 3
-    with pytest.raises(StoreError):
-        store.recall_hybrid("bread", vectors[0], 3)
+    before = len(cluster.requests)
+    assert store.recall_fused("bread", vectors[0], 3) is None
+    assert len(cluster.requests) == before, "the choice is cached, not probed per query"
+    reason = "predates the RRF score-ranker" if neural else "not installed on every node"
+    assert caplog.text.count("hybrid recall fuses in the client") == 1 and reason in caplog.text
 
 
 def test_fetch_keeps_the_requested_order(cluster: FakeCluster) -> None:
@@ -231,7 +247,7 @@ def test_every_request_kind_was_validated_against_the_spec(cluster: FakeCluster)
     store, docs, vectors = built(cluster)
     store.recall(vectors[0], 3, filters={"lang": "en"})
     store.recall_bm25("moon", 3)
-    store.recall_hybrid("moon", vectors[0], 3)
+    assert store.recall_fused("moon", vectors[0], 3) is not None
     store.fetch(["d01"])
     store.content_hashes(["d01"])
     store.delete(["d01"])

@@ -193,6 +193,12 @@ class ElasticsearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
             hits, dim, lambda scores: score_to_similarity(similarity, scores)
         )
 
+    @property
+    def hybrid_fusion(self) -> str:
+        """Hybrid recall's fuser: "engine" until the cluster refuses the rrf retriever
+        (probed by the first fused recall), then "client"."""
+        return "client" if self.rrf_available is False else "engine"
+
     def recall_fused(
         self,
         query: str,

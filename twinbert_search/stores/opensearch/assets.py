@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.cluster import assets as cluster_assets
 from twinbert_search.stores.cluster import schema
@@ -71,7 +70,6 @@ from twinbert_search.stores.opensearch.index_options import (
 
 __all__ = [
     "DEFAULT_BASE",
-    "DEFAULT_HYBRID_WEIGHTS",
     "ENCODINGS",
     "ENGINES",
     "FIELD_ENCODING_TEXT",
@@ -84,6 +82,7 @@ __all__ = [
     "FIELD_TITLE",
     "FIELD_VECTOR",
     "FORMAT",
+    "HYBRID_RANK_CONSTANT",
     "MAX_DIMENSION",
     "META_KEY",
     "MODEL_ID_PLACEHOLDER",
@@ -119,7 +118,8 @@ __all__ = [
     "vector_to_list",
 ]
 
-DEFAULT_HYBRID_WEIGHTS = (0.3, 0.7)  # (BM25, kNN), in the order of the hybrid query's clauses
+# reciprocal rank fusion's k: `search.fusion.RRF_K`, a test keeps them equal
+HYBRID_RANK_CONSTANT = 60
 MODEL_ID_PLACEHOLDER = "<model-id from `twinbert-search opensearch register-model`>"
 
 
@@ -207,26 +207,22 @@ def embedding_pipeline(manifest: ModelManifest, model_id: str) -> dict[str, Any]
     }
 
 
-def hybrid_search_pipeline(
-    weights: Sequence[float] = DEFAULT_HYBRID_WEIGHTS,
-) -> dict[str, Any]:
-    """Search pipeline (c): normalises and combines the BM25 and kNN scores of a hybrid query.
+def hybrid_search_pipeline(rank_constant: int = HYBRID_RANK_CONSTANT) -> dict[str, Any]:
+    """Search pipeline (c): fuses a hybrid query's BM25 and kNN lists by reciprocal rank.
 
-    The rerank itself runs in the sidecar (it needs the query vector and the crossing layer),
-    so no search pipeline takes part in it; this one only serves hybrid recall.
+    neural-search's `score-ranker-processor` (2.19 and later) scores a document
+    sum 1 / (rank_constant + rank) over the sub-query lists it appears in, the formula of the
+    client-side fusion (`search.fusion.reciprocal_rank_fusion`, k=60), so hybrid recall is
+    the same fusion whichever side runs it. The rerank runs in the sidecar (it needs the query
+    vector and the crossing layer); this pipeline only serves hybrid recall.
     """
-    if len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0:
-        raise ConfigurationError(f"hybrid weights must be two non-negative numbers, got {weights}")
     return {
-        "description": "TwinBERT hybrid recall: min-max normalised BM25 and kNN, weighted mean",
+        "description": "TwinBERT hybrid recall: BM25 and kNN fused by reciprocal rank "
+        f"(k={int(rank_constant)})",
         "phase_results_processors": [
             {
-                "normalization-processor": {
-                    "normalization": {"technique": "min_max"},
-                    "combination": {
-                        "technique": "arithmetic_mean",
-                        "parameters": {"weights": [float(w) for w in weights]},
-                    },
+                "score-ranker-processor": {
+                    "combination": {"technique": "rrf", "rank_constant": int(rank_constant)}
                 }
             }
         ],
@@ -236,9 +232,10 @@ def hybrid_search_pipeline(
 def raw_hybrid_hits(hits: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a hybrid query's hits are neural-search's raw sub-query lists.
 
-    Without a normalization processor the engine (2.19.1) answers 200, not an error: each
-    sub-query's hits between marker hits scored about -9.5e9 and -4.4e9, duplicates included.
-    Combined scores are in [0, 1] and raw BM25 and k-NN scores positive, so a marker is plain.
+    Without a score-ranker (or normalization) processor the engine (2.19.1) answers 200, not
+    an error: each sub-query's hits between marker hits scored about -9.5e9 and -4.4e9,
+    duplicates included. Fused scores (RRF: at most 2 / (k + 1)) and raw BM25 and k-NN scores
+    are positive, so a marker is plain.
     """
     return any(float(hit.get("_score") or 0.0) < -1e9 for hit in hits)
 
@@ -304,7 +301,6 @@ def render_defaults(
     names: AssetNames | None = None,
     *,
     model_id: str = MODEL_ID_PLACEHOLDER,
-    hybrid_weights: Sequence[float] = DEFAULT_HYBRID_WEIGHTS,
 ) -> dict[str, dict[str, Any]]:
     """Every committed asset, keyed by its path relative to the repository root.
 
@@ -320,5 +316,5 @@ def render_defaults(
         ),
         f"pipelines/{names.vector_pipeline}.ingest.json": vector_pipeline(manifest),
         f"pipelines/{names.embed_pipeline}.ingest.json": embedding_pipeline(manifest, model_id),
-        f"pipelines/{names.hybrid_pipeline}.search.json": hybrid_search_pipeline(hybrid_weights),
+        f"pipelines/{names.hybrid_pipeline}.search.json": hybrid_search_pipeline(),
     }

@@ -53,7 +53,7 @@ OPTION_NAMES = (
     "verify_certs",
     "timeout",
 )
-STORE_KWARGS = ("manifest", "index_options", "bulk", "ef_search", "hybrid_weights")
+STORE_KWARGS = ("manifest", "index_options", "bulk", "ef_search")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def store_from_options(**kwargs: Any) -> OpenSearchStore:
     """An OpenSearchStore from a command's kwargs; keys it does not know are ignored.
 
     Besides the `opensearch_options` flags it takes the store's own keyword arguments
-    (manifest, index_options, bulk, ef_search, hybrid_weights) and `client_kwargs`.
+    (manifest, index_options, bulk, ef_search) and `client_kwargs`.
     Without --index or --alias the target is the alias `twinbert`.
     """
     from twinbert_search.stores.opensearch.store import OpenSearchStore
