@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +49,8 @@ class ClusterStoreBase:
     assets: Any  # IndexOptions, AssetNames, index_template, index_body, live_settings
     connection: Any  # ConnectionOptions, ERRORS, translate_errors
     ADMIN: type  # the engine's IndexAdmin adapter over its index and alias API
+    # the engine's own keyword arguments (a query-time kNN breadth) and their defaults
+    ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -61,8 +63,15 @@ class ClusterStoreBase:
         bulk: BulkOptions | None = None,
         sleep: Callable[[float], None] = time.sleep,
         read_cache_seconds: float = 30.0,
+        **engine: Any,
     ) -> None:
-        """`connection`: the engine's ConnectionOptions, or a client made by the caller."""
+        """`connection`: the engine's ConnectionOptions, or a client made by the caller;
+        `engine`: the engine's own keywords (`ENGINE_OPTIONS`), each kept as an attribute."""
+        unknown = sorted(set(engine) - set(self.ENGINE_OPTIONS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword(s) {unknown}")
+        for name, default in self.ENGINE_OPTIONS.items():
+            setattr(self, name, engine.get(name, default))
         if not index and not alias:
             raise ConfigurationError("give an index name, an alias, or both")
         check_name(index)

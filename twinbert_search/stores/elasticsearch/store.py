@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,18 +50,10 @@ class ElasticsearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
     connection = connection
     ADMIN = ElasticsearchIndices
 
-    def __init__(
-        self,
-        connection: connection.ConnectionOptions | Any,
-        *,
-        num_candidates: int | None = None,
-        **common: Any,
-    ) -> None:
-        """`common`: index, alias, manifest, index_options, bulk, sleep, read_cache_seconds."""
-        super().__init__(connection, **common)
-        self.num_candidates = num_candidates
-        self.rrf_available: bool | None = None  # probed by the first fused recall
-        self.pipeline_processors: bool | None = None  # False: the node lacks ingest-common
+    ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"num_candidates": None}  # kNN's breadth
+    num_candidates: int | None
+    rrf_available: bool | None = None  # probed by the first fused recall
+    pipeline_processors: bool | None = None  # False: the node lacks ingest-common
 
     # -- the client behind the shared methods ------------------------------------------------
 

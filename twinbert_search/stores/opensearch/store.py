@@ -9,24 +9,19 @@ OpenSearch's own: the opensearch-py calls behind its hooks, the `knn` query with
 recomputed from the exact vectors, in-cluster encoding (`index_texts`, ML Commons) and
 hybrid recall.
 
-Hybrid recall has one path per cluster, chosen once (`hybrid_fusion`, read from the nodes'
-plugins and version): where every node has neural-search 2.19 or later, the engine fuses (a
-`hybrid` query through the search pipeline whose RRF score-ranker processor computes the
-client-side fusion's formula, k=60); elsewhere `recall_fused` answers None and the searcher
-fuses the kNN and BM25 hits itself, by the same reciprocal-rank formula.
+Hybrid recall, fused by the engine where it can, is `hybrid.EngineHybridRecall`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from twinbert_search.documents import Document
-from twinbert_search.errors import ConfigurationError, StoreError
+from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.base import Candidates, Filters, VectorStore
 from twinbert_search.stores.cluster import reads, schema
@@ -34,15 +29,13 @@ from twinbert_search.stores.cluster.runs import IndexRunHooks
 from twinbert_search.stores.cluster.store import ClusterStoreBase
 from twinbert_search.stores.opensearch import assets, connection
 from twinbert_search.stores.opensearch.assets import IndexOptions
+from twinbert_search.stores.opensearch.hybrid import EngineHybridRecall
 from twinbert_search.stores.opensearch.lifecycle import OpenSearchIndices
 
 logger = logging.getLogger(__name__)
 
-NEURAL_SEARCH = "opensearch-neural-search"
-RRF_SINCE = (2, 19)  # neural-search's score-ranker-processor (RRF) first shipped in 2.19
 
-
-class OpenSearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
+class OpenSearchStore(EngineHybridRecall, ClusterStoreBase, IndexRunHooks, VectorStore):
     """TwinBERT documents in an OpenSearch index (or behind an alias, for blue/green builds)."""
 
     ENGINE = "OpenSearch"
@@ -50,18 +43,9 @@ class OpenSearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
     connection = connection
     ADMIN = OpenSearchIndices
 
-    def __init__(
-        self,
-        connection: connection.ConnectionOptions | Any,
-        *,
-        ef_search: int | None = None,
-        **common: Any,
-    ) -> None:
-        """`common`: index, alias, manifest, index_options, bulk, sleep, read_cache_seconds."""
-        super().__init__(connection, **common)
-        self.ef_search = ef_search
-        self._hybrid_pipeline_checked = False
-        self._embed_pipeline_for: str | None = None
+    ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"ef_search": None}  # k-NN's query-time ef
+    ef_search: int | None
+    _embed_pipeline_for: str | None = None  # the model whose ingest pipeline is in place
 
     # -- the client behind the shared methods ------------------------------------------------
 
@@ -136,44 +120,6 @@ class OpenSearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
         done[self.names.hybrid_pipeline] = self._put_hybrid_pipeline()
         return done
 
-    def _put_hybrid_pipeline(self) -> str:
-        """The RRF search pipeline, where the engine fuses; "unavailable" elsewhere."""
-        if self.hybrid_fusion != "engine":
-            return "unavailable"
-        name = self.names.hybrid_pipeline
-        body = assets.hybrid_search_pipeline()
-        with self._errors(f"put the search pipeline {name}"):
-            existing = self.client.search_pipeline.get(id=name, ignore=404)
-            self._hybrid_pipeline_checked = True
-            if existing.get(name) == body:
-                return "kept"
-            self.client.search_pipeline.put(id=name, body=body)
-        return "created" if name not in existing else "updated"
-
-    @cached_property
-    def hybrid_fusion(self) -> str:
-        """Who fuses hybrid recall on this cluster, read once from its nodes: "engine" where
-        every node has neural-search and the version has its RRF score-ranker (2.19), else
-        "client" (the searcher fuses by the same formula; the reason is logged once)."""
-        with self._errors("read the cluster's plugins"):
-            version = self.client.info().get("version", {}).get("number") or "0"
-            nodes = self.client.nodes.info(
-                metric="plugins", filter_path="nodes.*.plugins.name"
-            ).get("nodes", {})
-        missing = [
-            node
-            for node, info in nodes.items()
-            if NEURAL_SEARCH not in {p.get("name") for p in info.get("plugins") or ()}
-        ]
-        if not nodes or missing:
-            why = f"{NEURAL_SEARCH} is not installed on every node"
-        elif _version(version) < RRF_SINCE:
-            why = f"OpenSearch {version} predates the RRF score-ranker processor (2.19)"
-        else:
-            return "engine"
-        logger.warning("hybrid recall fuses in the client at %s: %s", self._safe_url, why)
-        return "client"
-
     # -- in-cluster encoding ------------------------------------------------------------------
 
     def index_texts(
@@ -219,45 +165,3 @@ class OpenSearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
         """Scores from the hits' exact vectors: a compact encoding's own are approximate."""
         found = reads.candidates_from_hits(hits, dim)
         return reads.rescored(found, assets.exact_similarity(scoring, vector, found.vectors))
-
-    def recall_fused(
-        self,
-        query: str,
-        query_vector: np.ndarray,
-        n: int,
-        *,
-        filters: Filters | None = None,
-    ) -> Candidates | None:
-        """BM25 and kNN fused by reciprocal rank in one `hybrid` query through the RRF search
-        pipeline; None where the engine does not fuse (`hybrid_fusion`), so the searcher does.
-        Recall scores are the engine's RRF scores."""
-        if self.hybrid_fusion != "engine":
-            return None
-        dim, _ = self._read_setup()
-        if n <= 0:
-            return Candidates.empty(dim)
-        if not self._hybrid_pipeline_checked:  # an index built before the pipeline existed
-            self._put_hybrid_pipeline()
-        vector = np.asarray(query_vector, dtype=np.float32)
-        body = assets.hybrid_search_body(
-            query, vector, n, filters=filters, ef_search=self.ef_search
-        )
-        pipeline = self.names.hybrid_pipeline
-        hits = self._search(body, "hybrid recall", search_pipeline=pipeline)["hits"]["hits"]
-        if assets.raw_hybrid_hits(hits):
-            raise StoreError(
-                f"hybrid recall: the search pipeline {pipeline} at {self._safe_url} has no "
-                "score-ranker processor, so the scores came back unfused; put the assets "
-                "again (`twinbert-search opensearch put-templates`)"
-            )
-        return reads.candidates_from_hits(hits, dim)
-
-
-def _version(number: str) -> tuple[int, ...]:
-    """A version's numbers: "2.19.1" -> (2, 19, 1); a suffix ("-SNAPSHOT") is dropped."""
-    parts = []
-    for part in number.split("-")[0].split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
