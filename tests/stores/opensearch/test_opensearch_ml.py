@@ -8,6 +8,7 @@ import shutil
 import zipfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -99,6 +100,24 @@ def test_a_model_without_an_onnx_export_is_refused(tmp_path: Path) -> None:
     ModelManifest(dim=4).save(tmp_path)
     with pytest.raises(ModelError, match="export the model to ONNX"):
         ml.build_model_package(tmp_path)
+
+
+def test_deploy_waits_until_the_model_reads_deployed(package: ml.ModelPackage) -> None:
+    """The real node completes the deploy task before the model's record says DEPLOYED."""
+    cluster = FakeCluster(task_polls=1)
+    lag = {"reads": 2}
+    read_model = cluster._h_ml_get_model
+
+    def lagging(pp: Any, params: Any, body: Any) -> tuple[int, Any]:
+        status, model = read_model(pp, params, body)
+        if model["model_state"] == "DEPLOYED" and lag["reads"] > 0:
+            lag["reads"] -= 1
+            return status, {**model, "model_state": "DEPLOYING"}
+        return status, model
+
+    cluster._h_ml_get_model = lagging  # type: ignore[method-assign]
+    result = ml.register_and_deploy(cluster.client(), package, sleep=no_sleep)
+    assert result.state == "DEPLOYED" and lag["reads"] == 0
 
 
 def test_a_model_with_a_document_prefix_is_refused(model_dir: Path, tmp_path: Path) -> None:

@@ -452,6 +452,27 @@ def model_state(client: Any, model_id: str) -> str:
     return str(_ml(client).get_model(model_id=model_id).get("model_state", "UNKNOWN"))
 
 
+def wait_for_state(
+    client: Any,
+    model_id: str,
+    wanted: str,
+    *,
+    timeout: float = 60.0,
+    poll_interval: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """The model's state once it reads `wanted`, else the last one read at the deadline.
+
+    ML Commons completes the deploy task before it updates the model's own record, so a read
+    right after the task can still say DEPLOYING."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = model_state(client, model_id)
+        if state == wanted or time.monotonic() >= deadline:
+            return state
+        sleep(poll_interval)
+
+
 @dataclass(frozen=True)
 class RegisteredModel:
     model_id: str
@@ -492,5 +513,12 @@ def register_and_deploy(
     state = model_state(client, model_id)
     if deploy and state != "DEPLOYED":
         deploy_model(client, model_id, timeout=timeout, poll_interval=poll_interval, sleep=sleep)
-        state = model_state(client, model_id)
+        state = wait_for_state(
+            client,
+            model_id,
+            "DEPLOYED",
+            timeout=min(timeout, 60.0),
+            poll_interval=poll_interval,
+            sleep=sleep,
+        )
     return RegisteredModel(model_id=model_id, state=state, reused=reused)
