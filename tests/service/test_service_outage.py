@@ -12,6 +12,8 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tests.service.test_service import QUERY, build_sample_index
 from twinbert_search.errors import BackendUnavailableError
 from twinbert_search.search import Searcher
 from twinbert_search.service import ServiceConfig, create_app
+from twinbert_search.service.config import SERVE_CLUSTER_TIMEOUT_S
 from twinbert_search.service.logs import configure_logging
 from twinbert_search.service.outage import StoreHealth
 
@@ -202,3 +205,95 @@ def test_serve_with_the_cluster_down_prints_one_line_and_exits_5(tiny_model: Pat
         timeout=120,
     )
     assert debug.returncode == 5 and "Traceback" in debug.stderr
+
+
+class HangingStore(SwitchedStore):
+    """While `hang` is set, a read blocks until `release` is set, then fails as a client
+    timeout does: a node that stopped answering without refusing connections."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.hang = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        if self.hang:
+            self.entered.set()
+            assert self.release.wait(30)
+        return super()._fail(*args, **kwargs)
+
+
+def test_while_down_one_request_tries_the_store_and_the_rest_get_503_at_once(
+    sample_index: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    searcher = Searcher.open(sample_index, tiny_model)
+    store = HangingStore(searcher.store)
+    searcher.store = store  # type: ignore[assignment]
+    config = ServiceConfig(index_dir=sample_index, model=tiny_model, workers=2, cache_size=0)
+    caplog.set_level(logging.INFO)
+    with TestClient(create_app(config, searcher), raise_server_exceptions=False) as client:
+        store.down = True
+        assert client.post("/search", json={"query": QUERY}).status_code == 503  # opens it
+        store.hang = True
+        probe: dict[str, int] = {}
+        prober = threading.Thread(
+            target=lambda: probe.update(
+                status=client.post("/search", json={"query": QUERY}).status_code
+            )
+        )
+        prober.start()
+        assert store.entered.wait(30)  # the one request trying the store is waiting on it
+        started = time.perf_counter()
+        refused = [client.post("/search", json={"query": QUERY}) for _ in range(3)]
+        waited = time.perf_counter() - started
+        assert [r.status_code for r in refused] == [503] * 3
+        assert all(r.headers.get("Retry-After") for r in refused)
+        assert not prober.is_alive() or waited < 10  # none of them waited on the hung store
+        store.release.set()
+        prober.join(30)
+        assert probe == {"status": 503}
+        store.down = store.hang = False
+        assert client.post("/search", json={"query": QUERY}).status_code == 200
+    store._store.close()
+    lines = _lines(caplog, logging.WARNING)
+    assert len(lines) == 2, lines
+    assert lines[1].endswith("; 5 requests were refused (503) meanwhile"), lines
+
+
+def test_store_health_admits_one_request_at_a_time_while_down() -> None:
+    health = StoreHealth()
+    assert health.admit() is True
+    health.failed(RuntimeError("down"), started=health.now())
+    assert health.admit() is None  # this one tries the store
+    assert health.admit() is False and health.admit() is False  # refused, counted
+    assert health.refused == 3
+    health.settled()
+    assert health.admit() is None
+    health.settled()
+    health.answered(started=health.now())
+    assert health.admit() is True and not health.down
+
+
+def test_serve_bounds_the_cluster_wait_unless_told_otherwise(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from twinbert_search.cli import main
+    from twinbert_search.errors import ConfigurationError
+
+    seen: list[ServiceConfig] = []
+
+    def capture(config: ServiceConfig) -> Any:
+        seen.append(config)
+        raise ConfigurationError("stop here")
+
+    monkeypatch.setattr("twinbert_search.service.load_searcher", capture)
+    base = ["serve", "--backend", "opensearch", "--url", "http://127.0.0.1:9", "--model"]
+    for extra in ([], ["--timeout", "42"]):
+        result = CliRunner().invoke(main, [*base, str(tiny_model), *extra])
+        assert result.exit_code == 2 and "stop here" in result.output, result.output
+    default, given = (dict(config.cluster) for config in seen)
+    assert default["timeout"] == SERVE_CLUSTER_TIMEOUT_S and given["timeout"] == 42
+    assert default["client_kwargs"] == given["client_kwargs"] == {"max_retries": 1}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from twinbert_search.cli.options import (
     backend_option,
@@ -30,6 +31,8 @@ from twinbert_search.service.config import (
     DEFAULT_PORT,
     DEFAULT_REFRESH_S,
     DEFAULT_RERANK_BUDGET_MS,
+    SERVE_CLUSTER_RETRIES,
+    SERVE_CLUSTER_TIMEOUT_S,
     ServiceConfig,
     default_workers,
 )
@@ -132,7 +135,11 @@ def serve(
     access_log: bool,
     **cluster: Any,
 ) -> None:
-    """Serve POST /search and POST /rerank, GET /healthz, /readyz, /metrics over HTTP."""
+    """Serve POST /search and POST /rerank, GET /healthz, /readyz, /metrics over HTTP.
+
+    Against a cluster, a request waits at most --timeout (default here 5 s) and one retry
+    before it is answered 503, so callers get an answer while a node hangs.
+    """
     import uvicorn
 
     from twinbert_search.service import create_app, load_searcher
@@ -144,7 +151,7 @@ def serve(
         threads=threads,
         workers=workers or default_workers(),
         backend=backend,
-        cluster={k: cluster[k] for k in {*OPTION_NAMES, *ES_OPTION_NAMES} if k in cluster},
+        cluster=_serving_cluster(backend, cluster),
         host=host,
         port=port,
         api_key=api_key,
@@ -178,3 +185,16 @@ def serve(
         )
     finally:
         searcher.store.close()
+
+
+def _serving_cluster(backend: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The cluster flags as served: a request-sized timeout unless --timeout was given, and
+    one retry (the CLI's defaults suit bulk indexing: 30 s and 3 retries, two minutes on a
+    hung node)."""
+    cluster = {k: flags[k] for k in {*OPTION_NAMES, *ES_OPTION_NAMES} if k in flags}
+    if backend == "embedded":
+        return cluster
+    if click.get_current_context().get_parameter_source("timeout") is ParameterSource.DEFAULT:
+        cluster["timeout"] = SERVE_CLUSTER_TIMEOUT_S
+    cluster["client_kwargs"] = {"max_retries": SERVE_CLUSTER_RETRIES}
+    return cluster

@@ -20,6 +20,10 @@ DEFAULT_REFRESH_S = 30.0
 # Threads besides the workers that may read a cluster at the same moment: /readyz, /metrics,
 # the startup check, and one spare.
 PROBE_CONNECTIONS = 4
+# A served request waits for a cluster at most this long per attempt, with one retry (on
+# another node where there are several): past that a caller is better off with a 503.
+SERVE_CLUSTER_TIMEOUT_S = 5.0
+SERVE_CLUSTER_RETRIES = 1
 
 
 def default_workers() -> int:

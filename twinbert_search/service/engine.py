@@ -158,7 +158,14 @@ class SearchService:
 
     async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
         """A stage that reads the store, in the worker pool; a store error refuses the request
-        (503) and tells `health`, which logs an outage once rather than per request."""
+        (503) and tells `health`, which logs an outage once rather than per request. While
+        the store is down, a request that another one is already trying it for is refused
+        without waiting (`StoreHealth.admit`)."""
+        admitted = self.health.admit()
+        if admitted is False:
+            raise BackendUnavailableError(
+                "the store is not answering; another request is checking whether it is back"
+            )
         started = self.health.now()
         try:
             result = await self._run(self._work, fn, *args)
@@ -168,6 +175,9 @@ class SearchService:
         except StoreError as exc:
             self.health.failed(exc, started=started)
             raise
+        finally:
+            if admitted is None:
+                self.health.settled()
         self.health.answered(started=started)
         return result
 

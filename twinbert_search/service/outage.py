@@ -9,6 +9,11 @@ the transitions. The traceback of the failure that opened an outage is logged to
 began before the outage and answers after it began (a node finishing its requests while it
 shuts down) does not end it, and one that began before the store came back and fails
 afterwards does not open a new one.
+
+While the store is down, one request at a time calls it to find out whether it is back
+(`admit`); the others are refused at once. A node that hangs rather than refuses (a frozen
+process, a network that drops packets) would otherwise hold every request for the cluster
+client's whole timeout and its retries, and callers would time out instead of getting a 503.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class StoreHealth:
         self._up_since = clock()
         self.refused = 0  # requests refused in the current outage
         self.outages = 0  # outages seen by this process
+        self._probing = False  # a request is finding out whether a down store is back
 
     @property
     def down(self) -> bool:
@@ -44,6 +50,26 @@ class StoreHealth:
     def now(self) -> float:
         """The clock calls are started by (pass it back to `failed`)."""
         return self._clock()
+
+    def admit(self) -> bool | None:
+        """May a request call the store now? True: it answers; None: it is down and this
+        request is the one that tries it (call `settled` when done); False: refused now
+        (counted), another request is already trying the store."""
+        if self._down_since is None:  # the common case, without the lock
+            return True
+        with self._lock:
+            if self._down_since is None:
+                return True
+            if self._probing:
+                self.refused += 1
+                return False
+            self._probing = True
+            return None
+
+    def settled(self) -> None:
+        """The request that `admit` let try a down store has its answer."""
+        with self._lock:
+            self._probing = False
 
     def failed(self, exc: BaseException, *, started: float, request: bool = True) -> None:
         """A store call begun at `started` failed with `exc`; `request`: a request was refused

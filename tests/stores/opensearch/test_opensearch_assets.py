@@ -65,6 +65,10 @@ def test_index_descriptions_round_trip(text: str) -> None:
 def test_index_description_defaults_and_overrides() -> None:
     assert IndexOptions.parse("") == IndexOptions()
     assert IndexOptions.parse("lucene:byte").engine == "lucene"
+    # `--ann lucene` alone: Lucene's float graph, not the Faiss default fp16 it cannot build
+    assert IndexOptions.parse("lucene").encoding == "fp32"
+    described = IndexOptions.parse("hnsw32:lucene").describe()
+    assert described == "lucene:hnsw32:efc128:fp32:innerproduct"
     options = IndexOptions.parse("faiss:efs256", shards=3, replicas=2)
     assert (options.ef_search, options.shards, options.replicas) == (256, 3, 2)
 

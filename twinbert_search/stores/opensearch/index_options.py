@@ -86,9 +86,15 @@ class IndexOptions:
         `efs<N>` sets the index-level ef_search; `overrides` (shards, replicas...) apply last.
         """
 
+        tokens = [t.strip() for t in text.lower().split(":")]
+
         def read_token(token: str) -> list[tuple[str, Any]]:
             match = _INT_TOKEN.match(token)
             if token in ENGINES:
+                # `lucene` alone means Lucene's own float graph, not Faiss's fp16 default
+                # (which Lucene cannot build); an explicit encoding token still decides.
+                if token == "lucene" and not any(t in ENCODINGS for t in tokens):
+                    return [("engine", token), ("encoding", "fp32")]
                 return [("engine", token)]
             if token in SPACE_TYPES:
                 return [("space_type", token)]
