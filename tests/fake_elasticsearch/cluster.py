@@ -29,6 +29,8 @@ from tests.fake_elasticsearch.search import SearchApi
 
 NAME = r"(?P<{}>[^/_][^/]*)"
 ROUTES: list[tuple[str, str, str]] = [
+    ("GET", r"/_nodes/(?P<metric>[^/]+)", "nodes.info"),
+    ("GET", r"/_license", "license.get"),
     ("GET", r"/_cluster/health", "cluster.health"),
     ("POST", r"/_aliases", "indices.update_aliases"),
     ("HEAD", r"/_alias/(?P<name>[^/]+)", "indices.exists_alias"),
@@ -63,8 +65,9 @@ class FakeElasticsearch(IndicesApi, DocumentsApi, SearchApi):
     """The cluster state plus the request handlers; tests configure and inject failures here.
 
     `ingest_common` and `rrf` say which modules the node has (False: like the integ-test
-    distribution of scripts/elasticsearch-node.sh); `rrf_licensed` False answers the rrf
-    retriever as a basic licence does.
+    distribution of scripts/elasticsearch-node.sh; `_nodes/plugins` lists them); `rrf_licensed`
+    False answers the rrf retriever as a basic licence does (`_license` reads "basic", else
+    "trial"); `version` is the node's in `_nodes`.
     """
 
     def __init__(self, spec: ElasticsearchSpec | bool | None = True) -> None:
@@ -81,6 +84,7 @@ class FakeElasticsearch(IndicesApi, DocumentsApi, SearchApi):
         self.ingest_common = True
         self.rrf = True
         self.rrf_licensed = True
+        self.version = "9.2.0"
         self.accepted_auth: set[str] | None = None  # authorization headers let in (None: any)
 
     # -- test controls ------------------------------------------------------------------------
@@ -119,6 +123,19 @@ class FakeElasticsearch(IndicesApi, DocumentsApi, SearchApi):
 
         kwargs.setdefault("max_retries", 0)
         return Elasticsearch("http://fake:9200", node_class=self.node_class(), **kwargs)
+
+    # -- the node -------------------------------------------------------------------------------
+
+    def _h_nodes_info(self, pp: dict[str, str], params: Any, body: Any) -> tuple[int, Any]:
+        modules = ["transport-netty4", "x-pack-core"]
+        modules += ["ingest-common"] if self.ingest_common else []
+        modules += ["rank-rrf"] if self.rrf else []
+        node = {"version": self.version, "modules": [{"name": m} for m in modules], "plugins": []}
+        return 200, {"cluster_name": "fake", "nodes": {"fake-node-id": node}}
+
+    def _h_license_get(self, pp: Any, params: Any, body: Any) -> tuple[int, Any]:
+        kind = "trial" if self.rrf_licensed else "basic"
+        return 200, {"license": {"status": "active", "type": kind, "uid": "fake"}}
 
     # -- dispatch -----------------------------------------------------------------------------
 

@@ -243,13 +243,15 @@ def test_hybrid_fused_in_the_cluster_equals_the_searchers_own_fusion(
     embedded, elasticsearch, fake = twins
     store = elasticsearch.store
     assert isinstance(store, ElasticsearchStore)
+    assert store.hybrid_fusion == "engine"
+    fake.rrf = False  # a store connecting now finds no rank-rrf module: the searcher fuses
+    by_client = Searcher(elasticsearch.runtime, ElasticsearchStore(store.client, alias="sample"))
+    assert by_client.store.hybrid_fusion == "client"
+    fake.rrf = True
     for query in QUERIES[:10]:
-        fake.rrf, store.rrf_available = True, None
         in_cluster = elasticsearch.search(query.text, k=30, candidates=30, hybrid=True)
-        assert store.rrf_available is True
-        fake.rrf, store.rrf_available = False, None
-        in_client = elasticsearch.search(query.text, k=30, candidates=30, hybrid=True)
-        assert store.rrf_available is False
+        in_client = by_client.search(query.text, k=30, candidates=30, hybrid=True)
+        assert (in_cluster.hybrid_fusion, in_client.hybrid_fusion) == ("engine", "client")
         assert set(in_cluster.recall_ids) == set(in_client.recall_ids), query.id
         assert [h.id for h in in_cluster.hits] == [h.id for h in in_client.hits]
         ours = embedded.rerank_ids(query.text, in_cluster.recall_ids)
@@ -257,6 +259,51 @@ def test_hybrid_fused_in_the_cluster_equals_the_searchers_own_fusion(
         np.testing.assert_allclose(
             [h.rerank_score for h in in_cluster.hits], [s for _, s in ours], atol=1e-5
         )
+
+
+@pytest.mark.parametrize("rank_rrf", [True, False])
+def test_explain_search_and_status_report_the_one_path(
+    twins: tuple[Searcher, Searcher, FakeElasticsearch], tiny_model: Path, rank_rrf: bool
+) -> None:
+    """`--explain`, `search --json`, the sidecar's /search and the store's status name the
+    same fusion path, chosen when the store connected."""
+    from fastapi.testclient import TestClient
+
+    from twinbert_search.service import create_app, load_searcher
+
+    _, _, fake = twins
+    expected = "engine" if rank_rrf else "client"
+    remote = {"url": "http://fake:9200", "alias": "sample"}
+    kwargs = {"node_class": fake.node_class()}
+    fake.rrf = rank_rrf
+    try:
+        config = ServiceConfig(
+            backend="elasticsearch", model=tiny_model, cluster={**remote, "client_kwargs": kwargs}
+        ).validate()
+        searcher = load_searcher(config)
+        try:
+            with TestClient(create_app(config, searcher)) as client:
+                body = {"query": QUERIES[0].text, "k": 5, "hybrid": True}
+                assert client.post("/search", json=body).json()["hybrid_fusion"] == expected
+            assert searcher.store.status()["hybrid_fusion"] == expected
+        finally:
+            searcher.store.close()
+        original = ConnectionOptions.client
+
+        def client_of(self: ConnectionOptions) -> Any:
+            return original(dataclasses.replace(self, client_kwargs=kwargs))
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ConnectionOptions, "client", client_of)
+            common = ["--backend", "elasticsearch", "--model", tiny_model, "--alias", "sample"]
+            env = {"ELASTICSEARCH_URL": "http://fake:9200"}
+            explained = invoke(["search", "volcano", *common, "--hybrid", "--explain"], env)
+            assert explained.exit_code == 0, explained.output
+            assert f"hybrid_fusion={expected}" in explained.stdout
+            found = invoke(["search", "volcano", *common, "--hybrid", "--json"], env)
+            assert json.loads(found.stdout)["hybrid_fusion"] == expected
+    finally:
+        fake.rrf = True
 
 
 def test_serve_answers_from_elasticsearch(

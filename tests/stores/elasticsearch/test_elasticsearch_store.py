@@ -189,8 +189,9 @@ def rrf(rankings: list[list[str]], k: int = 60) -> dict[str, float]:
 
 def test_fused_recall_is_one_rrf_retriever_request(cluster: FakeElasticsearch) -> None:
     store, _, vectors = built(cluster)
+    assert store.hybrid_fusion == "engine"
     fused = store.recall_fused("bread flour", vectors[0], 6, filters={"lang": "en"})
-    assert store.rrf_available is True and len(fused) == 6
+    assert fused is not None and len(fused) == 6
     body = cluster.bodies("search")[-1]["retriever"]["rrf"]
     assert (body["rank_window_size"], body["rank_constant"]) == (6, 60)
     dense = store.recall(vectors[0], 6, filters={"lang": "en"}).ids
@@ -204,20 +205,51 @@ def test_fused_recall_is_one_rrf_retriever_request(cluster: FakeElasticsearch) -
     )
 
 
-@pytest.mark.parametrize("refusal", ["no module", "basic licence"])
-def test_fused_recall_is_left_to_the_searcher_where_rrf_is_refused(
-    cluster: FakeElasticsearch, refusal: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("cluster_lacks", "why"),
+    [
+        ("module", "the rank-rrf module is not on every node"),
+        ("licence", "needs an active enterprise or trial licence (the cluster's: basic, active)"),
+        ("version", "Elasticsearch 8.13.4 predates the rrf retriever"),
+        ("read access", "could not be read (security_exception"),
+    ],
+)
+def test_hybrid_fusion_is_decided_once_from_the_cluster_before_any_hybrid_query(
+    cluster: FakeElasticsearch, cluster_lacks: str, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if refusal == "no module":
+    """The version, every node's modules and the licence are read once; where the rrf
+    retriever cannot run, no rrf request is ever sent and the searcher fuses."""
+    if cluster_lacks == "module":
         cluster.rrf = False
-    else:
+    elif cluster_lacks == "licence":
         cluster.rrf_licensed = False
+    elif cluster_lacks == "version":
+        cluster.version = "8.13.4"
+    else:
+        cluster.fail_requests("license.get", 403)
     store, _, vectors = built(cluster)
-    assert store.recall_fused("bread", vectors[0], 5) is None
-    assert store.rrf_available is False and "fuses in the client" in caplog.text
+    assert "license.get" not in cluster.endpoints()  # indexing does not ask
+    assert store.hybrid_fusion == "client"
+    assert f"fuses in the client at {store._safe_url}: " in caplog.text and why in caplog.text
     searches = len(cluster.bodies("search"))
     assert store.recall_fused("bread", vectors[0], 5) is None
-    assert len(cluster.bodies("search")) == searches, "probed once"
+    assert store.recall_fused("bread", vectors[0], 5) is None
+    assert len(cluster.bodies("search")) == searches, "no rrf request is sent"
+    assert store.status()["hybrid_fusion"] == "client"
+    assert cluster.endpoints().count("license.get") == 1, "read once"
+
+
+def test_a_refusal_after_the_choice_is_an_error_not_a_quiet_switch(
+    cluster: FakeElasticsearch,
+) -> None:
+    """The path reported stays the path run: a cluster that refuses the rrf retriever after
+    the store chose it (its licence lapsed, say) fails the hybrid recall, saying so."""
+    store, _, vectors = built(cluster)
+    assert store.hybrid_fusion == "engine"
+    cluster.rrf_licensed = False
+    with pytest.raises(StoreError, match=r"refused the rrf retriever .* reconnect"):
+        store.recall_fused("bread", vectors[0], 5)
+    assert store.hybrid_fusion == "engine" and store.status()["hybrid_fusion"] == "engine"
 
 
 # -- bulk and rebuilds --------------------------------------------------------------------------

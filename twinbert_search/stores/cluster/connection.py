@@ -152,3 +152,13 @@ def store_arguments(flags: Mapping[str, Any], store_keys: Sequence[str]) -> dict
         alias = DEFAULT_BASE
     given = {k: flags[k] for k in store_keys if flags.get(k) is not None}
     return {"index": index, "alias": alias, **given}
+
+
+def version_numbers(number: str) -> tuple[int, ...]:
+    """A cluster version's numbers: "2.19.1" -> (2, 19, 1); a suffix ("-SNAPSHOT") is dropped."""
+    parts = []
+    for part in number.split("-")[0].split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)

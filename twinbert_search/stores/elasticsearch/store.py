@@ -8,10 +8,8 @@ it does over the embedded store (the rerank is the shared search pipeline, not t
 What every cluster engine does alike is `cluster.store.ClusterStoreBase`; this module keeps
 Elasticsearch's own: the official client's calls behind its hooks, the kNN body with the
 recorded index options and scores converted back from the similarity, an ingest pipeline put
-without processors where the node lacks them, and hybrid recall through the `rrf` retriever
-where the cluster has it (the rank-rrf module, and a licence that allows it); elsewhere
-`recall_fused` answers None and the searcher fuses the kNN and BM25 hits itself, by the same
-reciprocal-rank formula.
+without processors where the node lacks them. Hybrid recall, fused by the `rrf` retriever
+where the cluster can run it (chosen once), is `hybrid.RrfHybridRecall`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from twinbert_search.errors import ConfigurationError, StoreError
+from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import ModelManifest
 from twinbert_search.stores.base import Candidates, Filters, VectorStore
 from twinbert_search.stores.cluster import pipelines, reads
@@ -31,6 +29,7 @@ from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.runs import IndexRunHooks
 from twinbert_search.stores.cluster.store import ClusterStoreBase
 from twinbert_search.stores.elasticsearch import assets, connection
+from twinbert_search.stores.elasticsearch.hybrid import RrfHybridRecall
 from twinbert_search.stores.elasticsearch.index_options import (
     IndexOptions,
     score_to_similarity,
@@ -42,7 +41,7 @@ logger = logging.getLogger(__name__)
 KEPT_KEYS = ("description", "processors")  # a pipeline equal in these is kept
 
 
-class ElasticsearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
+class ElasticsearchStore(RrfHybridRecall, ClusterStoreBase, IndexRunHooks, VectorStore):
     """TwinBERT documents in an Elasticsearch index (or behind an alias, for blue/green)."""
 
     ENGINE = "Elasticsearch"
@@ -52,7 +51,6 @@ class ElasticsearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
 
     ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"num_candidates": None}  # kNN's breadth
     num_candidates: int | None
-    rrf_available: bool | None = None  # probed by the first fused recall
     pipeline_processors: bool | None = None  # False: the node lacks ingest-common
 
     # -- the client behind the shared methods ------------------------------------------------
@@ -91,7 +89,10 @@ class ElasticsearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
             health,
             {},
             template,
-            {"ingest_pipelines": sorted(k for k in pipeline.body if k == name)},
+            {
+                "ingest_pipelines": sorted(k for k in pipeline.body if k == name),
+                "hybrid_fusion": self.hybrid_fusion,
+            },
         )
 
     # -- assets -------------------------------------------------------------------------------
@@ -184,45 +185,3 @@ class ElasticsearchStore(ClusterStoreBase, IndexRunHooks, VectorStore):
         return reads.candidates_from_hits(
             hits, dim, lambda scores: score_to_similarity(similarity, scores)
         )
-
-    @property
-    def hybrid_fusion(self) -> str:
-        """Hybrid recall's fuser: "engine" until the cluster refuses the rrf retriever
-        (probed by the first fused recall), then "client"."""
-        return "client" if self.rrf_available is False else "engine"
-
-    def recall_fused(
-        self,
-        query: str,
-        query_vector: np.ndarray,
-        n: int,
-        *,
-        filters: Filters | None = None,
-    ) -> Candidates | None:
-        """BM25 and kNN fused by the `rrf` retriever in one request; None where the cluster
-        has no such retriever (or its licence refuses it), so the searcher fuses instead."""
-        if self.rrf_available is False:
-            return None
-        from elasticsearch import ApiError
-
-        dim, (_, options) = self._read_setup()
-        vector = self._query_vector(query_vector, dim)
-        if n <= 0:
-            return Candidates.empty(dim)
-        body = assets.rrf_search_body(
-            query, vector, n, options, filters=filters, candidates=self._candidates(n)
-        )
-        try:
-            response = self._search(body, "hybrid recall (rrf retriever)")
-        except StoreError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ApiError) and cause.status_code in (400, 403):
-                logger.warning(
-                    "hybrid recall fuses in the client: the cluster refused the rrf retriever (%s)",
-                    reason(cause),
-                )
-                self.rrf_available = False
-                return None
-            raise
-        self.rrf_available = True
-        return reads.candidates_from_hits(response["hits"]["hits"], dim)

@@ -19,6 +19,7 @@ import numpy as np
 from twinbert_search.errors import StoreError
 from twinbert_search.stores.base import Candidates, Filters
 from twinbert_search.stores.cluster import reads
+from twinbert_search.stores.cluster.connection import version_numbers
 from twinbert_search.stores.opensearch import assets
 
 __all__ = ["NEURAL_SEARCH", "RRF_SINCE", "EngineHybridRecall"]
@@ -70,7 +71,7 @@ class EngineHybridRecall:
         ]
         if not nodes or missing:
             why = f"{NEURAL_SEARCH} is not installed on every node"
-        elif _version(version) < RRF_SINCE:
+        elif version_numbers(version) < RRF_SINCE:
             why = f"OpenSearch {version} predates the RRF score-ranker processor (2.19)"
         else:
             return "engine"
@@ -108,13 +109,3 @@ class EngineHybridRecall:
                 "again (`twinbert-search opensearch put-templates`)"
             )
         return reads.candidates_from_hits(hits, dim)
-
-
-def _version(number: str) -> tuple[int, ...]:
-    """A version's numbers: "2.19.1" -> (2, 19, 1); a suffix ("-SNAPSHOT") is dropped."""
-    parts = []
-    for part in number.split("-")[0].split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
