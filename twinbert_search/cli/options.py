@@ -97,7 +97,7 @@ def connection_options(env_prefix: str | None) -> Decorator:
         click.option(
             "--url",
             default=None,
-            help="Cluster URL, e.g. https://localhost:9200"
+            help="Cluster URL, e.g. https://localhost:9200; several nodes comma-separated"
             + ("." if env_prefix else f" (default: ${prefix}_URL, by --backend)."),
             **env("URL"),
         ),
