@@ -157,6 +157,23 @@ def ann_option(default: str | None = None, help: str | None = None) -> Decorator
     return click.option("--ann", default=default, show_default=default is not None, help=help)
 
 
+layout_options = stack(
+    click.option(
+        "--shards",
+        type=COUNT,
+        default=None,
+        help="Primary shards of the indices it creates (clusters; default 1).",
+    ),
+    click.option(
+        "--replicas",
+        type=COUNT_OR_NONE,
+        default=None,
+        help="Replicas per shard of the indices it creates (clusters; default 1).",
+    ),
+)
+"""--shards and --replicas: how a cluster lays out the indices a command creates."""
+
+
 def model_id_option(help: str) -> Decorator:
     """--model-id: an ML Commons model id (`opensearch register-model` prints it)."""
     return click.option("--model-id", default=None, help=help)
