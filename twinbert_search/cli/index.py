@@ -248,8 +248,17 @@ def _echo_index_run(run: IndexRun, as_json: bool) -> None:
         f"indexed {report.seen} documents into {run.location['where']}: {report.added} added, "
         f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
         f"{report.skipped()}; {report.docs_per_s:.1f} docs/s encoding, "
-        f"{report.seconds:.1f}s total"
+        f"{report.seconds:.1f}s total{_resent(report.resent)}"
     )
+
+
+def _resent(resent: dict[str, int]) -> str:
+    """`; 12 documents resent (12 throttled)`: the back-pressure a cluster run absorbed."""
+    total = sum(resent.values())
+    if not total:
+        return ""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(resent.items()) if n)
+    return f"; {total} document{'s' if total > 1 else ''} resent ({kinds})"
 
 
 @click.command("delete")
