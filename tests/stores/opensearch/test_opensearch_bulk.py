@@ -7,6 +7,7 @@ import pytest
 
 from tests.fake_opensearch import FakeCluster
 from tests.opensearch_store_helpers import FP, VectorRuntime, built, bulk_ids, corpus, make_store
+from twinbert_search.cli.index import _resent
 from twinbert_search.errors import BulkIndexError
 from twinbert_search.ingest.indexing import index_documents
 
@@ -41,6 +42,9 @@ def test_the_index_report_counts_throttled_resends(cluster: FakeCluster) -> None
     assert report.resent == {"throttled": 3}
     assert report.to_dict()["resent"] == {"throttled": 3, "rejected": 0, "unreachable": 0}
     assert store.info.count == 6
+    summary = _resent({"throttled": 3, "rejected": 0})
+    assert summary == "; 3 documents resent (3 throttled)", "the index command's summary says so"
+    assert _resent({}) == ""
 
 
 def test_whole_request_429_and_500_are_retried(cluster: FakeCluster) -> None:
