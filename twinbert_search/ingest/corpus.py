@@ -71,8 +71,7 @@ def index_corpus(
     only the model's manifest is read here. Malformed records stop the run after the good
     ones before them are written, or with `skip_errors` are reported in `report.errors`.
     Empty documents (no title, no text) are skipped and reported there too, unless `strict`
-    makes them malformed records. `shards` and `replicas` lay out the indices a cluster
-    store creates.
+    makes them malformed records. `shards`, `replicas`: a cluster's new indices' layout.
     """
     from twinbert_search.stores.factory import check_options, open_store
 
