@@ -9,6 +9,8 @@
 #   scripts/opensearch-cluster.sh kill N        SIGKILL node N at once (what the tests do to it)
 #   scripts/opensearch-cluster.sh status        one line per node; exit 0 when all three run
 #   scripts/opensearch-cluster.sh urls          the URLs, comma-separated (exit 3 if none runs)
+#   scripts/opensearch-cluster.sh check         exit 0 if this machine can start the nodes, else
+#                                              name what is missing on one line (exit 4)
 #
 # The installation is the one scripts/opensearch-node.sh assembles from Maven Central
 # (`opensearch-node.sh assemble`, k-NN by default: TWINBERT_OPENSEARCH_PLUGINS); all three nodes
@@ -33,7 +35,8 @@
 #   TWINBERT_MAVEN_REPO, OPENSEARCH_JAVA_HOME: as for scripts/opensearch-node.sh
 set -euo pipefail
 
-readonly HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly HERE
 readonly NODE_SCRIPT=$HERE/opensearch-node.sh
 readonly VERSION=${TWINBERT_OPENSEARCH_VERSION:-2.19.1}
 readonly CACHE=${TWINBERT_NODE_CACHE:-$HOME/.cache/twinbert-search/nodes}
@@ -273,7 +276,7 @@ case $command in
   urls) urls ;;
   check) "$NODE_SCRIPT" check ;;
   *)
-    sed -n '4,11s/^# \{0,1\}//p' "$0" >&2
+    sed -n '4,13s/^# \{0,1\}//p' "$0" >&2
     exit 2
     ;;
 esac
