@@ -108,7 +108,11 @@ def test_the_counts_are_validated_on_every_command_that_takes_them() -> None:
     assert {"-k", "--candidates", "--steps", "--batch-size", "--threads"} <= flags
     commands = {path for path, flag in POSITIVE_COUNTS if flag == "--batch-size"}
     assert {"adapt", "distill", "index", "teacher train"} <= commands
-    assert {flag for _, flag in COUNTS_FROM_ZERO} == {"--pseudo-queries", "--validation-queries"}
+    assert {flag for _, flag in COUNTS_FROM_ZERO} == {
+        "--pseudo-queries",
+        "--validation-queries",
+        "--replicas",
+    }
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])

@@ -238,6 +238,20 @@ def test_index_then_search_through_opensearch(
         assert SECRET not in result.output
 
 
+def test_index_lays_out_the_index_with_shards_and_replicas(
+    cluster: FakeCluster, tiny_model: Path, tmp_path: Path
+) -> None:
+    """`index --shards 3 --replicas 1`: the layout of a multi-node cluster (issue 27), set at
+    creation and kept while building; the embedded store refuses the flags in one line."""
+    done = invoke(index_cmd(CORPUS, tiny_model, "--shards", "3", "--replicas", "2"))
+    assert done.exit_code == 0, done.output
+    settings = cluster.indices["sample-000001"].settings
+    assert (settings["index.number_of_shards"], settings["index.number_of_replicas"]) == ("3", "2")
+    embedded = invoke(["index", CORPUS, "--index-dir", tmp_path / "e", "--shards", "3"])
+    assert embedded.exit_code != 0
+    assert "--shards and --replicas lay out a cluster's indices" in embedded.output
+
+
 def test_eval_through_opensearch_matches_the_embedded_store(
     cluster: FakeCluster, tiny_model: Path, tmp_path: Path
 ) -> None:

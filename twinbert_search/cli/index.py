@@ -21,6 +21,7 @@ from twinbert_search.cli.options import (
     force_option,
     index_dir_option,
     json_option,
+    layout_options,
     model_id_option,
     model_option,
     model_options,
@@ -57,6 +58,7 @@ MAX_SKIPPED_LINES = 100  # skipped records named on stderr; --json lists them al
     "Elasticsearch: int8_hnsw16:efc128:innerproduct (hnsw, int8_hnsw, bbq_hnsw, ...<M>, "
     "efc<N>, space type).",
 )
+@layout_options
 @batch_size_option(32)
 @click.option(
     "--chunk-size",
@@ -112,6 +114,8 @@ def index(
     text_fields: tuple[str, ...],
     codec: str | None,
     ann: str | None,
+    shards: int | None,
+    replicas: int | None,
     batch_size: int,
     chunk_size: int,
     prune: bool,
@@ -150,6 +154,8 @@ def index(
         text_fields=text_fields,
         codec=codec,
         ann=ann,
+        shards=shards,
+        replicas=replicas,
         batch_size=batch_size,
         chunk_size=chunk_size,
         prune=prune,
@@ -242,8 +248,17 @@ def _echo_index_run(run: IndexRun, as_json: bool) -> None:
         f"indexed {report.seen} documents into {run.location['where']}: {report.added} added, "
         f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted, "
         f"{report.skipped()}; {report.docs_per_s:.1f} docs/s encoding, "
-        f"{report.seconds:.1f}s total"
+        f"{report.seconds:.1f}s total{_resent(report.resent)}"
     )
+
+
+def _resent(resent: dict[str, int]) -> str:
+    """`; 12 documents resent (12 throttled)`: the back-pressure a cluster run absorbed."""
+    total = sum(resent.values())
+    if not total:
+        return ""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(resent.items()) if n)
+    return f"; {total} document{'s' if total > 1 else ''} resent ({kinds})"
 
 
 @click.command("delete")

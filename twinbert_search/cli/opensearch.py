@@ -19,6 +19,7 @@ from twinbert_search.cli.options import (
     force_option,
     int8_option,
     json_option,
+    layout_options,
     model_id_option,
     model_option,
     opensearch_options,
@@ -65,8 +66,7 @@ ann_options = stack(
         help="Index description, e.g. faiss:hnsw16:efc128:fp16:innerproduct "
         "(engine faiss|lucene, hnsw<M>, efc<ef_construction>, fp32|fp16|byte, space type).",
     ),
-    click.option("--shards", type=int, default=None, help="Primary shards."),
-    click.option("--replicas", type=int, default=None, help="Replicas per shard."),
+    layout_options,
 )
 """How `put-templates` shapes the indices it creates: the k-NN field, shards and replicas."""
 

@@ -97,7 +97,7 @@ def connection_options(env_prefix: str | None) -> Decorator:
         click.option(
             "--url",
             default=None,
-            help="Cluster URL, e.g. https://localhost:9200"
+            help="Cluster URL, e.g. https://localhost:9200; several nodes comma-separated"
             + ("." if env_prefix else f" (default: ${prefix}_URL, by --backend)."),
             **env("URL"),
         ),
@@ -155,6 +155,23 @@ backend_options = stack(backend_option(), index_dir_option(), cluster_options)
 
 def ann_option(default: str | None = None, help: str | None = None) -> Decorator:
     return click.option("--ann", default=default, show_default=default is not None, help=help)
+
+
+layout_options = stack(
+    click.option(
+        "--shards",
+        type=COUNT,
+        default=None,
+        help="Primary shards of the indices it creates (clusters; default 1).",
+    ),
+    click.option(
+        "--replicas",
+        type=COUNT_OR_NONE,
+        default=None,
+        help="Replicas per shard of the indices it creates (clusters; default 1).",
+    ),
+)
+"""--shards and --replicas: how a cluster lays out the indices a command creates."""
 
 
 def model_id_option(help: str) -> Decorator:

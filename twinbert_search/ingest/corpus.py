@@ -52,6 +52,8 @@ def index_corpus(
     text_fields: tuple[str, ...] = ("title", "text"),
     codec: str | None = None,
     ann: str | None = "auto",
+    shards: int | None = None,
+    replicas: int | None = None,
     batch_size: int = 32,
     chunk_size: int = 512,
     prune: bool = False,
@@ -69,7 +71,7 @@ def index_corpus(
     only the model's manifest is read here. Malformed records stop the run after the good
     ones before them are written, or with `skip_errors` are reported in `report.errors`.
     Empty documents (no title, no text) are skipped and reported there too, unless `strict`
-    makes them malformed records.
+    makes them malformed records. `shards`, `replicas`: a cluster's new indices' layout.
     """
     from twinbert_search.stores.factory import check_options, open_store
 
@@ -85,6 +87,8 @@ def index_corpus(
         dim=manifest.dim,
         codec=codec,
         ann=ann,
+        shards=shards,
+        replicas=replicas,
         manifest=manifest,
         **cluster_options,
     ) as store:

@@ -29,12 +29,17 @@ if TYPE_CHECKING:
     from twinbert_search.stores.opensearch import OpenSearchStore
 
 
+RESEND_KINDS = ("throttled", "rejected", "unreachable")  # stores/cluster/bulk.py retry_kind
+
+
 @dataclass
 class IndexReport:
     """What one indexing run did; docs_per_s counts only documents actually encoded.
 
     `errors` holds the records the reader skipped: empty documents (`EmptyDocumentError`)
-    and, with skip mode, malformed ones; `empty` and `malformed` count each kind.
+    and, with skip mode, malformed ones; `empty` and `malformed` count each kind. `resent`
+    counts the documents a cluster store sent again, by why (`throttled` by 429, `rejected`
+    with 5xx, `unreachable`): back-pressure the run absorbed.
     """
 
     seen: int = 0
@@ -45,6 +50,7 @@ class IndexReport:
     errors: list[InputError] = field(default_factory=list)
     encode_seconds: float = 0.0
     seconds: float = 0.0
+    resent: dict[str, int] = field(default_factory=dict)
 
     @property
     def encoded(self) -> int:
@@ -81,6 +87,7 @@ class IndexReport:
             "skipped": {"empty": self.empty, "malformed": self.malformed},
             "errors": [str(e) for e in self.errors if not isinstance(e, EmptyDocumentError)],
             "empty": [str(e) for e in self.errors if isinstance(e, EmptyDocumentError)],
+            "resent": {kind: self.resent.get(kind, 0) for kind in RESEND_KINDS},
             "docs_per_s": round(self.docs_per_s, 1),
             "seconds": round(self.seconds, 2),
         }
@@ -166,6 +173,7 @@ def run_indexing(
     finally:
         bar.close()
         report.seconds = time.perf_counter() - start
+        report.resent = store.bulk_resends()
     return report
 
 

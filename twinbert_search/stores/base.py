@@ -180,6 +180,12 @@ class VectorStore(ABC):
         """The indexing run completed: clear what `begin_index_run` recorded."""
         return None
 
+    def bulk_resends(self) -> dict[str, int]:
+        """Documents the store sent again since it was opened, by why: `throttled` (the
+        cluster answered 429), `rejected` (5xx), `unreachable` (no answer). Only cluster
+        stores resend; the others report nothing."""
+        return {}
+
     def unfinished_index_run(self) -> dict[str, Any] | None:
         """What the store recorded of an indexing run that never completed (`started`, an
         ISO time), read afresh so a long-running reader sees a later run complete it."""

@@ -19,6 +19,7 @@ Heavy modules (onnxruntime, faiss) are imported by the functions, so the CLI sta
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,8 @@ def open_store(
     dim: int | None = None,
     codec: str | None = None,
     ann: str | None = None,
+    shards: int | None = None,
+    replicas: int | None = None,
     manifest: ModelManifest | None = None,
     pool_size: int | None = None,
     **cluster_kwargs: Any,
@@ -100,10 +103,17 @@ def open_store(
     Embedded: `writable` creates or opens the writer (`dim`, `codec`, `ann` as in
     `EmbeddedStore.create_or_open`), otherwise the snapshot is opened read-only. A cluster
     (OpenSearch, Elasticsearch): a connection reads and writes either way; `ann` shapes the
-    indices it creates and `manifest` renders its template and pipelines; `pool_size` is how
-    many connections its client keeps (as many as threads that use the store at once).
+    indices it creates, `shards` and `replicas` their layout (the index options' own when
+    None), and `manifest` renders its template and pipelines; `pool_size` is how many
+    connections its client keeps (as many as threads that use the store at once).
     """
     check_options(backend, index_dir=index_dir, **cluster_kwargs)
+    layout = {k: v for k, v in (("shards", shards), ("replicas", replicas)) if v is not None}
+    if backend == EMBEDDED and layout:
+        raise ConfigurationError(
+            "--shards and --replicas lay out a cluster's indices: they need --backend "
+            "opensearch or elasticsearch"
+        )
     if backend == EMBEDDED:
         from twinbert_search.stores.embedded import EmbeddedStore
 
@@ -130,6 +140,8 @@ def open_store(
         from twinbert_search.stores.elasticsearch.index_options import IndexOptions as EsOptions
 
         es_options = None if ann in (None, "auto") else EsOptions.parse(ann)
+        if layout:
+            es_options = replace(es_options or EsOptions(), **layout)
         return elasticsearch_store(**cluster_kwargs, manifest=manifest, index_options=es_options)
     from twinbert_search.stores.opensearch.assets import IndexOptions
     from twinbert_search.stores.opensearch.connection import (
@@ -142,7 +154,8 @@ def open_store(
     if writable:  # indices may be created: with an engine the cluster runs
         try:
             url = connection_from_options(**cluster_kwargs).safe_url
-            store.index_options = fitting_index_options(store.client, url, options)
+            fitted = fitting_index_options(store.client, url, options)
+            store.index_options = replace(fitted, **layout)
         except BaseException:
             store.close()
             raise

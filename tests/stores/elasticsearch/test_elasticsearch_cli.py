@@ -228,6 +228,15 @@ def twins(
     elasticsearch.store.close()
 
 
+def test_index_lays_out_the_index_with_shards_and_replicas(
+    cluster: FakeElasticsearch, tiny_model: Path
+) -> None:
+    done = invoke(index_cmd(CORPUS, tiny_model, "--shards", "3", "--replicas", "2"))
+    assert done.exit_code == 0, done.output
+    settings = cluster.indices["sample-000001"].settings
+    assert (settings["index.number_of_shards"], settings["index.number_of_replicas"]) == ("3", "2")
+
+
 def test_reranked_results_are_the_embedded_stores(
     twins: tuple[Searcher, Searcher, FakeElasticsearch],
 ) -> None:

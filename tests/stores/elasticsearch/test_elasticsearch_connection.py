@@ -45,6 +45,16 @@ def test_options_strip_credentials_and_hide_secrets() -> None:
         connection_from_options(url="http://h:9200", username="u", password="p", es_api_key="k")
 
 
+def test_several_urls_are_several_nodes() -> None:
+    options = ConnectionOptions("http://127.0.0.1:9280,http://127.0.0.1:9281")
+    assert [n["port"] for n in options.nodes()] == [9280, 9281]
+    client = options.client()
+    try:
+        assert len(client.transport.node_pool.all()) == 2
+    finally:
+        client.close()
+
+
 def test_the_environment_fills_what_the_flags_leave_out(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

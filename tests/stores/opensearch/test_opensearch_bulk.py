@@ -7,6 +7,7 @@ import pytest
 
 from tests.fake_opensearch import FakeCluster
 from tests.opensearch_store_helpers import FP, VectorRuntime, built, bulk_ids, corpus, make_store
+from twinbert_search.cli.index import _resent
 from twinbert_search.errors import BulkIndexError
 from twinbert_search.ingest.indexing import index_documents
 
@@ -29,6 +30,21 @@ def test_429_and_5xx_items_are_resent_with_capped_backoff(cluster: FakeCluster) 
     assert store.info.count == 12
     assert sleeps == [0.5, 1.0, 2.0], "doubling from initial_backoff, capped at max_backoff"
     assert bulk_ids(cluster)[2:] == [["d03", "d07"], ["d03"], ["d03"]], "only rejected docs resent"
+    assert store.bulk_resends() == {"throttled": 2, "rejected": 2}, "each resend counted by why"
+
+
+def test_the_index_report_counts_throttled_resends(cluster: FakeCluster) -> None:
+    """Back-pressure a run absorbed is in its report (`resent`), not only in the log."""
+    store = make_store(cluster, sleeps=[])
+    docs, vectors = corpus(6)
+    cluster.fail_documents({"d01": [429, 429], "d04": [429]})
+    report = index_documents(docs, store, VectorRuntime(docs, vectors), progress=False)
+    assert report.resent == {"throttled": 3}
+    assert report.to_dict()["resent"] == {"throttled": 3, "rejected": 0, "unreachable": 0}
+    assert store.info.count == 6
+    summary = _resent({"throttled": 3, "rejected": 0})
+    assert summary == "; 3 documents resent (3 throttled)", "the index command's summary says so"
+    assert _resent({}) == ""
 
 
 def test_whole_request_429_and_500_are_retried(cluster: FakeCluster) -> None:

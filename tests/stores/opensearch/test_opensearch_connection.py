@@ -41,6 +41,30 @@ def test_connection_options_strip_credentials_from_the_url() -> None:
         ConnectionOptions("http://h:9200", password="x")
 
 
+def test_several_urls_name_every_node_of_a_cluster() -> None:
+    """A multi-node cluster: comma-separated URLs, each a host of the client (issue 27)."""
+    options = ConnectionOptions("http://admin:pw@127.0.0.1:9280/, http://127.0.0.1:9281")
+    assert options.url == options.safe_url == "http://127.0.0.1:9280,http://127.0.0.1:9281"
+    assert (options.username, options.password) == ("admin", "pw")
+    assert [(h["host"], h["port"]) for h in options.hosts()] == [
+        ("127.0.0.1", 9280),
+        ("127.0.0.1", 9281),
+    ]
+    client = options.client()
+    try:
+        pool = client.transport.connection_pool
+        assert sorted(c.host for c in pool.connections) == [
+            "http://127.0.0.1:9280",
+            "http://127.0.0.1:9281",
+        ]
+    finally:
+        client.close()
+    with pytest.raises(ConfigurationError, match="mix http and https"):
+        ConnectionOptions("http://a:9200,https://b:9200")
+    with pytest.raises(ConfigurationError, match="empty"):
+        ConnectionOptions(" , ")
+
+
 def test_connection_options_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:

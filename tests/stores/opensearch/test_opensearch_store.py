@@ -38,7 +38,7 @@ def test_first_build_creates_assets_and_goes_live_at_finalize(cluster: FakeClust
     store.upsert(docs, vectors, model_fingerprint=FP)
     index = cluster.indices["docs-000001"]
     assert index.settings["index.refresh_interval"] == "-1"
-    assert index.settings["index.number_of_replicas"] == "0"
+    assert index.settings["index.number_of_replicas"] == "1", "replicas while building too"
     assert "docs" not in cluster.aliases, "the alias waits until the build is finished"
     assert set(cluster.templates) == {"docs"}
     assert set(cluster.pipelines) == {"docs-vectors"}

@@ -89,12 +89,14 @@ def send_with_retries(
     *,
     sleep: Callable[[float], None],
     unreachable: str,
+    resent: Counter[str] | None = None,
 ) -> int:
     """Send actions; resend 429/5xx failures with backoff; raise once for the rest.
 
     Returns how many documents succeeded. `unreachable` names the cluster (e.g. "OpenSearch
     at https://host:9200") in each retry's line, which says why documents are resent
     (`retry_reason`), and in the error raised when no document got an HTTP status.
+    `resent` counts each resent document by `retry_kind` (throttled, rejected, unreachable).
     """
     by_id = {a["_id"]: a for a in actions}
     pending = actions
@@ -114,6 +116,8 @@ def send_with_retries(
             if retryable and attempt < options.max_retries:
                 retry.append(by_id[info["_id"]])
                 why[retry_reason(info, unreachable)] += 1
+                if resent is not None:
+                    resent[retry_kind(info)] += 1
             else:
                 errors.append(item_error(op_type, info, attempt + 1))
         if retry:
@@ -141,6 +145,14 @@ def send_with_retries(
             errors,
         )
     return succeeded
+
+
+def retry_kind(info: Mapping[str, Any]) -> str:
+    """`throttled` (429), `rejected` (5xx) or `unreachable` (no HTTP answer, or a timeout)."""
+    status = info.get("status")
+    if not isinstance(status, int):
+        return "unreachable"
+    return "throttled" if status == 429 else "rejected"
 
 
 def retry_reason(info: Mapping[str, Any], unreachable: str) -> str:

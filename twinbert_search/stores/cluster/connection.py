@@ -2,9 +2,11 @@
 
 `ClusterConnection` parses the URL once: credentials in it (`https://user:pass@host:9200`)
 move to `username`/`password` (explicit values win), and `url` keeps no secret, so it may
-appear in messages and logs; the password is left out of the repr. Flags come first, then
-the engine's environment variables (`<PREFIX>_URL`, `_USERNAME`, `_PASSWORD`, `_CA_CERTS`,
-`_VERIFY_CERTS`). An engine subclasses it, names itself and builds its client.
+appear in messages and logs; the password is left out of the repr. A multi-node cluster may be
+given as several comma-separated URLs of one scheme (`http://a:9200,http://b:9200`): the client
+spreads requests over them and, while one node is down, sends them to the others. Flags come
+first, then the engine's environment variables (`<PREFIX>_URL`, `_USERNAME`, `_PASSWORD`,
+`_CA_CERTS`, `_VERIFY_CERTS`). An engine subclasses it, names itself and builds its client.
 """
 
 from __future__ import annotations
@@ -42,7 +44,22 @@ class ClusterConnection:
     client_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
+        urls = [u.strip() for u in self.url.split(",") if u.strip()]
+        if not urls:
+            raise ConfigurationError(f"the {self.ENGINE} URL is empty")
+        clean = [self._strip_credentials(u) for u in urls]
+        schemes = {urlsplit(u).scheme for u in clean}
+        if len(schemes) > 1:
+            raise ConfigurationError(
+                f"the {self.ENGINE} URLs mix http and https: give every node with one scheme"
+            )
+        object.__setattr__(self, "url", ",".join(dict.fromkeys(clean)))
+        if self.password is not None and self.username is None:
+            raise ConfigurationError("a password was given without a username")
+
+    def _strip_credentials(self, url: str) -> str:
+        """One node's URL without credentials (moved to username/password) or trailing '/'."""
+        parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https"):
             raise ConfigurationError(f"the {self.ENGINE} URL must be http(s), got {parts.scheme!r}")
         if not parts.hostname:
@@ -53,9 +70,7 @@ class ClusterConnection:
             object.__setattr__(self, "password", unquote(parts.password))
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         port = f":{parts.port}" if parts.port else ""
-        object.__setattr__(self, "url", f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}")
-        if self.password is not None and self.username is None:
-            raise ConfigurationError("a password was given without a username")
+        return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
 
     @classmethod
     def env_name(cls, key: str) -> str:
@@ -101,21 +116,22 @@ class ClusterConnection:
         """The URL as it may appear in messages (it never holds credentials)."""
         return self.url
 
+    @property
+    def urls(self) -> list[str]:
+        """Each node's URL (one unless several were given, comma-separated)."""
+        return self.url.split(",")
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """The URLs as a client's host entries (port 9200 unless given)."""
+        return [_host_entry(url) for url in self.urls]
+
     def host(self) -> dict[str, Any]:
-        """The URL as a client's host entry (port 9200 unless given)."""
-        parts = urlsplit(self.url)
-        host: dict[str, Any] = {
-            "host": parts.hostname,
-            "port": parts.port or 9200,
-            "scheme": parts.scheme,
-        }
-        if parts.path:
-            host["url_prefix"] = parts.path
-        return host
+        """The first URL as a client's host entry."""
+        return self.hosts()[0]
 
     @property
     def use_ssl(self) -> bool:
-        return urlsplit(self.url).scheme == "https"
+        return urlsplit(self.urls[0]).scheme == "https"
 
     def client_options(self, engine: Mapping[str, Any]) -> dict[str, Any]:
         """A client's keyword arguments: the shared TLS and retry settings, the engine's own
@@ -142,6 +158,18 @@ class ClusterConnection:
             )
         kwargs.update(self.client_kwargs)
         return kwargs
+
+
+def _host_entry(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    host: dict[str, Any] = {
+        "host": parts.hostname,
+        "port": parts.port or 9200,
+        "scheme": parts.scheme,
+    }
+    if parts.path:
+        host["url_prefix"] = parts.path
+    return host
 
 
 def store_arguments(flags: Mapping[str, Any], store_keys: Sequence[str]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Where writes go, and blue/green rebuilds behind an alias, for any cluster engine.
 
 With an alias, documents go to a concrete index `<alias>-<generation>` (six digits), built
-with refresh off and no replicas; `finalize()` restores its live settings, refreshes it and
-moves the alias in one `_aliases` call, so readers switch from the old generation to the new
-one at once. A build that failed part way is still in build settings (refresh_interval -1):
-the next run takes it up again instead of starting over, so it only sends what is missing.
+with refresh off (replicas on: a node lost mid-build loses no acknowledged write);
+`finalize()` restores its live settings, refreshes it and moves the alias in one `_aliases`
+call, so readers switch from the old generation to the new one at once. A build that failed
+part way is still in build settings (refresh_interval -1): the next run takes it up again
+instead of starting over, so it only sends what is missing.
 Without an alias, writes go to the named index itself.
 
 The logic is written over `IndexAdmin`, a small protocol of index and alias calls, so an

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -90,6 +91,7 @@ class ClusterStoreBase:
         self.index_options = index_options or self.assets.IndexOptions()
         self.index_options.validate()
         self.bulk = bulk or BulkOptions()
+        self.resent: Counter[str] = Counter()  # documents resent, by retry_kind
         self.names = self.assets.AssetNames(alias or index or self.assets.DEFAULT_BASE)
         self.indices = self.ADMIN(self.client, self._errors)
         self.generations = Generations(self.indices, index=index, alias=alias)
@@ -345,7 +347,11 @@ class ClusterStoreBase:
             self.bulk,
             sleep=self._sleep,
             unreachable=f"{self.ENGINE} at {self._safe_url}",
+            resent=self.resent,
         )
+
+    def bulk_resends(self) -> dict[str, int]:
+        return dict(self.resent)
 
     def delete(self, ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(ids))

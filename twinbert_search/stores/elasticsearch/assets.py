@@ -70,10 +70,11 @@ def index_mappings(
 
 
 def index_settings(options: IndexOptions, *, building: bool = False) -> dict[str, Any]:
-    """Index settings; `building` disables refresh and replicas for a bulk (re)build."""
+    """Index settings; `building` disables refresh for a bulk (re)build (replicas stay on,
+    as OpenSearch's do: `stores/opensearch/assets.py` says why)."""
     index: dict[str, Any] = {
         "number_of_shards": options.shards,
-        "number_of_replicas": 0 if building else options.replicas,
+        "number_of_replicas": options.replicas,
     }
     if building:
         index["refresh_interval"] = "-1"

@@ -75,19 +75,25 @@ class ConnectionOptions(ClusterConnection):
 
     api_key: str | None = field(default=None, repr=False)
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """The URLs as the client's node entries (port 9200 unless given)."""
+        nodes = []
+        for host in self.hosts():
+            node = {"scheme": host["scheme"], "host": host["host"], "port": host["port"]}
+            if host.get("url_prefix"):
+                node["path_prefix"] = host["url_prefix"]
+            nodes.append(node)
+        return nodes
+
     def node(self) -> dict[str, Any]:
-        """The URL as the client's node entry (port 9200 unless given)."""
-        host = self.host()
-        node = {"scheme": host["scheme"], "host": host["host"], "port": host["port"]}
-        if host.get("url_prefix"):
-            node["path_prefix"] = host["url_prefix"]
-        return node
+        """The first URL as the client's node entry."""
+        return self.nodes()[0]
 
     def client(self) -> Any:
         """The official client; TLS verification stays on unless explicitly disabled."""
         from elasticsearch import Elasticsearch
 
-        engine: dict[str, Any] = {"hosts": [self.node()], "request_timeout": self.timeout}
+        engine: dict[str, Any] = {"hosts": self.nodes(), "request_timeout": self.timeout}
         if self.api_key:
             engine["api_key"] = self.api_key
         elif self.username is not None:

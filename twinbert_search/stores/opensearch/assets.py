@@ -146,11 +146,16 @@ def index_mappings(manifest: ModelManifest, options: IndexOptions) -> dict[str, 
 
 
 def index_settings(options: IndexOptions, *, building: bool = False) -> dict[str, Any]:
-    """Index settings; `building` disables refresh and replicas for a bulk (re)build."""
+    """Index settings; `building` disables refresh for a bulk (re)build.
+
+    Replicas stay on while building: on a cluster of several nodes a bulk acknowledged by a
+    primary alone would be lost with its node, and the build would stall until that node came
+    back (a single node leaves the replicas unassigned, at no cost).
+    """
     index: dict[str, Any] = {
         "knn": True,
         "number_of_shards": options.shards,
-        "number_of_replicas": 0 if building else options.replicas,
+        "number_of_replicas": options.replicas,
         "refresh_interval": "-1" if building else "1s",
     }
     if options.engine == "faiss":

@@ -73,7 +73,7 @@ class ConnectionOptions(ClusterConnection):
         from opensearchpy import OpenSearch
 
         engine: dict[str, Any] = {
-            "hosts": [self.host()],
+            "hosts": self.hosts(),
             "use_ssl": self.use_ssl,
             "timeout": self.timeout,
         }
