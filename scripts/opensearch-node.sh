@@ -438,7 +438,8 @@ reader:
   description: "reads, never writes (TWINBERT_OPENSEARCH_READER_PASSWORD)"
 EOF
   cat >"$security/roles.yml" <<'EOF'
-# Written by scripts/opensearch-node.sh: a role that reads any index and writes none.
+# Written by scripts/opensearch-node.sh: a role that reads any index and writes none (it may
+# read templates and pipelines too, for `twinbert-search opensearch status`).
 _meta:
   type: "roles"
   config_version: 2
@@ -447,6 +448,9 @@ twinbert_read_only:
   cluster_permissions:
     - "cluster_composite_ops_ro"
     - "cluster_monitor"
+    - "indices:admin/index_template/get"
+    - "cluster:admin/ingest/pipeline/get"
+    - "cluster:admin/search/pipeline/get"
   index_permissions:
     - index_patterns: ["*"]
       allowed_actions:
