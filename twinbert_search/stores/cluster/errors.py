@@ -29,9 +29,9 @@ from twinbert_search.errors import (
 # What the engines' security layers say on a 403, the action and user in their own words:
 # OpenSearch's security plugin and Elasticsearch's security.
 DENIED = (
-    re.compile(r"no permissions for \[(?P<action>[^\]]+)\] and User \[name=(?P<user>[^,\]]+)"),
+    re.compile(r"no permissions for \[(?P<action>.+?)\] and User \[name=(?P<user>[^,\]]+)"),
     re.compile(
-        r"action \[(?P<action>[^\]]+)\] is unauthorized for user \[(?P<user>[^\]]+)\]"
+        r"action \[(?P<action>.+?)\] is unauthorized for user \[(?P<user>[^\]]+)\]"
         r"(?:.*? on indices \[(?P<indices>[^\]]+)\])?"
     ),
 )
@@ -107,7 +107,13 @@ class ErrorTable:
 
     def untrusted(self, what: str, url: str, exc: BaseException) -> StoreError | None:
         """A certificate that failed verification; None for other TLS failures."""
-        found = CERTIFICATE_FAILED.search(str(exc))
+        # opensearch-py's text holds the reason; elastic_transport's str() is "TLS error", with
+        # the reason in `message` and the underlying errors
+        said = " ".join(
+            [str(exc), str(getattr(exc, "message", ""))]
+            + [str(e) for e in getattr(exc, "errors", ())]
+        )
+        found = CERTIFICATE_FAILED.search(said)
         if not found:
             return None
         why = found["why"].strip().rstrip(".")
