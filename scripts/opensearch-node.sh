@@ -564,6 +564,7 @@ EOF
 
 start() {
   local pid url
+  ((SECURED)) && require_passwords
   if pid=$(running_pid); then
     url=$(<"$URL_FILE")
     [[ -n $(health "$url") ]] || die "node $pid at $url does not answer (stop it first)"
@@ -572,7 +573,6 @@ start() {
     return 0
   fi
   local started=$SECONDS
-  ((SECURED)) && require_passwords
   assemble
   local java_home port
   java_home=$(pick_java)

@@ -131,6 +131,19 @@ def test_a_certificate_from_an_unknown_ca_is_untrusted_not_unreachable() -> None
         es_translate(URL, "count docs"),
     ):
         raise elastic_transport.TlsError(VERIFY_FAILED)  # as elastic-transport's urllib3 node
+    mismatch = (
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: IP address mismatch, "
+        "certificate is not valid for '127.0.0.2'. (_ssl.c:1006)"
+    )
+    with (
+        pytest.raises(UntrustedCertificateError) as misnamed,
+        translate_errors("https://127.0.0.2:9200", "count docs"),
+    ):
+        raise SSLError("N/A", mismatch, ssl.SSLCertVerificationError(1, mismatch))
+    assert str(misnamed.value).endswith(
+        "failed verification (IP address mismatch, certificate is not valid for '127.0.0.2'); "
+        "connect with a host name or address the certificate names (--url)"
+    )
     # other TLS failures (http spoken to a TLS port, say) are no certificate matter
     with (
         pytest.raises(BackendUnavailableError, match="cannot reach OpenSearch"),

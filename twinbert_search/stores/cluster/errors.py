@@ -37,7 +37,7 @@ DENIED = (
 )
 # The reason in an SSL error: "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed:
 # unable to get local issuer certificate (_ssl.c:1006)" -> "unable to get local issuer ...".
-CERTIFICATE_FAILED = re.compile(r"certificate verify failed: (?P<why>[^(\]'\"]+)")
+CERTIFICATE_FAILED = re.compile(r"certificate verify failed: (?P<why>[^()\]]+)")
 
 
 def reason(exc: Any) -> str:
@@ -117,10 +117,14 @@ class ErrorTable:
         if not found:
             return None
         why = found["why"].strip().rstrip(".")
+        fix = (
+            "connect with a host name or address the certificate names (--url)"
+            if "mismatch" in why
+            else f"pass --ca-certs (or {self.ca_env}) with the CA that signed it"
+        )
         return UntrustedCertificateError(
             f"{what}: certificate not trusted: the TLS certificate of {self.engine} at {url} "
-            f"failed verification ({why}); pass --ca-certs (or {self.ca_env}) with the CA "
-            "that signed it"
+            f"failed verification ({why}); {fix}"
         )
 
     def answered(self, what: str, status_code: Any, exc: Any) -> StoreError:
@@ -153,8 +157,8 @@ class ErrorTable:
         AuthorizationException). `answered` is the class of HTTP errors (it has
         `status_code`); `below_http`, failures under HTTP that the client does not class as
         connection errors (TLS), count as no answer. `user` (never the password) is named when
-        the cluster refuses it. A TLS certificate that fails verification is not a transient
-        failure: it is UntrustedCertificateError, not retried.
+        the cluster refuses it. A TLS certificate that fails verification is no transient
+        failure: it is UntrustedCertificateError, which callers do not retry.
         """
         try:
             yield
