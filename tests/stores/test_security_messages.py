@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import elastic_transport
 import pytest
+from opensearchpy import exceptions as client_errors
 from opensearchpy.exceptions import SSLError
 
 from tests.fake_opensearch import FakeCluster
@@ -169,3 +170,20 @@ def test_the_cli_prints_one_line_and_exits_with_the_refusal_s_code(
     assert rejected.exit_code == CredentialsRejectedError.exit_code, rejected.output
     assert rejected.stderr.count("\n") == 1 and "authentication failed" in rejected.stderr
     assert ENV["OPENSEARCH_PASSWORD"] not in refused.output + rejected.output
+
+
+def test_plain_http_to_a_tls_only_cluster_says_to_use_https() -> None:
+    closed = (
+        "ConnectionError(('Connection aborted.', RemoteDisconnected('Remote end closed "
+        "connection without response')))"
+    )  # what a 2.19.1 node with the security plugin did to an http:// request
+    with (
+        pytest.raises(BackendUnavailableError) as refused,
+        translate_errors("http://127.0.0.1:9200", "count docs"),
+    ):
+        raise client_errors.ConnectionError("N/A", closed, None)
+    assert str(refused.value) == (
+        "count docs: OpenSearch at http://127.0.0.1:9200 closed the connection without an "
+        "answer, as a cluster that serves only TLS does to plain http; if it does, use an "
+        "https:// URL (and --ca-certs)"
+    )

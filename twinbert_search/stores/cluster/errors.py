@@ -35,6 +35,8 @@ DENIED = (
         r"(?:.*? on indices \[(?P<indices>[^\]]+)\])?"
     ),
 )
+# A connection the server closed before answering (urllib3 and http.client's words).
+CLOSED_WITHOUT_ANSWER = ("RemoteDisconnected", "Connection aborted", "Connection reset by peer")
 # The reason in an SSL error: "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed:
 # unable to get local issuer certificate (_ssl.c:1006)" -> "unable to get local issuer ...".
 CERTIFICATE_FAILED = re.compile(r"certificate verify failed: (?P<why>[^()\]]+)")
@@ -70,6 +72,13 @@ class ErrorTable:
         return BackendUnavailableError(f"{what}: {self.engine} at {url} timed out")
 
     def unreachable(self, what: str, url: str, exc: BaseException) -> StoreError:
+        if url.startswith("http://") and any(w in str(exc) for w in CLOSED_WITHOUT_ANSWER):
+            # what a TLS-only cluster (the security plugin) does to a plain-http request
+            return BackendUnavailableError(
+                f"{what}: {self.engine} at {url} closed the connection without an answer, as "
+                "a cluster that serves only TLS does to plain http; if it does, use an "
+                "https:// URL (and --ca-certs)"
+            )
         return BackendUnavailableError(
             f"{what}: cannot reach {self.engine} at {url} ({type(exc).__name__}); "
             "check --url, TLS (--ca-certs) and that the cluster is up"
