@@ -6,7 +6,8 @@ the CLI with --url https://... --username --password --ca-certs: `index` the sam
 it, `opensearch status`, and `serve --backend opensearch` answering /search over it. Then what
 a user gets wrong: a wrong password, a CA that did not sign the node's certificate, and a user
 without write permission running `index` each stop with one `error:` line naming what
-happened, no traceback, and an exit code of its own. No password ever appears in what any of
+happened, no traceback, and an exit code of its own; an http:// URL warns that the password
+would travel in clear and says to use https://. No password ever appears in what any of
 these runs printed or logged (DEBUG logging included), nor the basic-auth header made of it.
 """
 
@@ -30,6 +31,7 @@ from tests.opensearch_secured_node import SecuredNode
 from tests.service.test_sidecar_on_nodes import CORPUS, sidecar
 from twinbert_search.cli import main
 from twinbert_search.errors import (
+    BackendUnavailableError,
     CredentialsRejectedError,
     PermissionDeniedError,
     UntrustedCertificateError,
@@ -208,6 +210,15 @@ def test_each_mistake_is_one_line_with_its_own_exit_code(
     assert "permission denied for user 'reader' by OpenSearch: the user's roles do not " \
            "grant indices:" in line, line  # fmt: skip
     assert other in line, line  # what it was refused: the index (or its template)
+
+    # http:// to the TLS-only node: the password would travel in clear, and the node hangs up
+    flags = node.flags()
+    flags[flags.index("--url") + 1] = node.url.replace("https://", "http://")
+    plain = run(["opensearch", "status", "--alias", alias, *flags], transcript, caplog)
+    line = one_error_line(plain)
+    assert plain.exit_code == BackendUnavailableError.exit_code
+    assert "closed the connection without an answer" in line and "https:// URL" in line, line
+    assert "sending the OpenSearch password over plain http" in caplog.text
 
     codes = {denied.exit_code, untrusted.exit_code, refused.exit_code}
     assert len(codes) == 3 and 0 not in codes
