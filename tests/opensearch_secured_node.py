@@ -87,11 +87,11 @@ def secured_opensearch_node(request: pytest.FixtureRequest) -> Iterator[SecuredN
     """The secured node for the session: started here (stopped at the end) or reused."""
     version = os.environ.get("TWINBERT_OPENSEARCH_VERSION") or "2.19.1"
     if int(version.split(".")[0]) >= 3:
-        plugins = os.environ.get("TWINBERT_OPENSEARCH_PLUGINS", "the default")
+        plugins = os.environ.get("TWINBERT_OPENSEARCH_PLUGINS") or "unset"
         pytest.skip(
             f"the secured node (opensearch-security) is tested on OpenSearch 2.x only: this "
-            f"run asks for {version} (TWINBERT_OPENSEARCH_VERSION) with plugins {plugins}; "
-            "run with 2.19.1, the default"
+            f"run asks for TWINBERT_OPENSEARCH_VERSION={version} "
+            f"(TWINBERT_OPENSEARCH_PLUGINS={plugins}); run with 2.19.1, the default"
         )
     given = all(os.environ.get(name) for name in PASSWORD_ENVS)
     passwords = (
