@@ -611,8 +611,9 @@ start() {
   printf '%s\n' "$pid" >"$PID_FILE"
   printf '%s\n' "$url" >"$URL_FILE"
 
-  local status=''
-  while ((SECONDS - started < START_TIMEOUT)); do
+  # the wait counts from the launch: a first assembly (minutes on a busy machine) is no start-up
+  local status='' launched=$SECONDS
+  while ((SECONDS - launched < START_TIMEOUT)); do
     status=$(health "$url")
     [[ $status == green || $status == yellow ]] && break
     if ! kill -0 "$pid" 2>/dev/null; then

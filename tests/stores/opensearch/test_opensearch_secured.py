@@ -6,7 +6,8 @@ the CLI with --url https://... --username --password --ca-certs: `index` the sam
 it, `opensearch status`, and `serve --backend opensearch` answering /search over it. Then what
 a user gets wrong: a wrong password, a CA that did not sign the node's certificate, and a user
 without write permission running `index` each stop with one `error:` line naming what
-happened, no traceback, and an exit code of its own; an http:// URL warns that the password
+happened, no traceback, and an exit code of its own (`serve` with a wrong password as well:
+it stops at start); an http:// URL warns that the password
 would travel in clear and says to use https://. No password ever appears in what any of
 these runs printed or logged (DEBUG logging included), nor the basic-auth header made of it.
 """
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from click.testing import CliRunner, Result
 
 from tests.opensearch_node import DEFAULT_ANN, remove_assets
 from tests.opensearch_secured_node import SecuredNode
-from tests.service.test_sidecar_on_nodes import CORPUS, sidecar
+from tests.service.test_sidecar_on_nodes import CORPUS, SERVE_CODE, free_port, sidecar
 from twinbert_search.cli import main
 from twinbert_search.errors import (
     BackendUnavailableError,
@@ -188,6 +190,17 @@ def test_each_mistake_is_one_line_with_its_own_exit_code(
     assert denied.exit_code == CredentialsRejectedError.exit_code
     assert f"authentication failed: OpenSearch at {node.url} rejected the credentials of " \
            "user 'admin'" in line, line  # fmt: skip
+    # the sidecar, started as a user starts it, stops at once with the same line and code
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_CODE, "serve", *map(str, common), *node.flags("admin", wrong),
+         "--port", str(free_port())], env=_os_env(), capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    transcript.add(served.stdout + served.stderr)
+    assert served.returncode == CredentialsRejectedError.exit_code, served.stderr[-2000:]
+    (line,) = [x for x in served.stderr.splitlines() if not x.startswith("warning: ")]
+    assert line.startswith("error: ") and "Traceback" not in served.stderr, served.stderr
+    assert "authentication failed" in line and "user 'admin'" in line, line
     status = run(["opensearch", "status", "--alias", alias, *node.flags("reader", wrong)],
                  transcript, caplog)  # fmt: skip
     assert status.exit_code == CredentialsRejectedError.exit_code
