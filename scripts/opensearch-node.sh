@@ -8,6 +8,8 @@
 #   scripts/opensearch-node.sh assemble  fetch + assemble only (to warm the cache); print the home
 #   scripts/opensearch-node.sh check     exit 0 if this machine can start the node, else name
 #                                        what is missing on one line (exit 4)
+#   scripts/opensearch-node.sh certs     with `security`: print the directory of the node's
+#                                        certificates (root-ca.pem: the CA to trust)
 #
 # Everything comes from Maven Central through `mvn`; nothing else is downloaded:
 #   - org.opensearch.distribution.integ-test-zip:opensearch:<v>:zip: the server, no bundled JDK,
@@ -20,8 +22,23 @@
 #     nmslib index is created, but its first refresh kills the node (UnsatisfiedLinkError).
 #   - with ML Commons: libtorch (ai.djl.pytorch:pytorch-native-cpu) and DJL's JNI bridge
 #     (ai.djl.pytorch:pytorch-jni), which DJL would otherwise download at the first deploy.
-#   Central serves every plugin for 2.19.1 (k-NN, job-scheduler, ML Commons, neural-search);
-#   for 3.5.0, k-NN only.
+#   Central serves every plugin for 2.19.1 (k-NN, job-scheduler, ML Commons, neural-search,
+#   security); for 3.5.0, k-NN only.
+#
+# With `security` in the plugin set (issue 27) the node is a secured one: the opensearch-security
+# plugin, TLS on HTTP and transport, HTTP basic auth against the plugin's internal users. The
+# certificates are made with the `openssl` CLI, once per node directory, in
+# $TWINBERT_NODE_CACHE/opensearch-<v>-<plugins>/certs: root-ca.pem (the node's own CA),
+# node.pem (SAN 127.0.0.1 and localhost, for HTTP and transport) and admin.pem (the DN in
+# plugins.security.authcz.admin_dn, for the plugin's securityadmin tool), each with its *-key.pem.
+# Two internal users, bcrypt-hashed with the plugin's own Hasher at each start and loaded from
+# the security YAML at the first start of a wiped data/ (allow_default_init_securityindex):
+#   admin    role all_access           password: TWINBERT_OPENSEARCH_ADMIN_PASSWORD (required)
+#   reader   role twinbert_read_only   password: TWINBERT_OPENSEARCH_READER_PASSWORD (required)
+#            (search and read any index, monitor the cluster; no index or cluster writes)
+# Passwords are read from the environment only: they are never printed, logged or put on a
+# command line (curl reads them from its standard input). The URL is https://127.0.0.1:<port>;
+# `start` waits for it with the CA and the admin's credentials.
 #
 # Nothing is written inside the repository. One directory per version and plugin set:
 #   $TWINBERT_NODE_CACHE/opensearch-<v>-<plugins>/home   the assembled installation
@@ -32,7 +49,10 @@
 # Environment:
 #   TWINBERT_OPENSEARCH_VERSION   2.19.1 (default; JDK 11-23) or 3.x (JDK 21+; Temurin 25 is found)
 #   TWINBERT_OPENSEARCH_PLUGINS   knn (default); ml (ML Commons + job-scheduler); neural (k-NN,
-#                                 ML Commons, job-scheduler, neural-search); none. Comma or space.
+#                                 ML Commons, job-scheduler, neural-search); security (adds the
+#                                 security plugin, TLS and users: see above); none. Comma or space.
+#   TWINBERT_OPENSEARCH_ADMIN_PASSWORD   with security: the password of the user `admin`
+#   TWINBERT_OPENSEARCH_READER_PASSWORD  with security: the password of the user `reader`
 #   TWINBERT_OPENSEARCH_PORT      HTTP port; default: the first free one from 9250
 #   TWINBERT_OPENSEARCH_HEAP      JVM heap, default 1g
 #   TWINBERT_OPENSEARCH_START_TIMEOUT  seconds to wait for yellow or green, default 300
@@ -67,12 +87,13 @@ die() {
 # FLAVOR: their short names, joined with '+', for the node's directory.
 PLUGINS=()
 FLAVOR=
+SECURED=0
 expand_plugins() {
   local want=" ${PLUGIN_SET//,/ } " word short=()
   for word in $want; do
     case $word in
-      knn | ml | neural | job-scheduler | none) ;;
-      *) die "unknown plugin '$word' in TWINBERT_OPENSEARCH_PLUGINS (knn, ml, neural, job-scheduler, none)" ;;
+      knn | ml | neural | job-scheduler | security | none) ;;
+      *) die "unknown plugin '$word' in TWINBERT_OPENSEARCH_PLUGINS (knn, ml, neural, job-scheduler, security, none)" ;;
     esac
   done
   case $want in *" neural "*) want+=" knn ml " ;; esac
@@ -81,11 +102,12 @@ expand_plugins() {
   case $want in *" knn "*) PLUGINS+=(opensearch-knn) short+=(knn) ;; esac
   case $want in *" ml "*) PLUGINS+=(opensearch-ml-plugin) short+=(ml) ;; esac
   case $want in *" neural "*) PLUGINS+=(neural-search) short+=(neural) ;; esac
+  case $want in *" security "*) PLUGINS+=(opensearch-security) short+=(security) SECURED=1 ;; esac
   local IFS=+
   FLAVOR=${short[*]:-bare}
 }
 expand_plugins
-readonly PLUGINS FLAVOR
+readonly PLUGINS FLAVOR SECURED
 
 readonly NODE_DIR=$CACHE/opensearch-$VERSION-$FLAVOR
 readonly OS_HOME=$NODE_DIR/home
@@ -94,6 +116,8 @@ readonly LOG_DIR=$NODE_DIR/logs
 readonly RUN_DIR=$NODE_DIR/run
 readonly PID_FILE=$RUN_DIR/opensearch.pid
 readonly URL_FILE=$RUN_DIR/url
+readonly CERT_DIR=$NODE_DIR/certs
+readonly SCHEME=$( ((SECURED)) && printf https || printf http)
 
 # --- Java and Maven -----------------------------------------------------------------------------
 
@@ -302,6 +326,167 @@ assemble() {
   log "assembled $OS_HOME in $((SECONDS - started)) s"
 }
 
+# --- security (TWINBERT_OPENSEARCH_PLUGINS with `security`) -----------------------------------
+
+readonly SUBJECT_BASE='/O=twinbert-search/OU=test'
+readonly NODE_DN='CN=twinbert-node,OU=test,O=twinbert-search'
+readonly ADMIN_DN='CN=twinbert-admin,OU=test,O=twinbert-search'
+readonly PASSWORD_ENVS=(TWINBERT_OPENSEARCH_ADMIN_PASSWORD TWINBERT_OPENSEARCH_READER_PASSWORD)
+
+# sign_certificate NAME CN EXTENSIONS: NAME.pem and NAME-key.pem (PKCS#8, as the plugin wants),
+# signed by the CA in $CERT_DIR.
+sign_certificate() {
+  local name=$1 cn=$2 dir=$CERT_DIR
+  (umask 077 && openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/$name-key.pem")
+  openssl req -new -key "$dir/$name-key.pem" -subj "$SUBJECT_BASE/CN=$cn" -out "$dir/$name.csr"
+  printf '%s\n' "$3" >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/root-ca.pem" -CAkey "$dir/root-ca-key.pem" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -sha256 -extfile "$dir/$name.ext" \
+    -out "$dir/$name.pem" 2>/dev/null
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+# make_certificates: the node's own CA, its node and admin certificates (kept from one start to
+# the next; made again when missing or within a day of expiring).
+make_certificates() {
+  command -v openssl >/dev/null || die "openssl is not installed (the secured node's certificates)"
+  if [[ -f $CERT_DIR/admin.pem ]] \
+    && openssl x509 -checkend 86400 -noout -in "$CERT_DIR/node.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "making a CA, node and admin certificates in $CERT_DIR"
+  rm -rf "$CERT_DIR"
+  mkdir -p "$CERT_DIR"
+  (umask 077 && openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$CERT_DIR/root-ca-key.pem")
+  openssl req -x509 -new -key "$CERT_DIR/root-ca-key.pem" -sha256 -days 3650 \
+    -subj "$SUBJECT_BASE/CN=twinbert-test-root-ca" \
+    -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' \
+    -out "$CERT_DIR/root-ca.pem"
+  local leaf='basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment'
+  sign_certificate node twinbert-node "$leaf
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost"
+  sign_certificate admin twinbert-admin "$leaf
+extendedKeyUsage=clientAuth"
+}
+
+# require_passwords: die, naming the variables, when a user's password is not set.
+require_passwords() {
+  local name missing=()
+  for name in "${PASSWORD_ENVS[@]}"; do
+    [[ -n ${!name:-} ]] || missing+=("$name")
+  done
+  ((${#missing[@]} == 0)) || die "the secured node needs ${missing[*]} (the users' passwords)"
+}
+
+# bcrypt JAVA ENV_NAME: the bcrypt hash of the password in $ENV_NAME, from the security plugin's
+# Hasher, which reads it from the environment (never from the command line).
+bcrypt() {
+  local out hash
+  out=$("$1/bin/java" -cp "$OS_HOME/plugins/opensearch-security/*:$OS_HOME/lib/*" \
+    org.opensearch.security.tools.Hasher -env "$2" 2>&1) || {
+    log "the security plugin's Hasher failed for $2"
+    return 1
+  }
+  hash=$(grep -E '^\$2[aby]\$' <<<"$out" | tail -n 1)
+  [[ -n $hash ]] || {
+    log "the security plugin's Hasher printed no bcrypt hash for $2"
+    return 1
+  }
+  printf '%s' "$hash"
+}
+
+# write_security_config JAVA: TLS settings in opensearch.yml, the certificates beside it, and
+# the users and roles that the plugin loads into its index at the first start of a fresh data/.
+write_security_config() {
+  local config=$OS_HOME/config security=$OS_HOME/config/opensearch-security
+  make_certificates
+  cp "$CERT_DIR/root-ca.pem" "$CERT_DIR/node.pem" "$CERT_DIR/node-key.pem" "$config/"
+  chmod 600 "$config/node-key.pem"
+  cat >>"$config/opensearch.yml" <<EOF
+plugins.security.ssl.transport.pemcert_filepath: node.pem
+plugins.security.ssl.transport.pemkey_filepath: node-key.pem
+plugins.security.ssl.transport.pemtrustedcas_filepath: root-ca.pem
+plugins.security.ssl.transport.enforce_hostname_verification: false
+plugins.security.ssl.http.enabled: true
+plugins.security.ssl.http.pemcert_filepath: node.pem
+plugins.security.ssl.http.pemkey_filepath: node-key.pem
+plugins.security.ssl.http.pemtrustedcas_filepath: root-ca.pem
+plugins.security.allow_unsafe_democertificates: false
+plugins.security.allow_default_init_securityindex: true
+plugins.security.nodes_dn: ['$NODE_DN']
+plugins.security.authcz.admin_dn: ['$ADMIN_DN']
+plugins.security.audit.type: noop
+plugins.security.restapi.roles_enabled: [all_access]
+EOF
+  local admin_hash reader_hash
+  admin_hash=$(bcrypt "$1" TWINBERT_OPENSEARCH_ADMIN_PASSWORD) || die "cannot hash the passwords"
+  reader_hash=$(bcrypt "$1" TWINBERT_OPENSEARCH_READER_PASSWORD) || die "cannot hash the passwords"
+  cat >"$security/internal_users.yml" <<EOF
+# Written by scripts/opensearch-node.sh: the test node's users (passwords from the environment).
+_meta:
+  type: "internalusers"
+  config_version: 2
+admin:
+  hash: "$admin_hash"
+  reserved: true
+  description: "all_access (TWINBERT_OPENSEARCH_ADMIN_PASSWORD)"
+reader:
+  hash: "$reader_hash"
+  reserved: false
+  description: "reads, never writes (TWINBERT_OPENSEARCH_READER_PASSWORD)"
+EOF
+  cat >"$security/roles.yml" <<'EOF'
+# Written by scripts/opensearch-node.sh: a role that reads any index and writes none (it may
+# read templates and pipelines too, for `twinbert-search opensearch status`).
+_meta:
+  type: "roles"
+  config_version: 2
+twinbert_read_only:
+  reserved: false
+  cluster_permissions:
+    - "cluster_composite_ops_ro"
+    - "cluster_monitor"
+    - "indices:admin/index_template/get"
+    - "cluster:admin/ingest/pipeline/get"
+    - "cluster:admin/search/pipeline/get"
+  index_permissions:
+    - index_patterns: ["*"]
+      allowed_actions:
+        - "read"
+        - "indices_monitor"
+        - "indices:admin/get"
+        - "indices:admin/aliases/get"
+        - "indices:admin/mappings/get"
+EOF
+  cat >"$security/roles_mapping.yml" <<'EOF'
+# Written by scripts/opensearch-node.sh: admin has every permission, reader reads.
+_meta:
+  type: "rolesmapping"
+  config_version: 2
+all_access:
+  reserved: false
+  users: ["admin"]
+twinbert_read_only:
+  reserved: false
+  users: ["reader"]
+EOF
+}
+
+# curl_node ARGS: curl to the node; with security, trusting its CA, with the admin's credentials
+# handed over on curl's standard input (a config line, not an argument that `ps` would show).
+curl_node() {
+  if ((SECURED)); then
+    local password=${TWINBERT_OPENSEARCH_ADMIN_PASSWORD:-}
+    password=${password//\\/\\\\}
+    password=${password//\"/\\\"}
+    curl --cacert "$CERT_DIR/root-ca.pem" -K - "$@" <<<"user = \"admin:$password\""
+  else
+    curl "$@"
+  fi
+}
+
 # --- running ------------------------------------------------------------------------------------
 
 # The pid of the running node, or failure.
@@ -336,14 +521,14 @@ pick_port() {
 # health URL: the cluster's status (green, yellow, red), or nothing while the node does not answer.
 health() {
   local body
-  body=$(curl -fsS --max-time 10 "$1/_cluster/health?wait_for_status=yellow&timeout=5s" 2>/dev/null) || return 0
+  body=$(curl_node -fsS --max-time 10 "$1/_cluster/health?wait_for_status=yellow&timeout=5s" 2>/dev/null) || return 0
   sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' <<<"$body"
 }
 
 write_config() {
-  local port=$1 options=$OS_HOME/config/jvm.options.d
+  local port=$1 java_home=$2 options=$OS_HOME/config/jvm.options.d
   cat >"$OS_HOME/config/opensearch.yml" <<EOF
-# Written by scripts/opensearch-node.sh: a single test node on loopback, plain HTTP.
+# Written by scripts/opensearch-node.sh: a single test node on loopback, $SCHEME.
 cluster.name: twinbert-search-test
 node.name: twinbert-node
 network.host: 127.0.0.1
@@ -372,10 +557,14 @@ EOF
     printf -- '-DENGINE_CACHE_DIR=%s\n-DOPT_OUT_TRACKING=true\n-Dai.djl.offline=true\n' \
       "$DATA_DIR/djl-engines" >"$options/twinbert-ml.options"
   fi
+  if ((SECURED)); then
+    write_security_config "$java_home"
+  fi
 }
 
 start() {
   local pid url
+  ((SECURED)) && require_passwords
   if pid=$(running_pid); then
     url=$(<"$URL_FILE")
     [[ -n $(health "$url") ]] || die "node $pid at $url does not answer (stop it first)"
@@ -388,12 +577,12 @@ start() {
   local java_home port
   java_home=$(pick_java)
   port=$(pick_port)
-  url=http://127.0.0.1:$port
+  url=$SCHEME://127.0.0.1:$port
   [[ ${TWINBERT_OPENSEARCH_KEEP_DATA:-0} == 1 ]] || rm -rf "$DATA_DIR"
   rm -rf "$NODE_DIR/tmp"
   mkdir -p "$DATA_DIR" "$LOG_DIR" "$NODE_DIR/tmp" "$RUN_DIR"
   rm -f "$PID_FILE" "$URL_FILE"
-  write_config "$port"
+  write_config "$port" "$java_home"
 
   # As root, the node runs in a user namespace where it is uid 1000 (see the header).
   local launcher=()
@@ -422,8 +611,9 @@ start() {
   printf '%s\n' "$pid" >"$PID_FILE"
   printf '%s\n' "$url" >"$URL_FILE"
 
-  local status=''
-  while ((SECONDS - started < START_TIMEOUT)); do
+  # the wait counts from the launch: a first assembly (minutes on a busy machine) is no start-up
+  local status='' launched=$SECONDS
+  while ((SECONDS - launched < START_TIMEOUT)); do
     status=$(health "$url")
     [[ $status == green || $status == yellow ]] && break
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -486,6 +676,7 @@ check() {
   pick_java >/dev/null 2>&1 || missing+=("a JDK $JAVA_MIN..$JAVA_MAX for OpenSearch $VERSION (or set OPENSEARCH_JAVA_HOME)")
   local tools=(curl flock setsid)
   [[ -d $OS_HOME ]] || tools+=(mvn unzip)
+  ((SECURED)) && tools+=(openssl)
   (($(id -u) == 0)) && tools+=(unshare)
   for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
@@ -512,8 +703,12 @@ case ${1:-} in
   url) url ;;
   assemble) with_lock assemble && printf '%s\n' "$OS_HOME" ;;
   check) check ;;
+  certs)
+    ((SECURED)) || die "certs: no security in TWINBERT_OPENSEARCH_PLUGINS ($PLUGIN_SET)"
+    with_lock make_certificates && printf '%s\n' "$CERT_DIR"
+    ;;
   *)
-    sed -n '4,10s/^# \{0,1\}//p' "$0" >&2
+    sed -n '4,12s/^# \{0,1\}//p' "$0" >&2
     exit 2
     ;;
 esac

@@ -15,6 +15,7 @@ import pytest
 from tests.elasticsearch_node import elasticsearch_url  # noqa: F401  (the real node fixture)
 from tests.opensearch_cluster import opensearch_cluster  # noqa: F401  (-m opensearch_cluster)
 from tests.opensearch_node import node_stores, opensearch_node  # noqa: F401  (-m opensearch)
+from tests.opensearch_secured_node import secured_opensearch_node  # noqa: F401  (-m opensearch)
 from twinbert_search.service.logs import CLIENT_LOGGERS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -90,6 +90,29 @@ class BackendUnavailableError(StoreError):
     exit_code = 5
 
 
+class CredentialsRejectedError(StoreError):
+    """A remote backend answered 401: the username or password (or API key) is wrong."""
+
+    exit_code = 6
+
+
+class PermissionDeniedError(StoreError):
+    """A remote backend answered 403: the user may not do this; `user` and `action` when known."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, user: str | None = None, action: str | None = None):
+        super().__init__(message)
+        self.user = user
+        self.action = action
+
+
+class UntrustedCertificateError(StoreError):
+    """A remote backend's TLS certificate failed verification (unknown CA, wrong host name)."""
+
+    exit_code = 8
+
+
 class BulkIndexError(StoreError):
     """Some documents of a bulk request failed; `errors` holds one entry per failed document."""
 

@@ -14,6 +14,7 @@ Implemented, with the documented semantics the store relies on:
 - bulk with per-item outcomes, injected whole-request failures (e.g. 429, 500) and per-document
   failures (transient statuses or permanent rejections);
 - ingest pipelines (set, trim, remove, the vector check script by its tag, text_embedding);
+- the security plugin refusing a user's missing permission (`deny`: 403 in its words);
 - queries: match_all, term, terms, ids, exists, bool, match (term-overlap BM25-lite), knn (exact
   search, score per space type, filter applied during the search, Faiss SQfp16 rounding) and
   hybrid (the RRF score-ranker processor of the search pipeline; without one, the engine's raw

@@ -47,6 +47,7 @@ class FakeCluster(IndicesApi, DocumentsApi, SearchApi, MLApi):
         self.requests: list[Request] = []
         self.connections: list[FakeConnection] = []
         self.request_failures: deque[tuple[str, int]] = deque()
+        self.denials: deque[tuple[str, str, str]] = deque()
         self.document_failures: dict[str, deque[int]] = {}
         self.document_rejections: dict[str, tuple[str, str]] = {}
         self.neural_search = True
@@ -71,6 +72,11 @@ class FakeCluster(IndicesApi, DocumentsApi, SearchApi, MLApi):
     def fail_requests(self, group: str, status: int, times: int = 1) -> None:
         """The next `times` requests of this operation group fail as a whole with `status`."""
         self.request_failures.extend([(group, status)] * times)
+
+    def deny(self, group: str, user: str, action: str) -> None:
+        """The next request of this group is refused as the security plugin refuses a user's
+        missing permission: 403 `security_exception` in its words (a HEAD request: no body)."""
+        self.denials.append((group, user, action))
 
     def fail_documents(self, statuses: Mapping[str, Iterable[int]]) -> None:
         """Per document id, the statuses its next bulk attempts get (then it succeeds)."""
@@ -126,6 +132,12 @@ class FakeCluster(IndicesApi, DocumentsApi, SearchApi, MLApi):
         if self.request_failures and self.request_failures[0][0] == op.group:
             _, status = self.request_failures.popleft()
             return status, ApiError(status, ERROR_TYPES.get(status, "exception"), "injected").body()
+        if self.denials and self.denials[0][0] == op.group:
+            _, user, action = self.denials.popleft()
+            if method == "HEAD":
+                return 403, ""
+            said = f"no permissions for [{action}] and User [name={user}, backend_roles=[], "
+            return 403, ApiError(403, "security_exception", said + "requestedTenant=null]").body()
         handler = getattr(self, "_h_" + op.group.replace(".", "_"), None)
         if handler is None:
             raise FakeUnsupported(f"the fake does not implement {op.group}")

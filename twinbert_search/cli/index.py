@@ -209,7 +209,9 @@ def _registered_model_id(model: Path | None, int8: bool, cluster_kwargs: dict[st
     connection = connection_from_options(**cluster_kwargs)
     client = connection.client()
     try:
-        with translate_errors(connection.safe_url, "find the registered document encoder"):
+        with translate_errors(
+            connection.safe_url, "find the registered document encoder", connection.username
+        ):
             found = ml.find_model_of(client, manifest, quantized=int8)
     finally:
         client.close()

@@ -190,7 +190,7 @@ def register_model(
         connection = connection_from_options(**kwargs)
         client = connection.client()
         try:
-            with translate_errors(connection.safe_url, "register the model"):
+            with translate_errors(connection.safe_url, "register the model", connection.username):
                 registered = opensearch_ml.register_and_deploy(
                     client,
                     package,

@@ -15,6 +15,7 @@ from twinbert_search.errors import (
     BackendUnavailableError,
     BulkIndexError,
     ConfigurationError,
+    PermissionDeniedError,
     StoreError,
 )
 from twinbert_search.stores.elasticsearch import ConnectionOptions, ElasticsearchStore
@@ -138,7 +139,9 @@ def test_cluster_errors_take_the_shared_error_table(cluster: FakeElasticsearch) 
     with pytest.raises(BackendUnavailableError, match="Elasticsearch answered 503"):
         store.recall(vectors[0], 3)
     cluster.fail_requests("search", 403)
-    with pytest.raises(StoreError, match="permission denied by Elasticsearch") as denied:
+    with pytest.raises(
+        PermissionDeniedError, match="permission denied for these credentials by Elasticsearch"
+    ) as denied:
         store.recall(vectors[0], 3)
     assert not isinstance(denied.value, BackendUnavailableError)
     missing = make_store(cluster, alias="nothing-here")

@@ -109,7 +109,8 @@ class ClusterStoreBase:
 
     def _errors(self, what: str) -> Any:
         """A context manager turning the client's exceptions into the package's errors."""
-        return self.connection.translate_errors(self._safe_url, what)
+        user = getattr(self.options, "username", None)
+        return self.connection.translate_errors(self._safe_url, what, user)
 
     def _is_missing(self, exc: BaseException | None) -> bool:
         """Whether a client exception says the index or alias does not exist (404)."""
@@ -235,7 +236,7 @@ class ClusterStoreBase:
         self._check_model_id(model_id)
         done: dict[str, str] = {}
         template = self.assets.index_template(manifest, self.index_options, self.names)
-        with self._errors("put the index template"):
+        with self._errors(f"put the index template {self.names.template}"):
             current = self._current_template()
             if current is None or current.get("_meta") != template["_meta"]:
                 self._put_template(template)

@@ -45,7 +45,9 @@ ENV_PASSWORD = "ELASTICSEARCH_PASSWORD"
 ENV_API_KEY = "ELASTICSEARCH_API_KEY"
 ENV_CA_CERTS = "ELASTICSEARCH_CA_CERTS"
 ENV_VERIFY_CERTS = "ELASTICSEARCH_VERIFY_CERTS"  # "false" only for local demo clusters
-ERRORS = ErrorTable(engine="Elasticsearch", password_env=f"{ENV_PASSWORD} or {ENV_API_KEY}")
+ERRORS = ErrorTable(
+    engine="Elasticsearch", password_env=f"{ENV_PASSWORD} or {ENV_API_KEY}", ca_env=ENV_CA_CERTS
+)
 
 OPTION_NAMES = (
     "url",
@@ -101,8 +103,11 @@ class ConnectionOptions(ClusterConnection):
         return Elasticsearch(**self.client_options(engine))
 
 
-def translate_errors(safe_url: str, what: str) -> AbstractContextManager[None]:
-    """Turn the client's exceptions into the package's errors, naming no credentials."""
+def translate_errors(
+    safe_url: str, what: str, user: str | None = None
+) -> AbstractContextManager[None]:
+    """Turn the client's exceptions into the package's errors, naming no password (`user`, the
+    username, is named when the cluster refuses it)."""
     import elasticsearch
 
     return ERRORS.translating(
@@ -111,6 +116,7 @@ def translate_errors(safe_url: str, what: str) -> AbstractContextManager[None]:
         elasticsearch,
         answered=elasticsearch.ApiError,
         below_http=(elasticsearch.TransportError,),  # TLS and other failures below HTTP
+        user=user,
     )
 
 

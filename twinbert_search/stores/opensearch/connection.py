@@ -41,7 +41,7 @@ ENV_USERNAME = "OPENSEARCH_USERNAME"
 ENV_PASSWORD = "OPENSEARCH_PASSWORD"
 ENV_CA_CERTS = "OPENSEARCH_CA_CERTS"
 ENV_VERIFY_CERTS = "OPENSEARCH_VERIFY_CERTS"  # "false" only for local demo clusters
-ERRORS = ErrorTable(engine="OpenSearch", password_env=ENV_PASSWORD)
+ERRORS = ErrorTable(engine="OpenSearch", password_env=ENV_PASSWORD, ca_env=ENV_CA_CERTS)
 
 OPTION_NAMES = (
     "url",
@@ -82,11 +82,16 @@ class ConnectionOptions(ClusterConnection):
         return OpenSearch(**self.client_options(engine))
 
 
-def translate_errors(safe_url: str, what: str) -> AbstractContextManager[None]:
-    """Turn opensearch-py exceptions into the package's errors, naming no credentials."""
+def translate_errors(
+    safe_url: str, what: str, user: str | None = None
+) -> AbstractContextManager[None]:
+    """Turn opensearch-py exceptions into the package's errors, naming no password (`user`, the
+    username, is named when the cluster refuses it)."""
     from opensearchpy import exceptions
 
-    return ERRORS.translating(safe_url, what, exceptions, answered=exceptions.TransportError)
+    return ERRORS.translating(
+        safe_url, what, exceptions, answered=exceptions.TransportError, user=user
+    )
 
 
 def connection_from_options(**kwargs: Any) -> ConnectionOptions:
