@@ -58,9 +58,11 @@ def serving_runtime(model: Path | None, work: Path, *, residual: bool = True) ->
     return with_residual(runtime, cfg, cfg.combine) if residual else runtime
 
 
-def load_scifact(index_dir: Path, runtime: TwinBertRuntime, data: Path) -> VectorSet:
+def load_scifact(
+    index_dir: Path, runtime: TwinBertRuntime, data: Path, limit: int | None = None
+) -> VectorSet:
     """SciFact's vectors from an embedded store built by `twinbert-search index`, and its
-    judged test queries encoded by the same model."""
+    judged test queries (the first `limit`) encoded by the same model."""
     from twinbert_search.ingest.readers import read_qrels, read_queries
     from twinbert_search.stores.embedded import EmbeddedStore
 
@@ -73,7 +75,7 @@ def load_scifact(index_dir: Path, runtime: TwinBertRuntime, data: Path) -> Vecto
     vectors = np.concatenate([p.vectors for p in parts]).astype(np.float32)
     documents = [d for p in parts for d in (p.documents or [])]
     qrels = read_qrels(data / "qrels" / "test.tsv")
-    queries = [q for q in read_queries(data / "queries.jsonl") if q.id in qrels]
+    queries = [q for q in read_queries(data / "queries.jsonl") if q.id in qrels][:limit]
     texts = [q.text for q in queries]
     matrix = runtime.encode_queries(texts).astype(np.float32)
     return _vector_set(
