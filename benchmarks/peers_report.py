@@ -122,6 +122,33 @@ def embedded_vs_engines(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def where_time_goes(rows: list[dict[str, Any]]) -> list[str]:
+    """Per backend at k = 1,000: the search alone, the engine's time with the hits' stored
+    fields, and the client's wall time (the rest is transport and decoding the hits)."""
+    out = []
+    for row in rows:
+        part = row["knn"].get("1000") or {}
+        chosen, alone = part.get("chosen"), part.get("knn_alone")
+        if not chosen or not alone:
+            continue
+        if chosen.get("took_ms"):
+            wall, took = chosen["wall_ms"]["p50"], chosen["took_ms"]["p50"]
+            out.append(
+                f"- {row['data']} / {row['backend']}: kNN alone took {alone['took_ms']['p50']:.1f}"
+                f" ms (client {alone['wall_ms']['p50']:.1f} ms); with the 1,000 hits' vectors "
+                f"in `_source` took {took:.1f} ms, client wall {wall:.1f} ms: "
+                f"{max(0.0, wall - took) / wall:.0%} of it outside the engine (transport, "
+                "JSON of the hits, building the candidates)."
+            )
+        else:
+            out.append(
+                f"- {row['data']} / {row['backend']}: ANN search alone "
+                f"{alone['wall_ms']['p50']:.2f} ms; with the 1,000 hits' vectors (what the "
+                f"rerank reads) {chosen['wall_ms']['p50']:.2f} ms."
+            )
+    return out
+
+
 def sidecar_lines(side: dict[str, Any] | None) -> list[str]:
     if side is None:
         return ["Not measured in this run."]
@@ -205,6 +232,7 @@ def render(rows: list[dict[str, Any]], sidecar_json: Path | None) -> str:
         lines += [f"### {data}: {n:,} documents, {q} queries", ""]
         lines += [*knn_table(part), "", *backend_table(part), ""]
         lines += ["Knobs tried (recall@100, recall wall p50):", "", *sweeps(part), ""]
+    lines += ["### Where the time goes at k = 1,000", "", *where_time_goes(rows), ""]
     lines += ["### Acceptance", "", *embedded_vs_engines(rows), ""]
     side = None
     if sidecar_json is not None and sidecar_json.is_file():
