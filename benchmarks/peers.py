@@ -54,6 +54,7 @@ from twinbert_search.documents import Document  # noqa: E402
 from twinbert_search.runtime import TwinBertRuntime  # noqa: E402
 
 TARGET = 0.95  # recall@100 every compared row must reach
+FULL = 0.99  # share of k hits a kNN of k must return on average
 DEPTHS = (100, 1000)
 OPENSEARCH_ANN = "lucene:hnsw16:efc128:fp32:innerproduct"  # the product's m/efc, lucene engine
 ES_KINDS = ("hnsw", "int8_hnsw", "bbq_hnsw")
@@ -73,16 +74,26 @@ def recall_at(found: list[str], truth: list[str], depth: int) -> float:
     return len(set(found[:depth]) & set(want)) / len(want)
 
 
-def choose_knob(sweep: list[dict[str, Any]], target: float = TARGET) -> dict[str, Any] | None:
-    """The first row (sweeps go from the cheapest knob up) whose recall@100 reaches `target`;
-    else the best recall reached (its `met` False). None for an empty sweep."""
+def qualifies(row: dict[str, Any], k: int, target: float = TARGET) -> bool:
+    """recall@100 reaches `target` and the kNN fills its depth: an IVF store probing too few
+    lists returns fewer than k hits (on average at least FULL * k must come back)."""
+    if row.get("error") is not None:
+        return False
+    return row["recall@100"] >= target and row.get("hits", k) >= FULL * k
+
+
+def choose_knob(
+    sweep: list[dict[str, Any]], k: int = 100, target: float = TARGET
+) -> dict[str, Any] | None:
+    """The first row (sweeps go from the cheapest knob up) that `qualifies`; else the best
+    recall reached (its `met` False). None for an empty sweep."""
     rows = [r for r in sweep if r.get("error") is None]
     if not rows:
         return None
     for row in rows:
-        if row["recall@100"] >= target:
+        if qualifies(row, k, target):
             return {**row, "met": True}
-    return {**max(rows, key=lambda r: r["recall@100"]), "met": False}
+    return {**max(rows, key=lambda r: (r["recall@100"], r.get("hits", k))), "met": False}
 
 
 def knob_values(backend: str, k: int, tuned: int | None = None) -> list[int | None]:
@@ -256,6 +267,7 @@ def measure_knob(engine: Engine, vs: VectorSet, k: int, knob: int | None) -> dic
     ids = [ordered_ids(found) for found in done.pop("results")]
     return {
         "knob": knob,
+        "hits": float(np.mean([len(found) for found in ids])),
         "recall@100": float(
             np.mean([recall_at(f, t, 100) for f, t in zip(ids, vs.truth, strict=True)])
         ),
@@ -274,9 +286,9 @@ def sweep(engine: Engine, vs: VectorSet, k: int, log: Callable[[str], None]) -> 
         row = measure_knob(engine, vs, k, knob)
         rows.append(row)
         log(f"  k={k} knob={knob}: {_brief(row)}")
-        if row.get("error") is None and row["recall@100"] >= TARGET:
+        if qualifies(row, k):
             break
-    chosen = choose_knob(rows)
+    chosen = choose_knob(rows, k)
     alone = None
     if chosen is not None:
         knob = chosen["knob"]
@@ -376,6 +388,19 @@ def reopen_embedded(store: Any) -> Any:
     return EmbeddedStore.open(path, with_documents=False)
 
 
+def reused(args: argparse.Namespace, vs: VectorSet) -> tuple[Any, float | None]:
+    """With --reuse, the embedded store an earlier run built (and that run's ingest time)."""
+    from twinbert_search.stores.embedded import EmbeddedStore
+
+    path = args.work_dir / f"peers-{vs.name}-embedded"
+    if not args.reuse or args.backend != "embedded" or not path.is_dir():
+        return None, None
+    rows = json.loads(args.json.read_text()) if args.json.is_file() else []
+    done = [r for r in rows if r["backend"] == "embedded" and r["data"] == vs.name]
+    log(f"reusing {path}")
+    return EmbeddedStore.open(path, with_documents=False), (done[-1]["ingest_s"] if done else None)
+
+
 def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     """Ingest one vector set into one backend, sweep, time, and measure memory."""
     work = args.work_dir
@@ -385,12 +410,14 @@ def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     log(f"vectors {args.data}")
     vs = load_vectors(args, runtime)
     rss_before = rss_mib()
-    store = open_backend(args.backend, args.url, vs, work)
-    log(f"ingest {len(vs.ids):,} vectors into {args.backend}")
-    ingest_s = ingest(store, vs, runtime.fingerprint)
-    log(f"  {ingest_s:.1f} s")
-    if args.backend == "embedded":
-        store = reopen_embedded(store)
+    store, ingest_s = reused(args, vs)
+    if store is None:
+        store = open_backend(args.backend, args.url, vs, work)
+        log(f"ingest {len(vs.ids):,} vectors into {args.backend}")
+        ingest_s = ingest(store, vs, runtime.fingerprint)
+        log(f"  {ingest_s:.1f} s")
+        if args.backend == "embedded":
+            store = reopen_embedded(store)
     engine = Engine(args.backend, store, args.repeats)
     result: dict[str, Any] = {
         "backend": args.backend,
@@ -457,6 +484,9 @@ def parser() -> argparse.ArgumentParser:
     )
     knn.add_argument("--work-dir", type=Path, default=REPO / "runs" / "peers")
     knn.add_argument("--keep", action="store_true", help="keep the cluster index")
+    knn.add_argument(
+        "--reuse", action="store_true", help="embedded: the store an earlier run built"
+    )
     knn.add_argument("--json", type=Path, default=DEFAULT_JSON)
     side = sub.add_parser("sidecar", help="serve --backend opensearch against the node")
     side.add_argument("--url", required=True)

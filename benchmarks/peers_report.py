@@ -34,20 +34,21 @@ def _knob(row: dict[str, Any], chosen: dict[str, Any] | None) -> str:
 
 def knn_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| backend | index | k | knob | recall@100 | recall@k | recall wall p50 / p99 ms "
+        "| backend | index | k | knob | recall@100 | recall@k | hits | recall wall p50 / p99 ms "
         "| engine took p50 / p99 ms | kNN alone wall p50 ms | kNN alone took p50 ms |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         for k, part in row["knn"].items():
             chosen, alone = part["chosen"], part["knn_alone"] or {}
             if chosen is None:
-                lines.append(f"| {row['backend']} | `{row['ann']}` | {k} | failed | | | | | | |")
+                lines.append(f"| {row['backend']} | `{row['ann']}` | {k} | failed | | | | | | | |")
                 continue
             took = chosen.get("took_ms")
             lines.append(
                 f"| {row['backend']} | `{row['ann']}` | {k} | {_knob(row, chosen)} "
                 f"| {_f(chosen['recall@100'], 4)} | {_f(chosen.get(f'recall@{k}'), 4)} "
+                f"| {_f(chosen.get('hits'), 0)} "
                 f"| {_p(chosen['wall_ms'])} / {_p(chosen['wall_ms'], 'p99')} "
                 f"| {_p(took, digits=1)} / {_p(took, 'p99', 1)} "
                 f"| {_p(alone.get('wall_ms'))} | {_p(alone.get('took_ms'), digits=1)} |"
@@ -74,11 +75,16 @@ def backend_table(rows: list[dict[str, Any]]) -> list[str]:
         m = row["machine"]
         load = f"{m['load_before'][0]:.1f} / {m['load_after'][0]:.1f}"
         lines.append(
-            f"| {row['backend']} | {row['ingest_s']:.1f} | {heap} | {rss} "
+            f"| {row['backend']} | {_f(row['ingest_s'], 1)} | {heap} | {rss} "
             f"| {_f(mem.get('index_mib'), 0)} | {stages} "
             f"| {_f(two.get('rerank_share_p50'), 3)} | {load} |"
         )
     return lines
+
+
+def _short(row: dict[str, Any], k: int) -> str:
+    hits = row.get("hits")
+    return f", {hits:.0f} hits" if hits is not None and hits < 0.99 * k else ""
 
 
 def sweeps(rows: list[dict[str, Any]]) -> list[str]:

@@ -28,6 +28,9 @@ def test_the_cheapest_knob_reaching_the_target_is_chosen_else_the_best_reached()
     below = peers.choose_knob([*sweep[:2], {"knob": 32, "recall@100": 0.93}])
     assert below == {"knob": 32, "recall@100": 0.93, "met": False}
     assert peers.choose_knob([{"knob": 8, "error": "refused"}]) is None
+    # a kNN of 1,000 that returns 870 hits on average does not fill the rerank depth
+    short = [{"knob": 16, "recall@100": 0.97, "hits": 870.0}, {"knob": 32, "recall@100": 0.98}]
+    assert peers.choose_knob(short, 1000)["knob"] == 32
 
 
 def test_knobs_go_from_the_cheapest_up() -> None:
