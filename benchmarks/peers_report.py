@@ -116,16 +116,22 @@ def embedded_vs_engines(rows: list[dict[str, Any]]) -> list[str]:
         return float(row["knn"]["1000"][part]["took_ms"]["p50"])
 
     best = min(engines, key=lambda r: took(r, "knn_alone"))
-    engine_took = took(best, "knn_alone")
-    ratio = engine_took / ours
-    verdict = "met" if ratio >= FACTOR else "missed"
-    return [
-        f"- Embedded kNN at k = 1,000, recall@100 >= 0.95, 100k vectors: p50 {ours:.2f} ms "
-        f"(the store's recall with the hits' vectors; the ANN search alone {alone:.2f} ms). "
-        f"The faster engine, {best['backend']}, took p50 {engine_took:.1f} ms for the kNN "
-        f"alone ({took(best, 'chosen'):.1f} ms with the hits' vectors in `_source`): "
-        f"{ratio:.1f}x (target >= {FACTOR:g}x): **{verdict}**."
+    pairs = [  # (what is compared, embedded p50, the engine's took p50)
+        ("the search alone against the engine's kNN alone", alone, took(best, "knn_alone")),
+        ("with the hits' vectors against the engine's kNN with them", ours, took(best, "chosen")),
+        ("with the hits' vectors against the engine's kNN alone", ours, took(best, "knn_alone")),
     ]
+    lines = [
+        f"- Embedded kNN at k = 1,000, recall@100 >= 0.95, 100k vectors, against the faster "
+        f"engine, {best['backend']} (target: at least {FACTOR:g}x below its took):"
+    ]
+    for what, mine_ms, engine_ms in pairs:
+        ratio = engine_ms / mine_ms
+        verdict = "met" if ratio >= FACTOR else "missed"
+        lines.append(
+            f"  - {what}: {mine_ms:.2f} ms vs {engine_ms:.1f} ms, {ratio:.1f}x: **{verdict}**."
+        )
+    return lines
 
 
 def where_time_goes(rows: list[dict[str, Any]]) -> list[str]:
