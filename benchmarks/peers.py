@@ -455,10 +455,29 @@ def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """What a replaced run leaves in its successor's `earlier`: when, the load, k = 1,000."""
+    part = row["knn"].get("1000") or {}
+    chosen, alone = part.get("chosen") or {}, part.get("knn_alone") or {}
+    return {
+        "date_utc": row["machine"]["date_utc"],
+        "load_before": row["machine"]["load_before"][0],
+        "knob": chosen.get("knob"),
+        "wall_p50_ms": (chosen.get("wall_ms") or {}).get("p50"),
+        "alone_wall_p50_ms": (alone.get("wall_ms") or {}).get("p50"),
+        "took_p50_ms": (chosen.get("took_ms") or {}).get("p50"),
+        "alone_took_p50_ms": (alone.get("took_ms") or {}).get("p50"),
+    }
+
+
 def save(path: Path, row: dict[str, Any], key: tuple[str, ...] = ("backend", "data")) -> None:
-    """Add a result to the JSON list, replacing an earlier one of the same backend and data."""
+    """Add a result to the JSON list; an earlier one of the same backend and data is replaced,
+    its k = 1,000 figures kept in the new row's `earlier`."""
     rows = json.loads(path.read_text()) if path.is_file() else []
-    rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)]
+    same = [r for r in rows if tuple(r.get(k) for k in key) == tuple(row.get(k) for k in key)]
+    for old in same:
+        row["earlier"] = [*old.get("earlier", []), run_summary(old)]
+    rows = [r for r in rows if r not in same]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([*rows, row], indent=1) + "\n")
 

