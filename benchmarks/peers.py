@@ -519,6 +519,7 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--json", type=Path, default=DEFAULT_JSON)
     render.add_argument("--sidecar-json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
     render.add_argument("--write", type=Path, default=None, help="BENCHMARKS.md to update")
+    render.add_argument("--note", action="append", default=[], help="a line for the notes")
     return p
 
 
@@ -537,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from benchmarks import peers_report
 
-        section = peers_report.render(json.loads(args.json.read_text()), args.sidecar_json)
+        rows = json.loads(args.json.read_text())
+        section = peers_report.render(rows, args.sidecar_json, args.note)
         if args.write is None:
             print(section)
         else:

@@ -95,7 +95,8 @@ def sweeps(rows: list[dict[str, Any]]) -> list[str]:
             tried = ", ".join(
                 f"{r['knob']}: error"
                 if r.get("error")
-                else f"{r['knob']}: {r['recall@100']:.3f} ({r['wall_ms']['p50']:.1f} ms)"
+                else f"{r['knob']}: {r['recall@100']:.3f}{_short(r, int(k))} "
+                f"({r['wall_ms']['p50']:.1f} ms)"
                 for r in part["sweep"]
             )
             out.append(f"- {row['backend']}, k = {k}: {tried}")
@@ -241,10 +242,15 @@ embedded store, the RSS the benchmark process gained by opening and querying it.
 
 The machine is shared (2 cores, other agents' jobs running: see each row's load average),
 so absolute milliseconds are inflated and vary between rows; compare within a row, and read
-ratios as rough. p99 over 50 queries is close to the maximum."""
+ratios as rough. p99 over 50 queries is close to the maximum. "hits": the mean number of
+hits a kNN of k returned ("-": a row measured before that column existed; an engine's kNN
+returns k). A row qualifies only when it returns k hits, so an IVF store must probe enough
+lists to fill the rerank depth of 1,000."""
 
 
-def render(rows: list[dict[str, Any]], sidecar_json: Path | None) -> str:
+def render(
+    rows: list[dict[str, Any]], sidecar_json: Path | None, notes: list[str] | None = None
+) -> str:
     lines = [BEGIN, INTRO, ""]
     for data in sorted({r["data"] for r in rows}, key=lambda d: (len(d), d)):
         part = [r for r in rows if r["data"] == data]
@@ -258,6 +264,8 @@ def render(rows: list[dict[str, Any]], sidecar_json: Path | None) -> str:
     if sidecar_json is not None and sidecar_json.is_file():
         side = json.loads(sidecar_json.read_text())
     lines += ["### The sidecar on OpenSearch", "", *sidecar_lines(side), ""]
+    if notes:
+        lines += ["### Not measured, and notes", "", *(f"- {note}" for note in notes), ""]
     lines += ["### Machine, commit, command per row", "", *provenance(rows), END]
     return "\n".join(lines)
 
