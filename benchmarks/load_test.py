@@ -174,6 +174,8 @@ def start_server(args: argparse.Namespace, port: int, log: Any) -> subprocess.Po
         command += ["--index-dir", str(args.index_dir)]
     else:
         command += ["--backend", args.backend, "--url", args.url]
+        if getattr(args, "alias", None):
+            command += ["--alias", args.alias]
     command += ["--log-level", args.log_level]
     command += ["--cache-size", str(args.cache_size)]
     command += ["--rerank-budget-ms", str(args.rerank_budget_ms)]
@@ -354,6 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backend", choices=("embedded", "opensearch", "elasticsearch"), default="embedded"
     )
     parser.add_argument("--url", default=None, help="The cluster (--backend other than embedded).")
+    parser.add_argument("--alias", default=None, help="The cluster's alias (server --alias).")
     parser.add_argument("--log-level", default="warning", help="Server --log-level.")
     parser.add_argument(
         "--server-log", type=Path, default=None, help="Keep the server's output in this file."

@@ -1,0 +1,57 @@
+"""The peers benchmark's pure parts: recall, the knob a sweep chooses, exact truth, the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import peers, peers_report
+from benchmarks.peers_data import exact_truth
+
+
+def test_recall_counts_the_exact_top_depth_within_the_first_depth_found() -> None:
+    truth = ["a", "b", "c", "d"]
+    assert peers.recall_at(["a", "x", "b", "c"], truth, 2) == 0.5
+    assert peers.recall_at(["d", "c", "b", "a"], truth, 4) == 1.0
+    assert np.isnan(peers.recall_at(["a"], [], 1))
+
+
+def test_the_cheapest_knob_reaching_the_target_is_chosen_else_the_best_reached() -> None:
+    sweep = [
+        {"knob": 8, "recall@100": 0.90},
+        {"knob": 16, "error": "refused"},
+        {"knob": 32, "recall@100": 0.96},
+        {"knob": 64, "recall@100": 0.99},
+    ]
+    assert peers.choose_knob(sweep) == {"knob": 32, "recall@100": 0.96, "met": True}
+    below = peers.choose_knob([*sweep[:2], {"knob": 32, "recall@100": 0.93}])
+    assert below == {"knob": 32, "recall@100": 0.93, "met": False}
+    assert peers.choose_knob([{"knob": 8, "error": "refused"}]) is None
+    # a kNN of 1,000 that returns 870 hits on average does not fill the rerank depth
+    short = [{"knob": 16, "recall@100": 0.97, "hits": 870.0}, {"knob": 32, "recall@100": 0.98}]
+    assert peers.choose_knob(short, 1000)["knob"] == 32
+
+
+def test_knobs_go_from_the_cheapest_up() -> None:
+    assert peers.knob_values("opensearch", 100) == [100, 200, 400, 800]
+    assert peers.knob_values("elasticsearch", 2000) == [2000, 4000, 8000, 10_000]
+    assert peers.knob_values("embedded", 100) == [None]  # an exact store has no knob
+    assert peers.knob_values("embedded", 100, tuned=24) == [8, 16, 24, 32, 64, 128, 256]
+
+
+def test_exact_truth_orders_the_best_first() -> None:
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((50, 8)).astype(np.float32)
+    queries = rng.standard_normal((3, 8)).astype(np.float32)
+    rows = exact_truth(docs, queries, 10)
+    assert (rows == np.argsort(-(queries @ docs.T), axis=1)[:, :10]).all()
+
+
+def test_the_section_replaces_its_own_markers_only(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nkept\n")
+    peers_report.write_section(path, f"{peers_report.BEGIN}\none\n{peers_report.END}")
+    peers_report.write_section(path, f"{peers_report.BEGIN}\ntwo\n{peers_report.END}")
+    text = path.read_text()
+    assert "kept" in text and "two" in text and "one" not in text
