@@ -204,7 +204,8 @@ def test_the_service_reports_which_side_fused_hybrid_recall(
 
 def test_the_recipes_served_lists_are_the_searchers(cosine_model: Path, cosine_index: Path) -> None:
     """The recipe measures the served setting in numpy (`recipe.signals`): the same hybrid
-    list and recall scores as `Searcher.search(hybrid=True)`, BM25 non-matches left out."""
+    list and recall scores as `Searcher.search(hybrid=True)`, BM25 non-matches left out, by
+    the model's hybrid fusion (the default, z-scores, for this cosine model)."""
     from twinbert_search.training.data import build_bm25
     from twinbert_search.training.recipe.signals import Collection, served_lists
 
@@ -220,6 +221,8 @@ def test_the_recipes_served_lists_are_the_searchers(cosine_model: Path, cosine_i
             result = searcher.search(text, k=20, candidates=20, recall_depth=60, hybrid=True)
             rows, served = lists[qid]
             assert [ids[r] for r in rows] == list(result.recall_ids), qid
+            # The default model's hybrid fusion is z-scores: float32 scores standardised agree
+            # to about 1e-5, where RRF's reciprocal ranks agreed exactly.
             np.testing.assert_allclose(
-                served.signals["recall"], [h.recall_score for h in result.hits], rtol=1e-6
+                served.signals["recall"], [h.recall_score for h in result.hits], atol=1e-4
             )
