@@ -5,12 +5,12 @@ crossing layer's per-document precomputation), and one batched numpy call scores
 Optional hybrid recall fuses BM25 and kNN before the rerank: in the engine by reciprocal rank
 where the store can (`recall_fused`), else here by the model's `HybridFusion` (`rrf` or
 `zscore`, `search.fusion.hybrid_fusion_of`), or by an override the caller names (which always
-fuses here, so it is what runs). The rerank
-serves the model's fusion (`runtime.fusion.served_fusion`: the crossing combined with the
-recall stage's own signals by weights tuned on validation queries, or the recall order where
-the crossing adds nothing), so the embedded store, OpenSearch and the service rank alike; an
-explicit `lexical_weight` ranks by the crossing plus BM25 instead. The stages and how `search`
-chains them are described in `search.pipeline`.
+fuses here, so it is what runs). The rerank serves the model's fusion
+(`runtime.fusion.served_fusion`: the crossing combined with the recall stage's own signals by
+weights tuned on validation queries, or the recall order where the crossing adds nothing), so
+the embedded store, OpenSearch and the service rank alike; an explicit `lexical_weight` ranks
+by the crossing plus BM25 instead. The stages and how `search` chains them are described in
+`search.pipeline`.
 """
 
 from __future__ import annotations
