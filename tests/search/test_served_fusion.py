@@ -194,12 +194,22 @@ def test_the_service_reports_which_side_fused_hybrid_recall(
     config = ServiceConfig(index_dir=residual_index, model=tuned_model, workers=2)
     body = {"query": QUERY, "k": 10, "candidates": 40, "hybrid": True}
     with TestClient(create_app(config, opensearch)) as client:
-        assert client.post("/search", json=body).json()["hybrid_fusion"] == "engine"
+        answer = client.post("/search", json=body).json()
+        assert (answer["hybrid_fusion"], answer["hybrid_method"]) == ("engine", "rrf")
         plain = client.post("/search", json={**body, "hybrid": False}).json()
-        assert plain["hybrid_fusion"] is None
+        assert plain["hybrid_fusion"] is None and plain["hybrid_method"] is None
+        # A fusion the request names is fused by the sidecar, whatever the engine can do.
+        named = client.post("/search", json={**body, "hybrid_method": "zscore"}).json()
+        assert (named["hybrid_fusion"], named["hybrid_method"]) == ("client", "zscore")
     embedded = Searcher.open(residual_index, tuned_model)
     with embedded.store, TestClient(create_app(config, embedded)) as client:
-        assert client.post("/search", json=body).json()["hybrid_fusion"] == "client"
+        answer = client.post("/search", json=body).json()
+        assert (answer["hybrid_fusion"], answer["hybrid_method"]) == (
+            "client",
+            embedded.hybrid.method,
+        )
+        weighted = client.post("/search", json={**body, "hybrid_bm25_weight": 2.0}).json()
+        assert weighted["hybrid_method"] == embedded.hybrid.method
 
 
 def test_the_recipes_served_lists_are_the_searchers(cosine_model: Path, cosine_index: Path) -> None:

@@ -91,13 +91,13 @@ def _ms(start: float, end: float) -> float:
     return round((end - start) * 1e3, 3)
 
 
-def request_fusion(request: SearchRequest) -> HybridFusion | None:
-    """The hybrid fusion a request names (`hybrid_method`, `hybrid_bm25_weight`), or None."""
-    if request.hybrid_method is None:
-        if request.hybrid_bm25_weight is not None:
-            raise ConfigurationError("hybrid_bm25_weight needs hybrid_method (rrf or zscore)")
+def request_fusion(request: SearchRequest, model: HybridFusion) -> HybridFusion | None:
+    """The hybrid fusion a request names, or None (the model's, or the engine's): its
+    `hybrid_method` (else `model`'s method) with its `hybrid_bm25_weight` (else 1)."""
+    if request.hybrid_method is None and request.hybrid_bm25_weight is None:
         return None
-    return HybridFusion(request.hybrid_method, bm25=request.hybrid_bm25_weight or 1.0)
+    method = request.hybrid_method or model.method
+    return HybridFusion(method, bm25=request.hybrid_bm25_weight or 1.0)
 
 
 def _response_hit(hit: pipeline.Hit) -> Hit:
@@ -280,7 +280,7 @@ class SearchService:
         route = "/search"
         t0 = time.perf_counter()
         depths = pipeline.Depths.of(request.k, request.candidates)
-        fusion = request_fusion(request)
+        fusion = request_fusion(request, self.searcher.hybrid)
         vector, cache_hit, encode_ms = await self.query_vector(request.query)
         t1 = time.perf_counter()
         recalled = await self._store_call(

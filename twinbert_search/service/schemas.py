@@ -125,7 +125,8 @@ class SearchRequest(_Strict):
     )
     hybrid_bm25_weight: Annotated[FiniteFloat, Field(gt=0, le=100)] | None = Field(
         None,
-        description="With hybrid_method: BM25's weight against kNN's 1 (default 1).",
+        description="BM25's weight against kNN's 1 in a hybrid recall the sidecar fuses, by "
+        "hybrid_method (default: the model's method; the weight then defaults to 1).",
     )
     include_documents: StrictBool = Field(
         True, description="Return each hit's stored title, text and metadata."
