@@ -10,8 +10,8 @@ Elasticsearch's own: the official client's calls behind its hooks, the kNN body 
 recorded index options and scores converted back from the similarity, an ingest pipeline put
 without processors where the node lacks them, and hybrid recall through the `rrf` retriever
 where the cluster has it (the rank-rrf module, and a licence that allows it); elsewhere
-`recall_fused` answers None and the searcher fuses the kNN and BM25 hits itself, by the same
-reciprocal-rank formula.
+`recall_fused` answers None and the searcher fuses the kNN and BM25 hits itself, by the
+model's hybrid fusion (RRF or z-scores).
 """
 
 from __future__ import annotations
