@@ -29,6 +29,7 @@ COMMANDS = {
     "search",
     "serve",
     "teacher",
+    "tune-hybrid",
 }
 # A flag spelled like another command's but meaning something else, and why it stays.
 HOMONYMS = {"--index": "recipe scifact --index is an embedded index to reuse (a directory)"}

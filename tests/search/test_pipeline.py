@@ -100,7 +100,7 @@ def test_hybrid_fusion_fetches_only_what_knn_missed() -> None:
         fetched.append(ids)
         return candidates(ids, [0.0] * len(ids))
 
-    merged = fuse_hybrid(dense, ["x", "c", "a"], 4, fetch, DIM)
+    merged = fuse_hybrid(dense, [("x", 3.0), ("c", 2.0), ("a", 1.0)], 4, fetch, DIM)
     expected = reciprocal_rank_fusion([["a", "b", "c"], ["x", "c", "a"]])[:4]
     assert list(merged.ids) == [doc_id for doc_id, _ in expected]
     np.testing.assert_allclose(merged.recall_scores, [s for _, s in expected], rtol=1e-6)

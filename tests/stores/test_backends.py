@@ -221,12 +221,16 @@ def test_index_then_search_through_opensearch(
     assert "hybrid_fusion" not in text.stdout
     fused = invoke(["search", "volcano", *common, "--hybrid", "--explain"])
     assert fused.exit_code == 0 and "hybrid_fusion=engine" in fused.stdout, fused.output
-    # the same fusion whichever side runs it: the engine's RRF, then the searcher's
+    # the same fusion whichever side runs it: the engine's RRF, then the searcher's RRF asked
+    # for (the fallback otherwise fuses by the model's method: z-scores for the tiny model)
     hybrid = ["search", "volcano", *common, "--hybrid", "--no-rerank", "-k", "50", "--json"]
     by_engine = json.loads(invoke(hybrid).stdout)
     cluster.neural_search = False  # a new store reads the plugins again
-    by_client = json.loads(invoke(hybrid).stdout)
+    fallback = json.loads(invoke(hybrid).stdout)
+    by_client = json.loads(invoke([*hybrid, "--hybrid-fusion", "rrf"]).stdout)
     cluster.neural_search = True
+    assert (fallback["hybrid_fusion"], fallback["hybrid_method"]) == ("client", "zscore")
+    assert (by_engine["hybrid_method"], by_client["hybrid_method"]) == ("rrf", "rrf")
     assert (by_engine["hybrid_fusion"], by_client["hybrid_fusion"]) == ("engine", "client")
     assert [h["id"] for h in by_engine["hits"]] == [h["id"] for h in by_client["hits"]]
     np.testing.assert_allclose(

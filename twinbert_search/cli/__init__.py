@@ -1,6 +1,6 @@
 """The `twinbert-search` command line: the `main` group, error handling and registration.
 
-Each command lives in a thin module of its own (index, search, serve, train, recipe,
+Each command lives in a thin module of its own (index, search, tune, serve, train, recipe,
 opensearch, bench, adapt) and takes its shared flags from `options`, so a flag means the same
 thing on every command. Errors are mapped to exit codes in exactly one place (`CLI.invoke`): a
 `TwinBertSearchError` prints one line `error: ...` on stderr and exits with its `exit_code`
@@ -17,7 +17,17 @@ import click
 from twinbert_search import __version__
 
 # Modules, not their commands, so `twinbert_search.cli.serve` stays the module.
-from twinbert_search.cli import adapt, bench, index, opensearch, recipe, search, serve, train
+from twinbert_search.cli import (
+    adapt,
+    bench,
+    index,
+    opensearch,
+    recipe,
+    search,
+    serve,
+    train,
+    tune,
+)
 from twinbert_search.cli import models as models_cli
 from twinbert_search.errors import BulkIndexError, TwinBertSearchError
 
@@ -60,6 +70,7 @@ def main() -> None:
 main.add_command(index.index)
 main.add_command(search.search)
 main.add_command(search.eval_cmd)
+main.add_command(tune.tune_hybrid)
 main.add_command(index.delete)
 main.add_command(index.quantize)
 main.add_command(index.build_default)

@@ -16,13 +16,14 @@ through click; commands with --backend leave the variables to the chosen backend
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from twinbert_search.errors import InputError
+from twinbert_search.errors import ConfigurationError, InputError
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.stores.elasticsearch import ENV_API_KEY as ES_ENV_API_KEY
 from twinbert_search.stores.factory import BACKENDS, EMBEDDED
@@ -259,6 +260,38 @@ def candidates_option(default: int = 100, help: str | None = None) -> Decorator:
 
 def hybrid_option(help: str | None = None) -> Decorator:
     return click.option("--hybrid", is_flag=True, help=help)
+
+
+def hybrid_fusion_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--hybrid-fusion and --hybrid-bm25-weight, given to the command as one `hybrid_fusion`
+    (a `HybridFusion`, or None: the model's, or the engine's reciprocal rank where it fuses)."""
+    command = click.option(
+        "--hybrid-bm25-weight",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="With --hybrid-fusion: BM25's weight against kNN's 1.  [default: 1]",
+    )(command)
+    command = click.option(
+        "--hybrid-fusion",
+        type=click.Choice(["rrf", "zscore"]),
+        default=None,
+        help="Fuse --hybrid recall here by this method instead of the model's (or the "
+        "engine's reciprocal rank): rrf, or zscore (each list's scores z-scored over the "
+        "list, summed with weights).",
+    )(command)
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        method = kwargs.pop("hybrid_fusion")
+        weight = kwargs.pop("hybrid_bm25_weight")
+        if method is None and weight is not None:
+            raise ConfigurationError("--hybrid-bm25-weight needs --hybrid-fusion rrf|zscore")
+        from twinbert_search.search.fusion import HybridFusion
+
+        fusion = None if method is None else HybridFusion(method, bm25=weight or 1.0)
+        return command(*args, hybrid_fusion=fusion, **kwargs)
+
+    return wrapper
 
 
 lexical_weight_option = click.option(

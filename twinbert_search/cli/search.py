@@ -18,6 +18,7 @@ from twinbert_search.cli.options import (
     backend_options,
     candidates_option,
     filter_option,
+    hybrid_fusion_options,
     hybrid_option,
     json_option,
     k_option,
@@ -28,6 +29,7 @@ from twinbert_search.cli.options import (
 
 if TYPE_CHECKING:
     from twinbert_search.evaluation.searcher import EvalReport
+    from twinbert_search.search.fusion import HybridFusion
     from twinbert_search.stores.base import VectorStore
 
 __all__ = ["eval_cmd", "search"]
@@ -49,7 +51,11 @@ def check_store(store: VectorStore) -> None:
 @model_options
 @k_option
 @candidates_option(help="How many kNN candidates the crossing layer reranks.")
-@hybrid_option("Fuse BM25 and kNN recall by reciprocal rank.")
+@hybrid_option(
+    "Fuse BM25 and kNN recall: by the engine's reciprocal rank where it fuses, else by the "
+    "model's hybrid fusion (--explain says which ran)."
+)
+@hybrid_fusion_options
 @click.option("--no-rerank", is_flag=True, help="Recall only.")
 @lexical_weight_option
 @filter_option
@@ -65,6 +71,7 @@ def search(
     k: int,
     candidates: int,
     hybrid: bool,
+    hybrid_fusion: HybridFusion | None,
     no_rerank: bool,
     lexical_weight: float | None,
     filters: dict[str, list[str]] | None,
@@ -76,7 +83,13 @@ def search(
     from twinbert_search.search.factory import open_searcher
 
     searcher = open_searcher(
-        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **cluster_kwargs
+        backend,
+        model=model,
+        int8=int8,
+        threads=threads,
+        index_dir=index_dir,
+        hybrid_fusion=hybrid_fusion,
+        **cluster_kwargs,
     )
     with searcher.store:
         check_store(searcher.store)
@@ -103,7 +116,11 @@ def search(
         click.echo(line)
     if explain:
         timing = ", ".join(f"{k} {v:.2f} ms" for k, v in result.timings_ms.items())
-        fusion = f" hybrid_fusion={result.hybrid_fusion}" if result.hybrid_fusion else ""
+        fusion = (
+            f" hybrid_fusion={result.hybrid_fusion} hybrid_method={result.hybrid_method}"
+            if result.hybrid_fusion
+            else ""
+        )
         click.echo(f"reranked={result.reranked} candidates={result.candidates}{fusion}; {timing}")
 
 
@@ -115,6 +132,7 @@ def search(
 @candidates_option()
 @click.option("--recall-depth", type=COUNT, default=1000, show_default=True)
 @hybrid_option()
+@hybrid_fusion_options
 @lexical_weight_option
 @click.option(
     "--run-file",
@@ -142,6 +160,7 @@ def eval_cmd(
     candidates: int,
     recall_depth: int,
     hybrid: bool,
+    hybrid_fusion: HybridFusion | None,
     lexical_weight: float | None,
     run_file: Path | None,
     train_qrels: Path | None,
@@ -160,7 +179,13 @@ def eval_cmd(
     check_options(backend, index_dir=index_dir, **cluster_kwargs)
     judgments = read_qrels(qrels)
     searcher = open_searcher(
-        backend, model=model, int8=int8, threads=threads, index_dir=index_dir, **cluster_kwargs
+        backend,
+        model=model,
+        int8=int8,
+        threads=threads,
+        index_dir=index_dir,
+        hybrid_fusion=hybrid_fusion,
+        **cluster_kwargs,
     )
     with searcher.store:
         check_store(searcher.store)

@@ -14,6 +14,7 @@ from twinbert_search.errors import StoreError
 from twinbert_search.stores.factory import EMBEDDED, check_options, embedded_dir, open_store
 
 if TYPE_CHECKING:
+    from twinbert_search.search.fusion import HybridFusion
     from twinbert_search.search.searcher import Searcher
     from twinbert_search.stores.base import VectorStore
 
@@ -30,19 +31,23 @@ def open_searcher(
     threads: int | None = None,
     index_dir: str | Path | None = None,
     pool_size: int | None = None,
+    hybrid_fusion: HybridFusion | None = None,
     **cluster_kwargs: Any,
 ) -> Searcher:
     """A two-stage Searcher over the configured store and model (the default model if None).
 
     `int8` picks the int8 query graph; the document side follows what the store records;
     `pool_size` is how many connections a cluster client keeps (`stores.factory.open_store`).
-    The caller closes `searcher.store`.
+    `hybrid_fusion` overrides the model's hybrid fusion (and is fused by the searcher, never
+    the engine). The caller closes `searcher.store`.
     """
     from twinbert_search.search import Searcher
 
     check_options(backend, index_dir=index_dir, **cluster_kwargs)
     if backend == EMBEDDED:
-        return Searcher.open(embedded_dir(index_dir), model, int8=int8, threads=threads)
+        return Searcher.open(
+            embedded_dir(index_dir), model, int8=int8, threads=threads, hybrid_fusion=hybrid_fusion
+        )
     from twinbert_search.runtime import TwinBertRuntime
     from twinbert_search.runtime.model import document_graph_of
     from twinbert_search.runtime.models import resolve_model
@@ -51,7 +56,7 @@ def open_searcher(
     try:
         runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
         runtime.document_graph = document_graph_of(store.info.model_fingerprint)
-        return Searcher(runtime, store)
+        return Searcher(runtime, store, hybrid_fusion=hybrid_fusion)
     except BaseException:
         store.close()
         raise

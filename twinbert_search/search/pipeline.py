@@ -68,6 +68,7 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     recall_ids: Sequence[str] = field(default_factory=list)  # the full recall order
     hybrid_fusion: str | None = None  # hybrid recall: "engine" or "client" fused it
+    hybrid_method: str | None = None  # ... by "rrf" or "zscore" (the engine: rrf)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +76,7 @@ class SearchResult:
             "reranked": self.reranked,
             "candidates": self.candidates,
             "hybrid_fusion": self.hybrid_fusion,
+            "hybrid_method": self.hybrid_method,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "hits": [h.to_dict() for h in self.hits],
         }

@@ -2,12 +2,15 @@
 
 The query is encoded once; recall returns the candidates with their stored vectors (and the
 crossing layer's per-document precomputation), and one batched numpy call scores them all.
-Optional hybrid recall fuses BM25 and kNN by reciprocal rank before the rerank. The rerank
-serves the model's fusion (`runtime.fusion.served_fusion`: the crossing combined with the
-recall stage's own signals by weights tuned on validation queries, or the recall order where
-the crossing adds nothing), so the embedded store, OpenSearch and the service rank alike; an
-explicit `lexical_weight` ranks by the crossing plus BM25 instead. The stages and how `search`
-chains them are described in `search.pipeline`.
+Optional hybrid recall fuses BM25 and kNN before the rerank: in the engine by reciprocal rank
+where the store can (`recall_fused`), else here by the model's `HybridFusion` (`rrf` or
+`zscore`, `search.fusion.hybrid_fusion_of`), or by an override the caller names (which always
+fuses here, so it is what runs). The rerank serves the model's fusion
+(`runtime.fusion.served_fusion`: the crossing combined with the recall stage's own signals by
+weights tuned on validation queries, or the recall order where the crossing adds nothing), so
+the embedded store, OpenSearch and the service rank alike; an explicit `lexical_weight` ranks
+by the crossing plus BM25 instead. The stages and how `search` chains them are described in
+`search.pipeline`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from twinbert_search.errors import ConfigurationError, ModelMismatchError, Store
 from twinbert_search.runtime.fusion import RECALL_ORDER, RerankFusion, served_fusion
 from twinbert_search.runtime.model import TwinBertRuntime, document_graph_of
 from twinbert_search.search.fusion import (
+    HybridFusion,
     fuse_hybrid,
+    hybrid_fusion_of,
     lexically_fused_scores,
     positions_by_score,
     served_scores,
@@ -71,7 +76,12 @@ class Searcher:
     """
 
     def __init__(
-        self, runtime: TwinBertRuntime, store: VectorStore, *, check_model: bool = True
+        self,
+        runtime: TwinBertRuntime,
+        store: VectorStore,
+        *,
+        check_model: bool = True,
+        hybrid_fusion: HybridFusion | None = None,
     ) -> None:
         if check_model:
             check_search_model(store, runtime)
@@ -81,6 +91,9 @@ class Searcher:
         self.runtime = runtime
         self.store = store
         self.fusion = served_fusion(runtime.manifest)  # what `lexical_weight` None serves
+        # The hybrid fusion asked for (fused here, never by the engine), else None: the model's.
+        self.hybrid_override = hybrid_fusion
+        self.hybrid = hybrid_fusion_of(runtime.manifest.extra, hybrid_fusion)
         self._bm25_ok: bool | None = None  # whether the store can score BM25 (probed once)
 
     @classmethod
@@ -91,15 +104,17 @@ class Searcher:
         *,
         int8: bool = False,
         threads: int | None = None,
+        hybrid_fusion: HybridFusion | None = None,
     ) -> Searcher:
-        """An embedded store and its model (the default model when none is given)."""
+        """An embedded store and its model (the default model when none is given);
+        `hybrid_fusion` overrides the model's hybrid fusion."""
         from twinbert_search.runtime.models import resolve_model
         from twinbert_search.stores.embedded import EmbeddedStore
 
         store = EmbeddedStore.open(index_dir, with_documents=False)  # text for hits only
         runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
         runtime.document_graph = document_graph_of(store.info.model_fingerprint)
-        return cls(runtime, store)
+        return cls(runtime, store, hybrid_fusion=hybrid_fusion)
 
     def encode(self, query: str) -> np.ndarray:
         """Stage one: the query vector."""
@@ -113,13 +128,16 @@ class Searcher:
         *,
         filters: Filters | None = None,
         hybrid: bool = False,
+        fusion: HybridFusion | None = None,
     ) -> Candidates:
-        """Stage two: kNN (optionally fused with BM25 by reciprocal rank).
+        """Stage two: kNN (optionally fused with BM25).
 
-        A store that fuses in one request (`recall_fused`) does; otherwise the kNN and BM25
-        hits are fused here, and documents only BM25 found are fetched.
+        Without an override (`fusion`, or the searcher's), a store that fuses in one request
+        (`recall_fused`, by reciprocal rank) does; otherwise the kNN and BM25 hits are fused
+        here by the override or the model's fusion, and documents only BM25 found are fetched.
         """
-        if hybrid:
+        override = fusion or self.hybrid_override
+        if hybrid and override is None:
             fused = self.store.recall_fused(query, query_vector, n, filters=filters)
             if fused is not None:
                 return fused
@@ -127,8 +145,16 @@ class Searcher:
         if not hybrid:
             return dense
         sparse = self.store.recall_bm25(query, n, filters=filters)
-        sparse_ids = [doc_id for doc_id, _ in sparse]
-        return fuse_hybrid(dense, sparse_ids, n, self.store.fetch, self.runtime.dim)
+        chosen = override or self.hybrid
+        return fuse_hybrid(dense, sparse, n, self.store.fetch, self.runtime.dim, chosen)
+
+    def hybrid_ran(self, fusion: HybridFusion | None = None) -> tuple[str, str]:
+        """(who fused, by which method) for a hybrid recall just run with `fusion`:
+        ("engine", "rrf") where the store fused it, else ("client", the method used)."""
+        override = fusion or self.hybrid_override
+        if override is None and self.store.hybrid_fusion == "engine":
+            return "engine", "rrf"
+        return "client", (override or self.hybrid).method
 
     def rerank_scores(
         self,
@@ -210,6 +236,7 @@ class Searcher:
         recall_depth: int | None = None,
         fetch_documents: bool = True,
         lexical_weight: float | None = None,
+        hybrid_fusion: HybridFusion | None = None,
     ) -> SearchResult:
         """Encode the query, recall `candidates`, rerank them all, return the top k.
 
@@ -219,14 +246,17 @@ class Searcher:
         only, such as evaluation, skip a database read per query). `lexical_weight` None serves
         the model's fusion (`rerank_scores`; a cosine model without tuned weights keeps the
         recall order, so `hybrid` keeps the fused list); a number ranks by the crossing plus
-        that weight x BM25 (0: the crossing alone).
+        that weight x BM25 (0: the crossing alone). `hybrid_fusion` fuses hybrid recall by
+        that method and weights, here, instead of the model's (or the engine's RRF).
         Timings: `rerank` includes both orderings, `total` excludes the documents' fetch.
         """
         depths = Depths.of(k, candidates, recall_depth)
         t0 = time.perf_counter()
         vector = self.encode(query) if query_vector is None else query_vector
         t1 = time.perf_counter()
-        recalled = self.recall(vector, query, depths.recall, filters=filters, hybrid=hybrid)
+        recalled = self.recall(
+            vector, query, depths.recall, filters=filters, hybrid=hybrid, fusion=hybrid_fusion
+        )
         t2 = time.perf_counter()
         found = rank_recall(recalled, depths)
         recall_ids = found.ranked_ids()
@@ -245,6 +275,7 @@ class Searcher:
             "total": (t3 - t0) * 1e3,
         }
         documents = stored_documents(self.store, found.candidates, top) if fetch_documents else None
+        fuser, method = self.hybrid_ran(hybrid_fusion) if hybrid else (None, None)
         return SearchResult(
             query=query,
             hits=build_hits(found, scores, top, documents),
@@ -252,7 +283,8 @@ class Searcher:
             candidates=len(found.candidates),
             timings_ms=timings,
             recall_ids=recall_ids,
-            hybrid_fusion=self.store.hybrid_fusion if hybrid else None,
+            hybrid_fusion=fuser,
+            hybrid_method=method,
         )
 
     def rerank_ids(self, query: str, ids: Sequence[str]) -> list[tuple[str, float]]:

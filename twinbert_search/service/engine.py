@@ -34,6 +34,7 @@ from twinbert_search.errors import (
 )
 from twinbert_search.search import Searcher, pipeline, positions_by_score
 from twinbert_search.search.factory import incomplete_warning
+from twinbert_search.search.fusion import HybridFusion
 from twinbert_search.service.config import ServiceConfig
 from twinbert_search.service.errors import UnknownDocumentError
 from twinbert_search.service.metrics import ServiceMetrics
@@ -88,6 +89,15 @@ class RerankUnusable(RuntimeError):
 
 def _ms(start: float, end: float) -> float:
     return round((end - start) * 1e3, 3)
+
+
+def request_fusion(request: SearchRequest, model: HybridFusion) -> HybridFusion | None:
+    """The hybrid fusion a request names, or None (the model's, or the engine's): its
+    `hybrid_method` (else `model`'s method) with its `hybrid_bm25_weight` (else 1)."""
+    if request.hybrid_method is None and request.hybrid_bm25_weight is None:
+        return None
+    method = request.hybrid_method or model.method
+    return HybridFusion(method, bm25=request.hybrid_bm25_weight or 1.0)
 
 
 def _response_hit(hit: pipeline.Hit) -> Hit:
@@ -197,10 +207,18 @@ class SearchService:
         return vector, False, _ms(start, time.perf_counter())
 
     def _recall(
-        self, vector: np.ndarray, query: str, n: int, filters: Any, hybrid: bool
+        self,
+        vector: np.ndarray,
+        query: str,
+        n: int,
+        filters: Any,
+        hybrid: bool,
+        fusion: HybridFusion | None = None,
     ) -> Candidates:
         try:
-            return self.searcher.recall(vector, query, n, filters=filters, hybrid=hybrid)
+            return self.searcher.recall(
+                vector, query, n, filters=filters, hybrid=hybrid, fusion=fusion
+            )
         except NotImplementedError as exc:  # a store without a text index
             raise ConfigurationError(f"hybrid recall is not available: {exc}") from None
 
@@ -272,6 +290,7 @@ class SearchService:
         route = "/search"
         t0 = time.perf_counter()
         depths = pipeline.Depths.of(request.k, request.candidates)
+        fusion = request_fusion(request, self.searcher.hybrid)
         vector, cache_hit, encode_ms = await self.query_vector(request.query)
         t1 = time.perf_counter()
         recalled = await self._store_call(
@@ -281,6 +300,7 @@ class SearchService:
             depths.recall,
             request.filters,
             request.hybrid,
+            fusion,
         )
         t2 = time.perf_counter()
         found = pipeline.rank_recall(recalled, depths)
@@ -307,13 +327,15 @@ class SearchService:
             "total": _ms(t0, time.perf_counter()),
         }
         self._observe(route, timings, cache_hit, len(found.candidates))
+        fuser, method = self.searcher.hybrid_ran(fusion) if request.hybrid else (None, None)
         return SearchResponse(
             query=request.query,
             reranked=scores is not None,
             degraded=degraded,
             candidates=len(found.candidates),
             cache_hit=cache_hit,
-            hybrid_fusion=self.searcher.store.hybrid_fusion if request.hybrid else None,
+            hybrid_fusion=fuser,
+            hybrid_method=method,
             timings_ms=timings,
             hits=hits,
         )

@@ -113,7 +113,20 @@ class SearchRequest(_Strict):
     )
     rerank: StrictBool = Field(True, description="False returns the recall order only.")
     hybrid: StrictBool = Field(
-        False, description="Fuse BM25 and kNN recall by reciprocal rank before the rerank."
+        False,
+        description="Fuse BM25 and kNN recall before the rerank: in the engine by reciprocal "
+        "rank where it can, else by the model's hybrid fusion (rrf or zscore).",
+    )
+    hybrid_method: Literal["rrf", "zscore"] | None = Field(
+        None,
+        description="Hybrid recall fused by the sidecar with this method instead of the "
+        "model's (or the engine's reciprocal rank): rrf, or zscore (each list's scores "
+        "z-scored over the list, a document missing from one taking its lowest z).",
+    )
+    hybrid_bm25_weight: Annotated[FiniteFloat, Field(gt=0, le=100)] | None = Field(
+        None,
+        description="BM25's weight against kNN's 1 in a hybrid recall the sidecar fuses, by "
+        "hybrid_method (default: the model's method; the weight then defaults to 1).",
     )
     include_documents: StrictBool = Field(
         True, description="Return each hit's stored title, text and metadata."
@@ -201,8 +214,12 @@ class SearchResponse(BaseModel):
     cache_hit: bool = Field(description="The query embedding came from the LRU cache.")
     hybrid_fusion: Literal["engine", "client"] | None = Field(
         default=None,
-        description="Hybrid recall only: whether the engine fused BM25 and kNN (one request) "
-        "or the sidecar did, by the same reciprocal rank; null without hybrid.",
+        description="Hybrid recall only: whether the engine fused BM25 and kNN (one request, "
+        "by reciprocal rank) or the sidecar did (hybrid_method says how); null without hybrid.",
+    )
+    hybrid_method: Literal["rrf", "zscore"] | None = Field(
+        default=None,
+        description="Hybrid recall only: the fusion that ran, rrf or zscore; null without hybrid.",
     )
     timings_ms: dict[str, float] = Field(description="encode, recall, rerank, documents and total.")
     hits: list[Hit]

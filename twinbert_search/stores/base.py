@@ -220,7 +220,7 @@ class VectorStore(ABC):
     @property
     def hybrid_fusion(self) -> str:
         """Who fuses hybrid recall: "engine" where `recall_fused` answers (one request), else
-        "client" (the searcher fuses the kNN and BM25 lists by the same reciprocal rank)."""
+        "client" (the searcher fuses the kNN and BM25 lists, by the model's hybrid fusion)."""
         return "client"
 
     def bm25_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:

@@ -25,6 +25,7 @@ from twinbert_search.ingest.readers import read_corpus, read_queries
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.search import Searcher
 from twinbert_search.search.factory import open_searcher
+from twinbert_search.search.fusion import RRF
 from twinbert_search.service.config import ServiceConfig
 from twinbert_search.stores.elasticsearch import ConnectionOptions, ElasticsearchStore
 from twinbert_search.stores.factory import check_options, open_store
@@ -248,7 +249,8 @@ def test_hybrid_fused_in_the_cluster_equals_the_searchers_own_fusion(
     twins: tuple[Searcher, Searcher, FakeElasticsearch],
 ) -> None:
     """The rrf retriever and the searcher's client-side RRF give the same candidates and the
-    same rerank; the embedded store reranks those candidates identically."""
+    same rerank; the embedded store reranks those candidates identically. Without RRF asked
+    for, the client-side fallback fuses by the model's fusion (z-scores for the tiny model)."""
     embedded, elasticsearch, fake = twins
     store = elasticsearch.store
     assert isinstance(store, ElasticsearchStore)
@@ -259,8 +261,13 @@ def test_hybrid_fused_in_the_cluster_equals_the_searchers_own_fusion(
     fake.rrf = True
     for query in QUERIES[:10]:
         in_cluster = elasticsearch.search(query.text, k=30, candidates=30, hybrid=True)
-        in_client = by_client.search(query.text, k=30, candidates=30, hybrid=True)
+        fallback = by_client.search(query.text, k=30, candidates=30, hybrid=True)
+        assert (fallback.hybrid_fusion, fallback.hybrid_method) == ("client", "zscore")
+        in_client = by_client.search(
+            query.text, k=30, candidates=30, hybrid=True, hybrid_fusion=RRF
+        )
         assert (in_cluster.hybrid_fusion, in_client.hybrid_fusion) == ("engine", "client")
+        assert in_client.hybrid_method == "rrf"
         assert set(in_cluster.recall_ids) == set(in_client.recall_ids), query.id
         assert [h.id for h in in_cluster.hits] == [h.id for h in in_client.hits]
         ours = embedded.rerank_ids(query.text, in_cluster.recall_ids)

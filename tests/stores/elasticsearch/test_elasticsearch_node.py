@@ -170,11 +170,12 @@ def test_hybrid_recall_in_the_cluster_or_in_the_client(elasticsearch_url: str, a
     fused = store.recall_fused(query, vectors[0], n)
     assert (fused is not None) is in_cluster
     dense = store.recall(vectors[0], n)
-    sparse = [doc_id for doc_id, _ in store.recall_bm25(query, n)]
+    scored = store.recall_bm25(query, n)
+    sparse = [doc_id for doc_id, _ in scored]
     assert sparse and set(sparse) - set(dense.ids), "BM25 brings documents kNN missed"
     expected = sorted(by_hand_rrf(dense.ids, sparse).items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     if fused is None:  # the searcher's fallback: fused here, BM25-only vectors fetched
-        fused = fuse_hybrid(dense, sparse, n, store.fetch, DIM)
+        fused = fuse_hybrid(dense, scored, n, store.fetch, DIM)
         rows = [int(doc_id[1:]) for doc_id in fused.ids]
         np.testing.assert_array_equal(fused.vectors, vectors[rows])
     assert len(fused) == n

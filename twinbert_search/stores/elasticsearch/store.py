@@ -9,7 +9,8 @@ What every cluster engine does alike is `cluster.store.ClusterStoreBase`; this m
 Elasticsearch's own: the official client's calls behind its hooks, the kNN body with the
 recorded index options and scores converted back from the similarity, an ingest pipeline put
 without processors where the node lacks them. Hybrid recall, fused by the `rrf` retriever
-where the cluster can run it (chosen once), is `hybrid.RrfHybridRecall`.
+where the cluster can run it (chosen once), is `hybrid.RrfHybridRecall`; elsewhere the
+searcher fuses the kNN and BM25 hits itself, by the model's hybrid fusion (RRF or z-scores).
 """
 
 from __future__ import annotations

@@ -217,8 +217,9 @@ def hybrid_search_pipeline(rank_constant: int = HYBRID_RANK_CONSTANT) -> dict[st
 
     neural-search's `score-ranker-processor` (2.19 and later) scores a document
     sum 1 / (rank_constant + rank) over the sub-query lists it appears in, the formula of the
-    client-side fusion (`search.fusion.reciprocal_rank_fusion`, k=60), so hybrid recall is
-    the same fusion whichever side runs it. The rerank runs in the sidecar (it needs the query
+    client-side RRF (`search.fusion.reciprocal_rank_fusion`, k=60), so an RRF hybrid recall
+    is the same whichever side runs it (a model fused by z-scores gets the engine's RRF here,
+    and its own fusion where the searcher fuses). The rerank runs in the sidecar (it needs the query
     vector and the crossing layer); this pipeline only serves hybrid recall.
     """
     return {

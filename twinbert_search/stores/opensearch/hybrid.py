@@ -3,9 +3,10 @@
 `hybrid_fusion` reads the nodes' plugins and version: where every node has neural-search 2.19
 or later, the engine fuses (a `hybrid` query through the search pipeline whose RRF
 score-ranker processor computes the client-side fusion's formula, k=60); elsewhere
-`recall_fused` answers None and the searcher fuses the kNN and BM25 hits itself, by the same
-reciprocal-rank formula. A mixin of `OpenSearchStore`, which supplies the client, the asset
-names and the search call.
+`recall_fused` answers None and the searcher fuses the kNN and BM25 hits itself, by the
+model's hybrid fusion (`search.fusion.HybridFusion`: RRF or z-scores). A searcher asked for a
+fusion by name fuses it itself even here. A mixin of `OpenSearchStore`, which supplies the
+client, the asset names and the search call.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class EngineHybridRecall:
     def hybrid_fusion(self) -> str:
         """Who fuses hybrid recall on this cluster, read once from its nodes: "engine" where
         every node has neural-search and the version has its RRF score-ranker (2.19), else
-        "client" (the searcher fuses by the same formula; the reason is logged once)."""
+        "client" (the searcher fuses, by the model's fusion; the reason is logged once)."""
         with self._errors("read the cluster's plugins"):
             version = self.client.info().get("version", {}).get("number") or "0"
             nodes = self.client.nodes.info(

@@ -16,11 +16,11 @@ from twinbert_search.training.recipe.artifacts import (
     SERVED_RECALL,
     TEACHER_DIR,
 )
-from twinbert_search.training.recipe.candidates import hybrid_rows
 from twinbert_search.training.recipe.config import StudentSpec, served_specs
 from twinbert_search.training.recipe.context import Context, read_json, top, write_json
 from twinbert_search.training.recipe.records import Query, ScoredRows, TeacherScores
 from twinbert_search.training.recipe.scores import OnnxCrossEncoder
+from twinbert_search.training.recipe.signals import hybrid
 from twinbert_search.training.recipe.timing import student_runtime
 
 if TYPE_CHECKING:
@@ -46,15 +46,21 @@ def served_runtime(ctx: Context, spec: StudentSpec) -> TwinBertRuntime:
 def _served_lists(
     ctx: Context, runtime: TwinBertRuntime, test: Sequence[Query]
 ) -> dict[str, list[int]]:
-    """Hybrid recall with the student's own query vector: its exact kNN fused with BM25 (RRF),
-    built as `candidates` builds the default model's, which `Searcher.search(hybrid=True)`
-    does over an index."""
+    """Hybrid recall with the student's own query vector: its exact kNN fused with BM25 by
+    its hybrid fusion (`hybrid_fusion_of` its manifest), built as `signals.served_lists`
+    builds it, which `Searcher.search(hybrid=True)` does over an index."""
+    from twinbert_search.search.fusion import hybrid_fusion_of
+
     cfg, cand = ctx.cfg, ctx.load_candidates()
+    fusion = hybrid_fusion_of(runtime.manifest.extra)
     qvec = runtime.encode_queries([q.text for q in test])
     out = {}
     for j, q in enumerate(test):
-        dense = top(cand.dvec @ qvec[j], cfg.deep_depth).tolist()
-        out[q.id] = hybrid_rows(ctx, dense, q.bm25)[: cfg.deep_depth]
+        cosines = cand.dvec @ qvec[j]
+        dense = top(cosines, cfg.deep_depth).tolist()
+        bm25 = ctx.bm25.scores(q.text)
+        rows, _ = hybrid(ctx.doc_ids, dense, q.bm25, fusion, cosines, bm25)
+        out[q.id] = rows[: cfg.deep_depth]
     return out
 
 

@@ -1,11 +1,13 @@
 """The served setting in numpy: a model's own hybrid recall and the rerank fusion's signals.
 
 A search over an index encodes the query once; that vector recalls (kNN, fused with BM25 by
-reciprocal rank) and feeds the crossing layer. The served score (`runtime.fusion`) then
-combines the crossing logit with the recall stage's own signals: the fused RRF score, BM25
-and the cosine. This module computes exactly those for any collection the recipe evaluates
-(SciFact, and the out-of-domain one), so the fusion weights are tuned (validation) and
-measured (test) on the lists and signals `Searcher.search(hybrid=True)` would see.
+the model's hybrid fusion, `search.fusion.hybrid_fusion_of`: RRF or z-scores) and feeds the
+crossing layer. The served score (`runtime.fusion`) then combines the crossing logit with the
+recall stage's own signals: the fused recall score, BM25 and the cosine. This module computes
+exactly those for any collection the recipe evaluates (SciFact, and the out-of-domain one), so
+the fusion weights are tuned (validation) and measured (test) on the lists and signals
+`Searcher.search(hybrid=True)` would see. A z-score fusion depends on how deep the lists are:
+`search` fuses `candidates` deep, `eval` its `--recall-depth`; `recall_depth` here is that.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from twinbert_search.search import reciprocal_rank_fusion
+from twinbert_search.evaluation.hybrid_tuning import HybridLists, tune_hybrid_fusion
+from twinbert_search.search.fusion import HybridFusion, hybrid_fusion_of
 from twinbert_search.training.fusion import FusionList, tune_rerank_fusion
 from twinbert_search.training.recipe.context import top, top_matches
 
@@ -24,7 +27,13 @@ if TYPE_CHECKING:
     from twinbert_search.runtime.model import TwinBertRuntime
     from twinbert_search.stores.embedded.bm25 import BM25Index
 
-__all__ = ["Collection", "ServedList", "served_lists", "tune_served_fusion"]
+__all__ = [
+    "Collection",
+    "ServedList",
+    "served_lists",
+    "tune_served_fusion",
+    "tune_served_hybrid",
+]
 
 
 @dataclass
@@ -47,11 +56,20 @@ class ServedList:
 
 
 def hybrid(
-    coll: Collection, dense: Sequence[int], sparse: Sequence[int]
+    doc_ids: Sequence[str],
+    dense: Sequence[int],
+    sparse: Sequence[int],
+    fusion: HybridFusion,
+    dense_scores: np.ndarray,
+    bm25_scores: np.ndarray,
 ) -> tuple[list[int], np.ndarray]:
-    """Rows and RRF scores of the fused dense and BM25 lists (the search pipeline's RRF)."""
-    ids = coll.doc_ids
-    fused = reciprocal_rank_fusion([[ids[r] for r in dense], [ids[r] for r in sparse]])
+    """Rows and fused scores of the dense and BM25 row lists (the search pipeline's fusion);
+    `dense_scores` / `bm25_scores` hold every row's score."""
+    ids = doc_ids
+    fused = fusion.fuse(
+        ([ids[r] for r in dense], dense_scores[list(dense)].tolist()),
+        ([ids[r] for r in sparse], bm25_scores[list(sparse)].tolist()),
+    )
     row_of = {ids[r]: r for r in (*dense, *sparse)}
     return [row_of[d] for d, _ in fused], np.asarray([s for _, s in fused], np.float32)
 
@@ -63,28 +81,60 @@ def served_lists(
     *,
     depth: int,
     recall_depth: int,
+    fusion: HybridFusion | None = None,
 ) -> dict[str, tuple[list[int], ServedList]]:
     """query id -> (its whole hybrid recall list, `recall_depth` deep; its served top `depth`
-    with the fusion signals), for (id, text) queries, with `runtime`'s query vectors."""
+    with the fusion signals), for (id, text) queries, with `runtime`'s query vectors; the
+    lists fused by `fusion`, default the model's (`hybrid_fusion_of` its manifest)."""
+    fusion = fusion or hybrid_fusion_of(runtime.manifest.extra)
     qvec = runtime.encode_queries([text for _, text in queries])
     out = {}
     for (qid, text), qv in zip(queries, qvec, strict=True):
         bm25 = coll.bm25.scores(text)
-        dense = top(coll.vectors @ qv, recall_depth).tolist()
+        cosines = coll.vectors @ qv
+        dense = top(cosines, recall_depth).tolist()
         sparse = top_matches(bm25, recall_depth).tolist()
-        rows, rrf = hybrid(coll, dense, sparse)
-        rows, rrf = rows[:recall_depth], rrf[:recall_depth]
+        rows, fused = hybrid(coll.doc_ids, dense, sparse, fusion, cosines, bm25)
+        rows, fused = rows[:recall_depth], fused[:recall_depth]
         head = rows[:depth]
         docs = coll.vectors[head]
         norms = np.maximum(np.linalg.norm(docs, axis=1) * np.linalg.norm(qv), 1e-12)
         signals = {
             "crossing": runtime.crossing.logits(qv, docs),
-            "recall": rrf[:depth],
+            "recall": fused[:depth],
             "bm25": bm25[head].astype(np.float32),
             "cosine": (docs @ qv / norms).astype(np.float32),
         }
         out[qid] = (rows, ServedList(qid, head, signals))
     return out
+
+
+def tune_served_hybrid(
+    coll: Collection,
+    runtime: TwinBertRuntime,
+    queries: Sequence[tuple[str, str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    depth: int,
+) -> dict[str, Any]:
+    """The model's hybrid fusion tuned on (id, text) validation queries over `depth`-deep
+    lists (`evaluation.hybrid_tuning`, as `twinbert-search tune-hybrid` does over an index)."""
+    qvec = runtime.encode_queries([text for _, text in queries])
+    ids = coll.doc_ids
+    lists = []
+    for (qid, text), qv in zip(queries, qvec, strict=True):
+        bm25 = coll.bm25.scores(text)
+        cosines = coll.vectors @ qv
+        dense = top(cosines, depth).tolist()
+        sparse = top_matches(bm25, depth).tolist()
+        lists.append(
+            HybridLists(
+                qid,
+                ([ids[r] for r in dense], cosines[dense].tolist()),
+                ([ids[r] for r in sparse], bm25[sparse].tolist()),
+            )
+        )
+    return tune_hybrid_fusion(lists, qrels)
 
 
 def tune_served_fusion(

@@ -265,15 +265,24 @@ def _store_lexical_fusion(ctx: Context, folder: Path) -> dict[str, Any]:
 
 
 def store_rerank_fusion(ctx: Context, spec: StudentSpec) -> dict[str, Any]:
-    """Tune the student's served rerank fusion on validation queries, keep it in its manifest.
+    """Tune the student's hybrid recall fusion, then its served rerank fusion over that recall,
+    on validation queries; keep both in its manifest.
 
-    The lists are the student's own hybrid recall (as `Searcher.search(hybrid=True)` serves
-    it), the queries those of `fusion_subset` (see `RecipeConfig`), never test's.
+    The hybrid fusion (`extra.hybrid_fusion`: rrf or zscore, BM25's weight) is chosen on every
+    validation query; the rerank fusion on the student's own hybrid recall so fused (as
+    `Searcher.search(hybrid=True)` serves it, `rerank_depth` deep), the queries those of
+    `fusion_subset` (see `RecipeConfig`), never test's. Returns the rerank fusion's record,
+    the hybrid fusion's under "hybrid_fusion".
     """
     from twinbert_search.manifest import ModelManifest
     from twinbert_search.runtime.fusion import MANIFEST_KEY
+    from twinbert_search.search.fusion import HYBRID_MANIFEST_KEY, HybridFusion
     from twinbert_search.training.recipe.served import served_runtime
-    from twinbert_search.training.recipe.signals import served_lists, tune_served_fusion
+    from twinbert_search.training.recipe.signals import (
+        served_lists,
+        tune_served_fusion,
+        tune_served_hybrid,
+    )
 
     cfg = ctx.cfg
     val = ctx.split("val")
@@ -284,21 +293,31 @@ def store_rerank_fusion(ctx: Context, spec: StudentSpec) -> dict[str, Any]:
     if not chosen:
         return {"skipped": "no validation queries"}
     coll = ctx.collection()
+    runtime = served_runtime(ctx, spec)
+    hybrid = tune_served_hybrid(
+        coll,
+        runtime,
+        [(q.id, q.text) for q in val],
+        {q.id: q.qrels() for q in val},
+        depth=cfg.rerank_depth,
+    )
     lists = served_lists(
         coll,
-        served_runtime(ctx, spec),
+        runtime,
         [(q.id, q.text) for q in chosen],
         depth=cfg.rerank_depth,
-        recall_depth=cfg.deep_depth,
+        recall_depth=cfg.rerank_depth,
+        fusion=HybridFusion.from_dict(hybrid),
     )
     qrels = {q.id: q.qrels() for q in chosen}
     tuned = tune_served_fusion(coll, {k: v for k, (_, v) in lists.items()}, qrels)
     tuned.update({"subset": subset, "candidates": cfg.rerank_depth})
     folder = ctx.out / spec.name
     manifest = ModelManifest.load(folder)
+    manifest.extra[HYBRID_MANIFEST_KEY] = hybrid
     manifest.extra[MANIFEST_KEY] = tuned
     manifest.save(folder)
-    return tuned
+    return {**tuned, "hybrid_fusion": hybrid}
 
 
 def explore_students(cfg: RecipeConfig, specs: Sequence[StudentSpec] | None = None) -> Path:
