@@ -208,10 +208,39 @@ def sidecar_lines(side: dict[str, Any] | None) -> list[str]:
         f"{m['date_utc']}, {m['cpu']} ({m['cpu_count']} cores).",
         *before_lines(side),
         *wire_lines(side.get("wire")),
+        *remaining_lines(side),
         "",
         "```sh",
         side["command"],
         "```",
+    ]
+
+
+def remaining_lines(side: dict[str, Any]) -> list[str]:
+    """Where the added time goes, from the spans (and the recall's steps when measured)."""
+    pair = side["paired"]
+    p50 = {name: summary["p50"] for name, summary in pair["spans_ms"].items()}
+    outside = p50["total"] - sum(p50[k] for k in ("encode", "recall", "rerank", "documents"))
+    wire = side.get("wire")
+    steps = ""
+    if wire is not None:
+        raw = wire["raw"]["new"]
+        steps = (
+            f" (the {raw['kbytes']:.0f} KB answer written after the took and carried over "
+            f"loopback {raw['http'] - raw['took']:.1f} ms in a bare POST, orjson "
+            f"{raw['orjson']:.1f} ms, the Candidates {raw['candidates']:.1f} ms, then the hop "
+            "to the store's thread)"
+        )
+    return [
+        f"- Where the added {pair['added_over_took_ms']['p50']:.1f} ms go (p50s): the recall "
+        f"span beyond the took {pair['recall_span_over_took_ms']['p50']:.1f} ms{steps}; HTTP "
+        f"and framework (uvicorn, FastAPI, the response model, the client) "
+        f"{pair['http_and_framework_ms']['p50']:.1f} ms; the pipeline's awaits outside its "
+        f"spans {outside:.1f} ms; rerank {p50['rerank']:.1f} ms; documents "
+        f"{p50['documents']:.1f} ms. {SIDECAR_MS:g} ms is out of reach while the rerank's "
+        "vectors travel as JSON (orjson alone parses 100 of them in about 2 ms here): below it "
+        "the vectors would travel in a binary field (base64 float32, as `precomputed` does: a "
+        "mapping change) or stay with the sidecar, the engine answering ids and scores only.",
     ]
 
 

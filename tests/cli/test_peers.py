@@ -106,4 +106,5 @@ def test_the_sidecar_paragraph_shows_the_run_before_and_the_recall_step_by_step(
     assert "adds p50 20.00 ms" in text and "**missed**" in text
     assert "commit before, alias `a`): added p50 60.00 ms (3.0x this run's)" in text
     assert "all three 5.0 ms (took 1.0)" in text
+    assert "Where the added 20.0 ms go" in text and "loopback 1.0 ms in a bare POST" in text
     assert "Before" not in "\n".join(peers_report.sidecar_lines(_side(1.0, "x")))
