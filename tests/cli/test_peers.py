@@ -59,7 +59,8 @@ def test_the_section_replaces_its_own_markers_only(tmp_path: Path) -> None:
 
 def _side(added: float, commit: str) -> dict:
     summary = {"p50": added}
-    spans = {k: {"p50": 1.0} for k in ("wall", "encode", "took", "rerank", "documents")}
+    names = ("wall", "encode", "took", "recall", "rerank", "documents", "total")
+    spans = {k: {"p50": 1.0} for k in names}
     return {
         "alias": "a",
         "load": {
