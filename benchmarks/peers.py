@@ -515,6 +515,12 @@ def parser() -> argparse.ArgumentParser:
     side.add_argument("--duration", type=float, default=20.0)
     side.add_argument("--probes", type=int, default=100, help="sequential paired requests")
     side.add_argument("--json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
+    side.add_argument(
+        "--before", type=Path, default=None, help="an earlier run's JSON, shown beside this one"
+    )
+    side.add_argument(
+        "--wire", type=Path, default=None, help="benchmarks/recall_wire.py's JSON, shown too"
+    )
     render = sub.add_parser("render", help="write the BENCHMARKS.md section")
     render.add_argument("--json", type=Path, default=DEFAULT_JSON)
     render.add_argument("--sidecar-json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
@@ -533,7 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import peers_sidecar
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(peers_sidecar.run(args), indent=1) + "\n")
+        result = peers_sidecar.run(args)
+        for key in ("before", "wire"):
+            if getattr(args, key) is not None:
+                result[key] = json.loads(getattr(args, key).read_text())
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
         log(f"wrote {args.json}")
     else:
         from benchmarks import peers_report

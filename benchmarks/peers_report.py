@@ -204,11 +204,88 @@ def sidecar_lines(side: dict[str, Any] | None) -> list[str]:
         f"- Acceptance: the sidecar adds p50 {added:.2f} ms over the engine's took, query "
         f"encoding excluded (target <= {SIDECAR_MS:g} ms): **{verdict}**.",
         f"- Load average {m['load_before'][0]:.1f} before, {m['load_after'][0]:.1f} after; "
-        f"commit {m['git']['commit'][:10]}{' (dirty)' if m['git']['dirty'] else ''}.",
+        f"commit {m['git']['commit'][:10]}{' (dirty)' if m['git']['dirty'] else ''}, "
+        f"{m['date_utc']}, {m['cpu']} ({m['cpu_count']} cores).",
+        *before_lines(side),
+        *wire_lines(side.get("wire")),
+        *remaining_lines(side),
         "",
         "```sh",
         side["command"],
         "```",
+    ]
+
+
+def remaining_lines(side: dict[str, Any]) -> list[str]:
+    """Where the added time goes, from the spans (and the recall's steps when measured)."""
+    pair = side["paired"]
+    p50 = {name: summary["p50"] for name, summary in pair["spans_ms"].items()}
+    outside = p50["total"] - sum(p50[k] for k in ("encode", "recall", "rerank", "documents"))
+    wire = side.get("wire")
+    steps = ""
+    if wire is not None:
+        raw = wire["raw"]["new"]
+        steps = (
+            f" (the {raw['kbytes']:.0f} KB answer written after the took and carried over "
+            f"loopback {raw['http'] - raw['took']:.1f} ms in a bare POST, orjson "
+            f"{raw['orjson']:.1f} ms, the Candidates {raw['candidates']:.1f} ms, then the hop "
+            "to the store's thread)"
+        )
+    return [
+        f"- Where the added {pair['added_over_took_ms']['p50']:.1f} ms go (p50s): the recall "
+        f"span beyond the took {pair['recall_span_over_took_ms']['p50']:.1f} ms{steps}; HTTP "
+        f"and framework (uvicorn, FastAPI, the response model, the client) "
+        f"{pair['http_and_framework_ms']['p50']:.1f} ms; the pipeline's awaits outside its "
+        f"spans {outside:.1f} ms; rerank {p50['rerank']:.1f} ms; documents "
+        f"{p50['documents']:.1f} ms. {SIDECAR_MS:g} ms is out of reach while the rerank's "
+        "vectors travel as JSON (orjson alone parses 100 of them in about 2 ms here): below it "
+        "the vectors would travel in a binary field (base64 float32, as `precomputed` does: a "
+        "mapping change) or stay with the sidecar, the engine answering ids and scores only.",
+    ]
+
+
+def before_lines(side: dict[str, Any]) -> list[str]:
+    """The same measurement by an earlier commit (`sidecar --before`), just before this one."""
+    before = side.get("before")
+    if before is None:
+        return []
+    old, new = before["paired"], side["paired"]
+    was, now = old["added_over_took_ms"]["p50"], new["added_over_took_ms"]["p50"]
+    load, cpu = before["load"], before["load"]["cpu_ms_per_request"]
+    m = before["machine"]
+    return [
+        f"- Before (same session, {m['date_utc']}, load {m['load_before'][0]:.1f}, commit "
+        f"{m['git']['commit'][:10]}, alias `{before['alias']}`): added p50 {was:.2f} ms "
+        f"({was / max(now, 1e-9):.1f}x this run's), the took "
+        f"{old['spans_ms']['took']['p50']:.1f} ms, the recall span over it "
+        f"{old['recall_span_over_took_ms']['p50']:.2f} ms, HTTP and framework "
+        f"{old['http_and_framework_ms']['p50']:.2f} ms; under load {load['rps']} requests/s, "
+        f"p50 {load['p50_ms']} ms, CPU per request sidecar {cpu['sidecar']:.1f} ms, node "
+        f"{cpu['node']:.1f} ms.",
+    ]
+
+
+def wire_lines(wire: dict[str, Any] | None) -> list[str]:
+    """`benchmarks/recall_wire.py`: one recall of 100 hits, step by step, before and after."""
+    if wire is None:
+        return []
+    raw, recall = wire["raw"], wire["recall"]
+
+    def over(key: str) -> str:
+        row = recall[key]
+        return f"{row['recall']:.1f} ms (took {row['took']:.1f})"
+
+    return [
+        f"- One recall of {wire['n']} hits, step by step ({wire['queries']} queries, each "
+        f"variant in turn, load {wire['load'][0][0]:.1f}): the answer is "
+        f"{raw['old']['kbytes']:.0f} KB with 17-digit vectors, {raw['new']['kbytes']:.0f} KB "
+        f"with the shortest float32 digits; stdlib json parses them in "
+        f"{raw['old']['json']:.1f} / {raw['new']['json']:.1f} ms, orjson in "
+        f"{raw['old']['orjson']:.1f} / {raw['new']['orjson']:.1f} ms; the Candidates take "
+        f"{raw['new']['candidates']:.1f} ms. The store's recall: before (stdlib json, a "
+        f"`_source` field list, long vectors) {over('old/json/list')}; orjson alone "
+        f"{over('old/orjson/list')}; `_source: true` alone {over('old/json/true')}; short "
+        f"vectors alone {over('new/json/list')}; all three {over('new/orjson/true')}.",
     ]
 
 

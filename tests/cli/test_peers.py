@@ -55,3 +55,57 @@ def test_the_section_replaces_its_own_markers_only(tmp_path: Path) -> None:
     peers_report.write_section(path, f"{peers_report.BEGIN}\ntwo\n{peers_report.END}")
     text = path.read_text()
     assert "kept" in text and "two" in text and "one" not in text
+
+
+def _side(added: float, commit: str) -> dict:
+    summary = {"p50": added}
+    names = ("wall", "encode", "took", "recall", "rerank", "documents", "total")
+    spans = {k: {"p50": 1.0} for k in names}
+    return {
+        "alias": "a",
+        "load": {
+            **{"concurrency": 4, "duration_s": 20.0, "ok": 9, "errors": 0, "rps": 1.0},
+            **{"p50_ms": 2.0, "p99_ms": 3.0, "cpu_ms_per_request": {"sidecar": 1, "node": 2}},
+        },
+        "paired": {
+            "probes": 9,
+            "spans_ms": spans,
+            "added_over_took_ms": summary,
+            "recall_span_over_took_ms": summary,
+            "http_and_framework_ms": summary,
+        },
+        "machine": {
+            "load_before": [1.0],
+            "load_after": [1.0],
+            "git": {"commit": commit, "dirty": False},
+            "date_utc": "2026-12-07T02:12:43+00:00",
+            "cpu": "AMD EPYC",
+            "cpu_count": 2,
+        },
+        "command": "python benchmarks/peers.py sidecar",
+    }
+
+
+def test_the_sidecar_paragraph_shows_the_run_before_and_the_recall_step_by_step() -> None:
+    side = _side(20.0, "after")
+    side["before"] = _side(60.0, "before")
+    row = {"took": 1.0, "http": 2.0, "json": 3.0, "orjson": 0.5, "candidates": 1.2, "kbytes": 9}
+    keys = [
+        f"{alias}/{serializer}/{source}"
+        for alias in ("old", "new")
+        for serializer in ("json", "orjson")
+        for source in ("list", "true")
+    ]
+    side["wire"] = {
+        "n": 100,
+        "queries": 30,
+        "load": [[1.0], [1.0]],
+        "raw": {"old": row, "new": row},
+        "recall": {key: {"recall": 5.0, "took": 1.0} for key in keys},
+    }
+    text = "\n".join(peers_report.sidecar_lines(side))
+    assert "adds p50 20.00 ms" in text and "**missed**" in text
+    assert "commit before, alias `a`): added p50 60.00 ms (3.0x this run's)" in text
+    assert "all three 5.0 ms (took 1.0)" in text
+    assert "Where the added 20.0 ms go" in text and "loopback 1.0 ms in a bare POST" in text
+    assert "Before" not in "\n".join(peers_report.sidecar_lines(_side(1.0, "x")))

@@ -119,7 +119,10 @@ class ClusterStoreBase:
     def _client_search(self, index: str, body: dict[str, Any], params: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def _mget_batch(self, index: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+    def _mget_batch(
+        self, index: str, ids: list[str], fields: list[str] | None
+    ) -> list[dict[str, Any]]:
+        """One mget; `fields` filters `_source`, None asks for all of it as stored."""
         raise NotImplementedError
 
     def _count(self, target: str) -> int:
@@ -424,7 +427,7 @@ class ClusterStoreBase:
         body = queries.bm25_scores_body(query, list(dict.fromkeys(ids)))
         return reads.scores_of(self._search(body, "BM25 scores")["hits"]["hits"], ids)
 
-    def _mget(self, index: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+    def _mget(self, index: str, ids: list[str], fields: list[str] | None) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
         for batch in reads.batches(ids, MGET_BATCH):
             with self._errors(f"fetch documents from {index}"):
@@ -436,7 +439,9 @@ class ClusterStoreBase:
         ids = list(ids)
         if not ids:
             return Candidates.empty(dim)
-        docs = self._mget(self.read_target, list(dict.fromkeys(ids)), list(schema.SOURCE_FIELDS))
+        # the whole `_source` (all of SOURCE_FIELDS and the hash): sent as stored, where a
+        # field list makes the engine parse and write each document again
+        docs = self._mget(self.read_target, list(dict.fromkeys(ids)), None)
         return reads.fetched_candidates(docs, ids, dim)
 
     def all_ids(self) -> list[str]:

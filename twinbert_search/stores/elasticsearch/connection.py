@@ -92,10 +92,18 @@ class ConnectionOptions(ClusterConnection):
         return self.nodes()[0]
 
     def client(self) -> Any:
-        """The official client; TLS verification stays on unless explicitly disabled."""
+        """The official client; TLS verification stays on unless explicitly disabled.
+
+        JSON goes through orjson (`serializer` or `serializers` in `client_kwargs` win);
+        `http_compress` stays off, as on OpenSearch.
+        """
         from elasticsearch import Elasticsearch
 
+        from twinbert_search.stores.elasticsearch.serializer import OrjsonSerializer
+
         engine: dict[str, Any] = {"hosts": self.nodes(), "request_timeout": self.timeout}
+        if "serializers" not in self.client_kwargs:
+            engine["serializer"] = OrjsonSerializer()
         if self.api_key:
             engine["api_key"] = self.api_key
         elif self.username is not None:

@@ -64,7 +64,11 @@ class ElasticsearchStore(RrfHybridRecall, ClusterStoreBase, IndexRunHooks, Vecto
     def _client_search(self, index: str, body: dict[str, Any], params: dict[str, Any]) -> Any:
         return self.client.search(index=index, body=body).body
 
-    def _mget_batch(self, index: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+    def _mget_batch(
+        self, index: str, ids: list[str], fields: list[str] | None
+    ) -> list[dict[str, Any]]:
+        if fields is None:
+            return self.client.mget(index=index, ids=ids).body["docs"]
         return self.client.mget(index=index, ids=ids, source_includes=fields).body["docs"]
 
     def _count(self, target: str) -> int:

@@ -69,13 +69,21 @@ class ConnectionOptions(ClusterConnection):
     ENV_PREFIX = "OPENSEARCH"
 
     def client(self) -> Any:
-        """An opensearch-py client; TLS verification stays on unless explicitly disabled."""
+        """An opensearch-py client; TLS verification stays on unless explicitly disabled.
+
+        JSON goes through orjson (a `serializer` in `client_kwargs` wins); responses are not
+        gzipped (opensearch-py's `http_compress` stays off: on the recall's half megabyte the
+        node's gzip costs more than the bytes it saves, BENCHMARKS.md).
+        """
         from opensearchpy import OpenSearch
+
+        from twinbert_search.stores.opensearch.serializer import OrjsonSerializer
 
         engine: dict[str, Any] = {
             "hosts": self.hosts(),
             "use_ssl": self.use_ssl,
             "timeout": self.timeout,
+            "serializer": OrjsonSerializer(),
         }
         if self.username is not None:
             engine["http_auth"] = (self.username, self.password or "")

@@ -57,9 +57,10 @@ class OpenSearchStore(EngineHybridRecall, ClusterStoreBase, IndexRunHooks, Vecto
     def _client_search(self, index: str, body: dict[str, Any], params: dict[str, Any]) -> Any:
         return self.client.search(index=index, body=body, params=params or None)
 
-    def _mget_batch(self, index: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
-        source = ",".join(fields)
-        params = {"_source_includes": source}
+    def _mget_batch(
+        self, index: str, ids: list[str], fields: list[str] | None
+    ) -> list[dict[str, Any]]:
+        params = None if fields is None else {"_source_includes": ",".join(fields)}
         return self.client.mget(index=index, body={"ids": ids}, params=params)["docs"]
 
     def _count(self, target: str) -> int:
