@@ -170,6 +170,36 @@ def test_sq8_snapshot_serves_filters_and_fetch_from_the_index(tmp_path) -> None:
     store.close()
 
 
+@pytest.mark.parametrize("codec", ["int8", "float32"])
+def test_fastscan_snapshot_rescores_its_shortlist_from_the_stored_vectors(tmp_path, codec) -> None:
+    # ivfN,fs keeps the codec arrays (the index's 4-bit codes are no copy of the vectors):
+    # recall rescores the index's shortlist from them and hands the rerank the same vectors.
+    store, docs, vectors = build(tmp_path, n=3000, codec=codec, ann="ivf16,fs")
+    snap = store._loaded()
+    assert snap.refines and not snap.vectors_from_index
+    assert snap.meta["ann"] == "ivf16,fs" and snap.meta["vectors"] == "arrays"
+    assert (snap.path / "vectors.npy").exists()
+    for seed in range(3):
+        query = unit_vectors(1, seed=60 + seed)[0]
+        got = store.recall(query, 20)
+        np.testing.assert_array_equal(got.vectors, store.fetch(got.ids).vectors)
+        np.testing.assert_allclose(got.recall_scores, got.vectors @ query, rtol=1e-5, atol=1e-6)
+        assert list(got.recall_scores) == sorted(got.recall_scores, reverse=True)
+        truth = exact_ids(docs, vectors, query, 20)
+        assert len(set(got.ids) & set(truth)) >= 18  # 8-bit or exact vectors rescored
+    query = unit_vectors(1, seed=5)[0]
+    got = store.recall(query, 20, filters={"lang": "en"})
+    truth = exact_ids(docs, vectors, query, 20, lambda d: d.metadata["lang"] == "en")
+    assert got.ids and all(docs[int(i[1:])].metadata["lang"] == "en" for i in got.ids)
+    assert len(set(got.ids) & set(truth)) >= 18
+    np.testing.assert_allclose(got.recall_scores, got.vectors @ query, rtol=1e-5, atol=1e-6)
+    before = store.recall(query, 20).ids
+    store.close()
+    reopened = EmbeddedStore.open(tmp_path / "idx")  # the index read back, not mapped
+    assert reopened.recall(query, 20).ids == before
+    reopened.close()
+
+
 def test_query_dim_mismatch(tmp_path) -> None:
     store, _, _ = build(tmp_path, n=10)
     with pytest.raises(ConfigurationError, match="dims"):

@@ -11,8 +11,12 @@ Accepted strings, parsed only by `parse_ann_spec`:
     ivfN,sq8              the same over 8-bit scalar-quantized vectors (IndexIVFScalarQuantizer,
                           not by residual: its codes are the vectors, so a store serves both
                           kNN and rerank from them and keeps no other copy)
-    auto                  flat below 50,000 vectors, ivfN,sq8 at or above (N = 2048, doubled
-                          while lists would hold over 2,500 vectors); resolved at build time
+    ivfN,fs               the same lists over 4-bit product-quantizer codes scanned with SIMD
+                          (IndexIVFPQFastScan, dim/4 sub-quantizers): a shortlist that the
+                          store's own vectors rescore exactly (`search_refined`)
+    auto                  flat below 50,000 vectors; ivfN,sq8 from there; ivfN,fs from
+                          AUTO_FASTSCAN_THRESHOLD vectors (N = 2048, doubled while lists would
+                          hold over 2,500 vectors); resolved at build time
 
 Indexes are built from a `VectorSource` read in chunks, and an IVF index trains on a sample
 (`IVF_TRAIN_POINTS_PER_LIST` per list), so a build never holds every vector as float32: a
@@ -50,6 +54,10 @@ log = logging.getLogger(__name__)
 AUTO_HNSW_THRESHOLD = 50_000  # below: exact search (name kept for compatibility)
 AUTO_IVF_LISTS = 2048
 AUTO_MAX_LIST_SIZE = 2_500  # auto doubles its list count until lists hold at most this many
+AUTO_FASTSCAN_THRESHOLD = 1_000_000  # auto builds ivfN,fs from this many vectors
+FASTSCAN_DIMS_PER_CODE = 4  # ivfN,fs: one 4-bit sub-quantizer code per 4 dimensions
+REFINE_SHORTLIST = 2  # ivfN,fs: rows rescored per row returned ...
+MIN_REFINE_SHORTLIST = 1_000  # ... and at least this many
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
 MIN_EF_SEARCH = 128
@@ -66,7 +74,7 @@ ADD_CHUNK = 100_000  # vectors decoded and added per step while building
 EXACT_CHUNK = 100_000  # vectors per step of a streamed exact search
 ACCEPTED_FORMS = (
     "flat, auto, hnswM (e.g. hnsw32), hnswM,efc=N, hnswM,sq8, hnswM,efc=N,sq8, "
-    "ivfN (e.g. ivf2048), ivfN,sq8"
+    "ivfN (e.g. ivf2048), ivfN,sq8, ivfN,fs"
 )
 
 _HNSW = re.compile(r"hnsw(\d+)")
@@ -83,11 +91,13 @@ class AnnSpec:
     ef_construction: int = DEFAULT_EF_CONSTRUCTION
     sq8: bool = False
     nlist: int = 0  # IVF lists (ivf only)
+    fastscan: bool = False  # ivf only: 4-bit PQ codes, rescored from the store's vectors
 
     @property
     def canonical(self) -> str:
         if self.kind == "ivf":
-            return f"ivf{self.nlist},sq8" if self.sq8 else f"ivf{self.nlist}"
+            codes = ",sq8" if self.sq8 else ",fs" if self.fastscan else ""
+            return f"ivf{self.nlist}{codes}"
         if self.kind != "hnsw":
             return self.kind
         parts = [f"hnsw{self.m}"]
@@ -113,7 +123,7 @@ class AnnSpec:
         """
         if self.kind == "ivf":
             nlist = max(1, min(self.nlist, n_vectors // MIN_POINTS_PER_LIST))
-            return AnnSpec("ivf", nlist=nlist, sq8=self.sq8)
+            return AnnSpec("ivf", nlist=nlist, sq8=self.sq8, fastscan=self.fastscan)
         if self.kind != "auto":
             return self
         if n_vectors < AUTO_HNSW_THRESHOLD:
@@ -121,7 +131,13 @@ class AnnSpec:
         nlist = AUTO_IVF_LISTS
         while n_vectors > nlist * AUTO_MAX_LIST_SIZE and nlist < MAX_NLIST:
             nlist *= 2
-        return AnnSpec("ivf", nlist=nlist, sq8=True).resolve(n_vectors)
+        fastscan = n_vectors >= AUTO_FASTSCAN_THRESHOLD
+        return AnnSpec("ivf", nlist=nlist, sq8=not fastscan, fastscan=fastscan).resolve(n_vectors)
+
+    @property
+    def refines(self) -> bool:
+        """Whether searches rescore a shortlist from the store's vectors (`search_refined`)."""
+        return self.kind == "ivf" and self.fastscan
 
     @property
     def holds_vectors(self) -> bool:
@@ -164,9 +180,9 @@ def parse_ann_spec(spec: str | AnnSpec) -> AnnSpec:
 def _parse_ivf(spec: str, nlist: int, options: list[str]) -> AnnSpec:
     if not 1 <= nlist <= MAX_NLIST:
         raise _invalid(spec, f"IVF list count must be between 1 and {MAX_NLIST}, got {nlist}")
-    if len(options) > 1 or (options and options[0] != "sq8"):
-        raise _invalid(spec, "ivfN takes only the option 'sq8', once")
-    return AnnSpec("ivf", nlist=nlist, sq8=bool(options))
+    if len(options) > 1 or (options and options[0] not in ("sq8", "fs")):
+        raise _invalid(spec, "ivfN takes one option at most, 'sq8' or 'fs'")
+    return AnnSpec("ivf", nlist=nlist, sq8=options == ["sq8"], fastscan=options == ["fs"])
 
 
 def _parse_hnsw_options(spec: str, m: int, options: list[str]) -> AnnSpec:
@@ -295,9 +311,26 @@ def _training_sample(index: faiss.Index, source: VectorSource, seed: int = 1234)
     return source.take(rows)
 
 
+def fastscan_subquantizers(dim: int) -> int:
+    """Sub-quantizers of an ivfN,fs index: one per FASTSCAN_DIMS_PER_CODE dimensions, or
+    the largest divisor of `dim` below that count (each covers a whole number of dims)."""
+    m = max(1, dim // FASTSCAN_DIMS_PER_CODE)
+    while dim % m:
+        m -= 1
+    return m
+
+
 def _new_ivf(spec: AnnSpec, dim: int) -> faiss.Index:
     quantizer = faiss.IndexFlatIP(dim)  # the python wrapper keeps it alive with the index
-    if spec.sq8:
+    if spec.fastscan:
+        # 4-bit codes by residual (the centroid's part is exact), scanned 32 at a time with
+        # SIMD lookups: about a tenth of an 8-bit code's cost, too coarse to rank on their
+        # own, so the search rescores a shortlist from the store's vectors.
+        index = faiss.IndexIVFPQFastScan(
+            quantizer, dim, spec.nlist, fastscan_subquantizers(dim), 4, faiss.METRIC_INNER_PRODUCT
+        )
+        index.by_residual = True  # faiss' default is off for inner product
+    elif spec.sq8:
         # Not by residual: a code then decodes to the vector itself, with no centroid added,
         # and the rerank reads it straight from the list the search just scanned.
         index = faiss.IndexIVFScalarQuantizer(
@@ -388,6 +421,9 @@ def tune_nprobe(
     way) cap what more lists can buy, so the target is at most NPROBE_CEILING_SHARE of the
     recall of the widest choice, NPROBE_CHOICES[-1] lists: the lists chosen find 99% of
     what scanning many more would.
+
+    A `refines` index (ivfN,fs) is measured as it serves: each shortlist rescored from the
+    source's vectors.
     """
     source = _as_source(vectors)
     n = len(source)
@@ -398,8 +434,17 @@ def tune_nprobe(
     _, top = exact_top_k(queries, source, k + 1)
     truth = [set(t.tolist()) - {int(r)} for t, r in zip(top, rows, strict=True)]
 
+    def found_at(nprobe: int) -> np.ndarray | list[np.ndarray]:
+        if not refines(index):
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            return index.search(queries, k + 1, params=params)[1]
+        return [
+            search_refined(index, query, k + 1, _sorted_take(source), nprobe=nprobe)[1]
+            for query in queries
+        ]
+
     def recall_at(nprobe: int) -> float:
-        _, found = index.search(queries, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        found = found_at(nprobe)
         hits = sum(
             len((set(f.tolist()) - {int(r)}) & t)
             for f, r, t in zip(found, rows, truth, strict=True)
@@ -416,6 +461,18 @@ def tune_nprobe(
             break
     index.nprobe = nprobe
     return nprobe, recall
+
+
+def _sorted_take(source: VectorSource) -> Callable[[np.ndarray], np.ndarray]:
+    """`source.take` for rows in any order (it reads sorted rows)."""
+
+    def take(rows: np.ndarray) -> np.ndarray:
+        order = np.argsort(rows, kind="stable")
+        vectors = np.empty((len(rows), source.dim), np.float32)
+        vectors[order] = source.take(rows[order])
+        return vectors
+
+    return take
 
 
 def search(
@@ -445,6 +502,51 @@ def search(
     with _omp_threads(threads):
         scores, rows = index.search(matrix, k, params=params)
     return scores, rows.astype(np.int64, copy=False)
+
+
+def refines(index: faiss.Index) -> bool:
+    """Whether the index's own scores are too coarse to rank by (4-bit fast-scan codes), so
+    its hits are a shortlist to rescore from the store's vectors (`search_refined`)."""
+    return isinstance(index, faiss.IndexIVFPQFastScan)
+
+
+def refine_shortlist(k: int) -> int:
+    """Rows an `ivfN,fs` search fetches to return k: REFINE_SHORTLIST times as many, at
+    least MIN_REFINE_SHORTLIST."""
+    return max(REFINE_SHORTLIST * k, MIN_REFINE_SHORTLIST)
+
+
+def rescore(
+    query: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k best of `rows` by inner product of `query` with their `vectors`, best first:
+    (scores, rows, vectors)."""
+    scores = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
+    if len(scores) > k:
+        keep = np.argpartition(-scores, k - 1)[:k]
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+    else:
+        keep = np.argsort(-scores, kind="stable")
+    return scores[keep], rows[keep], vectors[keep]
+
+
+def search_refined(
+    index: faiss.Index,
+    query: np.ndarray,
+    k: int,
+    decode: Callable[[np.ndarray], np.ndarray],
+    *,
+    nprobe: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k of one query as (scores, rows, vectors), hits only: the index's shortlist of
+    `refine_shortlist(k)` rows rescored exactly from `decode(rows)` (the store's vectors,
+    which the rerank then reuses). For `refines` indexes; others need no shortlist."""
+    matrix = _as_float32_matrix(query)
+    if len(matrix) != 1:
+        raise ValueError(f"search_refined takes one query, got {len(matrix)}")
+    _, rows = search(index, matrix, min(refine_shortlist(k), max(index.ntotal, 1)), nprobe=nprobe)
+    rows = rows[0][rows[0] >= 0]
+    return rescore(matrix[0], rows, decode(rows), k)
 
 
 def stores_exact_vectors(index: faiss.Index) -> bool:
