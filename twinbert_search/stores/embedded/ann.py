@@ -1,31 +1,12 @@
 """The ANN index of an embedded store, described by a short string (like faiss.index_factory).
 
-Accepted strings, parsed only by `parse_ann_spec`:
-
-    flat                  exact inner product (faiss IndexFlatIP)
-    hnswM                 HNSW graph with M links per node, e.g. hnsw32 (IndexHNSWFlat)
-    hnswM,efc=N           the same, with efConstruction N (default 200)
-    hnswM,sq8             HNSW over 8-bit scalar-quantized vectors (IndexHNSWSQ), ~4x less RAM
-    hnswM,efc=N,sq8       both options (in any order)
-    ivfN                  inverted file with N k-means lists, e.g. ivf2048 (IndexIVFFlat)
-    ivfN,sq8              the same over 8-bit scalar-quantized vectors (IndexIVFScalarQuantizer,
-                          not by residual: its codes are the vectors, so a store serves both
-                          kNN and rerank from them and keeps no other copy)
-    ivfN,fs               the same lists over 4-bit product-quantizer codes scanned with SIMD
-                          (IndexIVFPQFastScan, dim/4 sub-quantizers): a shortlist that the
-                          store's own vectors rescore exactly (`search_refined`)
-    auto                  flat below 50,000 vectors; ivfN,sq8 from there; ivfN,fs from
-                          AUTO_FASTSCAN_THRESHOLD vectors (N = 2048, doubled while lists would
-                          hold over 2,500 vectors); resolved at build time
+The accepted strings and their parsing are `ann_spec.py`'s (`parse_ann_spec`, `AnnSpec`),
+re-exported here.
 
 Indexes are built from a `VectorSource` read in chunks, and an IVF index trains on a sample
 (`IVF_TRAIN_POINTS_PER_LIST` per list), so a build never holds every vector as float32: a
 10M-document store builds on a 24 GiB machine. `load_index(mmap=True)` maps an IVF index's
 lists from disk, so several processes share one copy in the page cache.
-
-An IVF index trains in seconds where an HNSW graph takes minutes at a million vectors. Its
-list count is capped at build time so every list gets at least MIN_POINTS_PER_LIST vectors
-(`AnnSpec.resolve`), and the resolved string is what the manifest records.
 
 The search-time knobs (efSearch, nprobe) are arguments of `search`, not part of the string, so
 one built index serves any recall/latency trade-off. An IVF index's default nprobe is tuned at
@@ -37,174 +18,45 @@ product on unit vectors, i.e. cosine similarity.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
 
-from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.embedded.ann_spec import ACCEPTED_FORMS as ACCEPTED_FORMS
+from twinbert_search.stores.embedded.ann_spec import (
+    AUTO_FASTSCAN_THRESHOLD as AUTO_FASTSCAN_THRESHOLD,
+)
+from twinbert_search.stores.embedded.ann_spec import AUTO_HNSW_THRESHOLD as AUTO_HNSW_THRESHOLD
+from twinbert_search.stores.embedded.ann_spec import AUTO_IVF_LISTS as AUTO_IVF_LISTS
+from twinbert_search.stores.embedded.ann_spec import AUTO_MAX_LIST_SIZE as AUTO_MAX_LIST_SIZE
+from twinbert_search.stores.embedded.ann_spec import (
+    DEFAULT_EF_CONSTRUCTION as DEFAULT_EF_CONSTRUCTION,
+)
+from twinbert_search.stores.embedded.ann_spec import DEFAULT_M as DEFAULT_M
+from twinbert_search.stores.embedded.ann_spec import MAX_NLIST as MAX_NLIST
+from twinbert_search.stores.embedded.ann_spec import MIN_POINTS_PER_LIST as MIN_POINTS_PER_LIST
+from twinbert_search.stores.embedded.ann_spec import AnnSpec as AnnSpec
+from twinbert_search.stores.embedded.ann_spec import parse_ann_spec as parse_ann_spec
 
 log = logging.getLogger(__name__)
 
-AUTO_HNSW_THRESHOLD = 50_000  # below: exact search (name kept for compatibility)
-AUTO_IVF_LISTS = 2048
-AUTO_MAX_LIST_SIZE = 2_500  # auto doubles its list count until lists hold at most this many
-AUTO_FASTSCAN_THRESHOLD = 1_000_000  # auto builds ivfN,fs from this many vectors
 FASTSCAN_DIMS_PER_CODE = 4  # ivfN,fs: one 4-bit sub-quantizer code per 4 dimensions
 REFINE_SHORTLIST = 2  # ivfN,fs: rows rescored per row returned ...
 MIN_REFINE_SHORTLIST = 1_000  # ... and at least this many
-DEFAULT_M = 32
-DEFAULT_EF_CONSTRUCTION = 200
 MIN_EF_SEARCH = 128
 DEFAULT_NPROBE = 32  # IVF lists scanned per query when tuning is off or finds none enough
 NPROBE_CHOICES = (8, 16, 32, 64, 128, 256)  # tried in order by `tune_nprobe`
 NPROBE_TARGET_RECALL = 0.98  # recall@100 the tuned nprobe must reach on the sample
 NPROBE_SAMPLE = 200  # indexed vectors used as queries when tuning
 NPROBE_CEILING_SHARE = 0.99  # ...or this share of the recall at NPROBE_CHOICES[-1] lists
-MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means centroid
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample size per list (faiss subsamples to this)
 IVF_TRAIN_ITERATIONS = 10
-MAX_NLIST = 1 << 20
 ADD_CHUNK = 100_000  # vectors decoded and added per step while building
 EXACT_CHUNK = 100_000  # vectors per step of a streamed exact search
-ACCEPTED_FORMS = (
-    "flat, auto, hnswM (e.g. hnsw32), hnswM,efc=N, hnswM,sq8, hnswM,efc=N,sq8, "
-    "ivfN (e.g. ivf2048), ivfN,sq8, ivfN,fs"
-)
-
-_HNSW = re.compile(r"hnsw(\d+)")
-_EFC = re.compile(r"efc=(\d+)")
-_IVF = re.compile(r"ivf(\d+)")
-
-
-@dataclass(frozen=True)
-class AnnSpec:
-    """A parsed index string; `canonical` is what manifests record."""
-
-    kind: str  # "flat", "hnsw", "ivf" or "auto"
-    m: int = DEFAULT_M
-    ef_construction: int = DEFAULT_EF_CONSTRUCTION
-    sq8: bool = False
-    nlist: int = 0  # IVF lists (ivf only)
-    fastscan: bool = False  # ivf only: 4-bit PQ codes, rescored from the store's vectors
-
-    @property
-    def canonical(self) -> str:
-        if self.kind == "ivf":
-            codes = ",sq8" if self.sq8 else ",fs" if self.fastscan else ""
-            return f"ivf{self.nlist}{codes}"
-        if self.kind != "hnsw":
-            return self.kind
-        parts = [f"hnsw{self.m}"]
-        if self.ef_construction != DEFAULT_EF_CONSTRUCTION:
-            parts.append(f"efc={self.ef_construction}")
-        if self.sq8:
-            parts.append("sq8")
-        return ",".join(parts)
-
-    def resolve(self, n_vectors: int) -> AnnSpec:
-        """The concrete spec for a corpus of this size ("auto" picks flat or ivf2048).
-
-        auto picks ivfN,sq8: one 8-bit copy of the vectors serves kNN and rerank (a quarter
-        of float32's memory). N is 2048, doubled while lists would average more than
-        AUTO_MAX_LIST_SIZE vectors (10M vectors: 4096), so a query scans about as many lists
-        at 10M as at 1M. From AUTO_FASTSCAN_THRESHOLD vectors it picks ivfN,fs: the lists
-        scanned at 10M hold 19.5k codes, which cost 2.8-3.2 ms as 8-bit codes but a fraction
-        of that as 4-bit fast-scan codes, and rescoring the shortlist from the codec arrays
-        costs the same at any size.
-
-        ivf2048 over hnsw32 by measurement (benchmarks/run.py, 100k vectors, 2 cores):
-        recall@100 0.998 vs 0.976 (efc=40), k=1000 search 0.33 vs 2.95 ms, build 9.7 s vs
-        minutes; at 1M it kept recall 1.000 with a 38 s build.
-
-        IVF caps its list count at n / MIN_POINTS_PER_LIST, so k-means has enough points.
-        """
-        if self.kind == "ivf":
-            nlist = max(1, min(self.nlist, n_vectors // MIN_POINTS_PER_LIST))
-            return AnnSpec("ivf", nlist=nlist, sq8=self.sq8, fastscan=self.fastscan)
-        if self.kind != "auto":
-            return self
-        if n_vectors < AUTO_HNSW_THRESHOLD:
-            return AnnSpec("flat")
-        nlist = AUTO_IVF_LISTS
-        while n_vectors > nlist * AUTO_MAX_LIST_SIZE and nlist < MAX_NLIST:
-            nlist *= 2
-        fastscan = n_vectors >= AUTO_FASTSCAN_THRESHOLD
-        return AnnSpec("ivf", nlist=nlist, sq8=not fastscan, fastscan=fastscan).resolve(n_vectors)
-
-    @property
-    def refines(self) -> bool:
-        """Whether searches rescore a shortlist from the store's vectors (`search_refined`)."""
-        return self.kind == "ivf" and self.fastscan
-
-    @property
-    def holds_vectors(self) -> bool:
-        """Whether the built index keeps decodable vectors that serve the rerank too."""
-        return self.kind == "ivf" and self.sq8
-
-    def __str__(self) -> str:
-        return self.canonical
-
-
-def _invalid(spec: object, why: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"invalid ANN index {spec!r}: {why}; accepted forms: {ACCEPTED_FORMS}"
-    )
-
-
-def parse_ann_spec(spec: str | AnnSpec) -> AnnSpec:
-    """Parse an index string (case and spaces around commas are ignored)."""
-    if isinstance(spec, AnnSpec):
-        return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise _invalid(spec, "empty or not a string")
-    head, *options = [part.strip() for part in spec.strip().lower().split(",")]
-    if head in ("flat", "auto"):
-        if options:
-            raise _invalid(spec, f"{head!r} takes no options")
-        return AnnSpec(head)
-    ivf = _IVF.fullmatch(head)
-    if ivf is not None:
-        return _parse_ivf(spec, int(ivf.group(1)), options)
-    match = _HNSW.fullmatch(head)
-    if match is None:
-        raise _invalid(spec, f"unknown index type {head!r}")
-    m = int(match.group(1))
-    if not 2 <= m <= 256:
-        raise _invalid(spec, f"HNSW M must be between 2 and 256, got {m}")
-    return _parse_hnsw_options(spec, m, options)
-
-
-def _parse_ivf(spec: str, nlist: int, options: list[str]) -> AnnSpec:
-    if not 1 <= nlist <= MAX_NLIST:
-        raise _invalid(spec, f"IVF list count must be between 1 and {MAX_NLIST}, got {nlist}")
-    if len(options) > 1 or (options and options[0] not in ("sq8", "fs")):
-        raise _invalid(spec, "ivfN takes one option at most, 'sq8' or 'fs'")
-    return AnnSpec("ivf", nlist=nlist, sq8=options == ["sq8"], fastscan=options == ["fs"])
-
-
-def _parse_hnsw_options(spec: str, m: int, options: list[str]) -> AnnSpec:
-    ef_construction, sq8, seen = DEFAULT_EF_CONSTRUCTION, False, set()
-    for option in options:
-        efc = _EFC.fullmatch(option)
-        key = "efc" if efc else option
-        if key in seen:
-            raise _invalid(spec, f"option {key!r} given twice")
-        seen.add(key)
-        if efc:
-            ef_construction = int(efc.group(1))
-            if ef_construction < 1:
-                raise _invalid(spec, "efc must be a positive integer")
-        elif option == "sq8":
-            sq8 = True
-        else:
-            raise _invalid(spec, f"unknown option {option!r}")
-    return AnnSpec("hnsw", m=m, ef_construction=ef_construction, sq8=sq8)
 
 
 @contextmanager
