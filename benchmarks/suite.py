@@ -49,7 +49,7 @@ class BenchConfig:
     model_dir: Path
     work_dir: Path
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
-    ann: str = "auto"  # the product default: flat below 50k, ivfN,sq8 above, ivfN,fs from 1M
+    ann: str = "auto"  # the product default: flat below 50k, ivfN,sq8 above
     codec: str = "float32"
     hidden: int = 128  # the default crossing size (CrossingConfig)
     alt_hidden: int | None = 256  # end-to-end also timed with this crossing size

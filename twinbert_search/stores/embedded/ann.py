@@ -27,9 +27,6 @@ import faiss
 import numpy as np
 
 from twinbert_search.stores.embedded.ann_spec import ACCEPTED_FORMS as ACCEPTED_FORMS
-from twinbert_search.stores.embedded.ann_spec import (
-    AUTO_FASTSCAN_THRESHOLD as AUTO_FASTSCAN_THRESHOLD,
-)
 from twinbert_search.stores.embedded.ann_spec import AUTO_HNSW_THRESHOLD as AUTO_HNSW_THRESHOLD
 from twinbert_search.stores.embedded.ann_spec import AUTO_IVF_LISTS as AUTO_IVF_LISTS
 from twinbert_search.stores.embedded.ann_spec import AUTO_MAX_LIST_SIZE as AUTO_MAX_LIST_SIZE

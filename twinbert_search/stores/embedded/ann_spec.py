@@ -12,9 +12,8 @@
     ivfN,fs               the same lists over 4-bit product-quantizer codes scanned with SIMD
                           (IndexIVFPQFastScan, dim/4 sub-quantizers): a shortlist that the
                           store's own vectors rescore exactly (`search_refined`)
-    auto                  flat below 50,000 vectors; ivfN,sq8 from there; ivfN,fs from
-                          AUTO_FASTSCAN_THRESHOLD vectors (N = 2048, doubled while lists would
-                          hold over 2,500 vectors); resolved at build time
+    auto                  flat below 50,000 vectors, ivfN,sq8 at or above (N = 2048, doubled
+                          while lists would hold over 2,500 vectors); resolved at build time
 
 An IVF index's list count is capped at build time so every list gets at least
 MIN_POINTS_PER_LIST vectors (`AnnSpec.resolve`), and the resolved string is what the manifest
@@ -31,7 +30,6 @@ from twinbert_search.errors import ConfigurationError
 AUTO_HNSW_THRESHOLD = 50_000  # below: exact search (name kept for compatibility)
 AUTO_IVF_LISTS = 2048
 AUTO_MAX_LIST_SIZE = 2_500  # auto doubles its list count until lists hold at most this many
-AUTO_FASTSCAN_THRESHOLD = 1_000_000  # auto builds ivfN,fs from this many vectors
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
 MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means centroid
@@ -77,10 +75,9 @@ class AnnSpec:
         auto picks ivfN,sq8: one 8-bit copy of the vectors serves kNN and rerank (a quarter
         of float32's memory). N is 2048, doubled while lists would average more than
         AUTO_MAX_LIST_SIZE vectors (10M vectors: 4096), so a query scans about as many lists
-        at 10M as at 1M. From AUTO_FASTSCAN_THRESHOLD vectors it picks ivfN,fs: the lists
-        scanned at 10M hold 19.5k codes, which cost 2.8-3.2 ms as 8-bit codes but a fraction
-        of that as 4-bit fast-scan codes, and rescoring the shortlist from the codec arrays
-        costs the same at any size.
+        at 10M as at 1M. It never picks ivfN,fs: at 10M (2026-12-07) its shortlist of 1,000 for
+        k = 100 held only 0.89 of the true top 100 (recall@100 0.76), as 19.5k codes scanned
+        crowd more near-ties than 4-bit codes separate; at 1M it kept 0.975.
 
         ivf2048 over hnsw32 by measurement (benchmarks/run.py, 100k vectors, 2 cores):
         recall@100 0.998 vs 0.976 (efc=40), k=1000 search 0.33 vs 2.95 ms, build 9.7 s vs
@@ -98,8 +95,7 @@ class AnnSpec:
         nlist = AUTO_IVF_LISTS
         while n_vectors > nlist * AUTO_MAX_LIST_SIZE and nlist < MAX_NLIST:
             nlist *= 2
-        fastscan = n_vectors >= AUTO_FASTSCAN_THRESHOLD
-        return AnnSpec("ivf", nlist=nlist, sq8=not fastscan, fastscan=fastscan).resolve(n_vectors)
+        return AnnSpec("ivf", nlist=nlist, sq8=True).resolve(n_vectors)
 
     @property
     def refines(self) -> bool:

@@ -3,8 +3,8 @@
 A snapshot is immutable: the ids in id order, the vectors, the precomputed crossing inputs,
 the ANN index (`ann.py`), the BM25 index (`bm25.py`) and the metadata filter postings
 (`filters.py`). The vectors are kept once: in the store's codec, or, when the ANN index
-holds decodable codes (`ivfN,sq8`, what `auto` builds from 50k to 1M documents), only there
-(`snapshot.json` says `"vectors": "ann"`). An `ivfN,fs` index (`auto` from 1M) holds 4-bit
+holds decodable codes (`ivfN,sq8`, what `auto` builds at 50k documents and more), only there
+(`snapshot.json` says `"vectors": "ann"`). An `ivfN,fs` index (on request) holds 4-bit
 codes that only rank a shortlist, so the codec arrays stay and rescore it.
 
 Rows stream from SQLite into memory-mapped files and the index trains on a sample, so the
