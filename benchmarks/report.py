@@ -392,7 +392,8 @@ def render(results: dict[str, Any]) -> str:
         if sweeps:
             lines += [
                 "",
-                "The same IVF indexes with nprobe swept (faiss search alone; recall@100 at "
+                "The same IVF indexes with nprobe swept (faiss search alone, plus the exact "
+                "rescoring of the shortlist for `ivfN,fs`; recall@100 at "
                 f"k = 100, latency at k = {cfg['candidates']:,}; the store's default, in "
                 "brackets above, is the fewest lists reaching recall@100 0.98, or 99% of the "
                 "recall at 256 lists where the codes cap it lower, on a sample of the indexed "

@@ -161,8 +161,11 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
         index = ann_lib.load_index(snapshot / "ann.faiss", mmap=True)
         tuned_nprobe = int(index.nprobe)  # chosen at build by ann.tune_nprobe
         depth = min(cfg.candidates, size)
-        sweep = [_knn_quality(index, queries, truth, depth, nprobe) for nprobe in (8, 16, 32, 64)]
-        del index
+        decode = _snapshot_decoder(snapshot) if ann_lib.refines(index) else None
+        sweep = [
+            _knn_quality(index, queries, truth, depth, nprobe, decode) for nprobe in (8, 16, 32, 64)
+        ]
+        del index, decode
     return {
         "size": size,
         **built,
@@ -187,6 +190,18 @@ def bench_search_size(cfg: BenchConfig, size: int, runtime: TwinBertRuntime) -> 
     }
 
 
+def _snapshot_decoder(snapshot: Path) -> Any:
+    """Rows -> float32 vectors from a snapshot's codec arrays (what an ivfN,fs search rescores
+    its shortlist with), memory-mapped."""
+    from twinbert_search.stores.embedded.codecs import get_codec
+
+    codec = get_codec(json.loads((snapshot / "snapshot.json").read_text())["codec"])
+    arrays = {
+        name: np.load(snapshot / f"{name}.npy", mmap_mode="r") for name in codec.array_names()
+    }
+    return lambda rows: codec.decode(arrays, rows)
+
+
 def bench_ann_choice(cfg: BenchConfig, size: int, specs: list[str]) -> dict[str, Any]:
     """Build time, recall@100 and kNN latency (k = candidates) of several index strings on the
     same vectors, with the search knob swept: how the index for the stores was chosen."""
@@ -205,29 +220,36 @@ def bench_ann_choice(cfg: BenchConfig, size: int, specs: list[str]) -> dict[str,
         build = time.perf_counter() - start
         resolved = ann_lib.parse_ann_spec(spec).resolve(size)
         knobs: list[int | None] = [8, 16, 32, 64] if resolved.kind == "ivf" else [None]
+        decode = (lambda rows: docs[rows]) if ann_lib.refines(index) else None
         for knob in knobs:
-            row = _knn_quality(index, queries, truth, depth, knob)
+            row = _knn_quality(index, queries, truth, depth, knob, decode)
             rows.append({"spec": resolved.canonical, "build_s": build, **row})
         del index
     return {"size": size, "candidates": min(cfg.candidates, size), "rows": rows}
 
 
 def _knn_quality(
-    index: Any, queries: np.ndarray, truth: np.ndarray, depth: int, nprobe: int | None
+    index: Any,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    depth: int,
+    nprobe: int | None,
+    decode: Any = None,
 ) -> dict[str, Any]:
-    """recall@k (k = truth width) and single-query latency at `depth` for one search knob."""
+    """recall@k (k = truth width) and single-query latency at `depth` for one search knob;
+    with `decode` (rows -> vectors) the shortlist is rescored as the store does (ivfN,fs)."""
     from twinbert_search.stores.embedded import ann as ann_lib
+
+    def knn(query: np.ndarray, k: int) -> np.ndarray:
+        if decode is not None:
+            return ann_lib.search_refined(index, query, k, decode, nprobe=nprobe)[1]
+        return ann_lib.search(index, query, k, nprobe=nprobe)[1][0]
 
     k = truth.shape[1]
     hits = 0
     for i, query in enumerate(queries):
-        rows = ann_lib.search(index, query, k, nprobe=nprobe)[1][0]
-        hits += len(set(rows.tolist()) & set(truth[i].tolist()))
-    latency = sample_ms(
-        lambda i: ann_lib.search(index, queries[i % len(queries)], depth, nprobe=nprobe),
-        len(queries),
-        warmup=2,
-    )
+        hits += len(set(knn(query, k).tolist()) & set(truth[i].tolist()))
+    latency = sample_ms(lambda i: knn(queries[i % len(queries)], depth), len(queries), warmup=2)
     return {
         "knob": "default" if nprobe is None else f"nprobe={nprobe}",
         "recall_at_100": hits / truth.size,

@@ -11,16 +11,22 @@ from twinbert_search.stores.embedded.ann import (
     AUTO_HNSW_THRESHOLD,
     DEFAULT_NPROBE,
     MIN_POINTS_PER_LIST,
+    MIN_REFINE_SHORTLIST,
     AnnSpec,
     ArraySource,
     build_index,
     exact_top_k,
+    fastscan_subquantizers,
     holds_vectors,
     load_index,
     parse_ann_spec,
     reconstruct_rows,
+    refine_shortlist,
+    refines,
+    rescore,
     save_index,
     search,
+    search_refined,
     search_with_vectors,
     stores_exact_vectors,
     tune_nprobe,
@@ -56,6 +62,8 @@ ACCEPTED = [
     ),
     ("ivf1024", "ivf1024", AnnSpec("ivf", nlist=1024)),
     (" IVF64, SQ8 ", "ivf64,sq8", AnnSpec("ivf", nlist=64, sq8=True)),
+    ("ivf64,fs", "ivf64,fs", AnnSpec("ivf", nlist=64, fastscan=True)),
+    (" IVF8 , FS", "ivf8,fs", AnnSpec("ivf", nlist=8, fastscan=True)),
 ]
 
 
@@ -76,6 +84,11 @@ def test_accepted_strings(text: str, canonical: str, spec: AnnSpec) -> None:
         "ivf0",
         "ivf64,efc=10",
         "ivf64,sq8,sq8",
+        "ivf64,fs,fs",
+        "ivf64,sq8,fs",
+        "ivf64,fs8",
+        "hnsw32,fs",
+        "flat,fs",
         "ivf64,nprobe=8",
         "hnsw",
         "hnsw1",
@@ -109,7 +122,11 @@ def test_auto_resolves_by_size() -> None:
     assert auto.resolve(10_000_000).canonical == "ivf4096,sq8"
     assert auto.resolve(5_120_000).canonical == "ivf2048,sq8"
     assert auto.resolve(5_120_001).canonical == "ivf4096,sq8"
+    # ivfN,fs only when asked for: at 10M its shortlist lost recall (BENCHMARKS.md).
+    assert not auto.resolve(10_000_000).refines
     assert parse_ann_spec("hnsw16").resolve(10).canonical == "hnsw16"
+    assert parse_ann_spec("ivf4096,fs").resolve(1000).canonical == "ivf25,fs"
+    assert parse_ann_spec("ivf64,fs").refines and not parse_ann_spec("ivf64,fs").holds_vectors
 
 
 @pytest.mark.parametrize("text", [t for t, _, _ in ACCEPTED])
@@ -120,6 +137,8 @@ def test_every_accepted_string_builds_and_searches(text: str) -> None:
     assert index.metric_type == faiss.METRIC_INNER_PRODUCT
     scores, rows = search(index, x[:5], 3)
     assert scores.shape == rows.shape == (5, 3)
+    if refines(index):  # 4-bit codes rank roughly: the shortlist is rescored
+        rows = np.array([search_refined(index, q, 3, lambda r: x[r])[1] for q in x[:5]])
     assert list(rows[:, 0]) == [0, 1, 2, 3, 4]  # each vector is its own nearest neighbour
 
 
@@ -314,3 +333,70 @@ def test_ivf_sq8_holds_its_vectors_and_returns_them_from_the_scanned_lists(tmp_p
     assert np.allclose(scores, vectors @ x[0], atol=1e-4)
     picked = np.array([2999, 0, 17])
     assert np.abs(reconstruct_rows(mapped, picked) - x[picked]).max() < 0.01
+
+
+def test_fastscan_subquantizers_divide_the_dimension() -> None:
+    assert fastscan_subquantizers(384) == 96
+    assert fastscan_subquantizers(768) == 192
+    assert fastscan_subquantizers(16) == 4
+    assert fastscan_subquantizers(10) == 2
+    assert fastscan_subquantizers(7) == 1
+    assert fastscan_subquantizers(3) == 1
+
+
+def test_rescore_keeps_the_k_best_in_order() -> None:
+    query = np.array([1.0, 0.0], np.float32)
+    vectors = np.array([[0.1, 0], [0.9, 0], [0.5, 0], [0.7, 0]], np.float32)
+    rows = np.array([10, 11, 12, 13])
+    scores, top, kept = rescore(query, rows, vectors, 2)
+    assert top.tolist() == [11, 13]
+    np.testing.assert_allclose(scores, [0.9, 0.7])
+    np.testing.assert_array_equal(kept, vectors[[1, 3]])
+    assert rescore(query, rows, vectors, 10)[1].tolist() == [11, 13, 12, 10]
+    assert len(rescore(query, rows[:0], vectors[:0], 3)[1]) == 0
+
+
+def test_fastscan_index_gives_a_shortlist_that_rescoring_makes_exact(tmp_path) -> None:
+    x = unit_vectors(6000, 32, seed=3)
+    queries = unit_vectors(20, 32, seed=4)
+    index = build_index("ivf32,fs", x)
+    assert isinstance(index, faiss.IndexIVFPQFastScan) and refines(index)
+    assert index.pq.M == 8 and index.pq.nbits == 4 and index.by_residual
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert not holds_vectors(index) and not stores_exact_vectors(index)
+    assert refine_shortlist(10) == MIN_REFINE_SHORTLIST and refine_shortlist(1000) == 2000
+    truth = exact_top(x, queries, 10)
+    found = []
+    for query in queries:
+        scores, rows, vectors = search_refined(index, query, 10, lambda r: x[r], nprobe=32)
+        np.testing.assert_array_equal(vectors, x[rows])
+        np.testing.assert_allclose(scores, x[rows] @ query, rtol=1e-5, atol=1e-6)
+        assert list(scores) == sorted(scores, reverse=True)
+        found.append(rows)
+    # Every list scanned and a shortlist of 1,000 of 6,000: the rescored top 10 is exact.
+    assert recall_at(np.array(found), truth) == 1.0
+    save_index(index, tmp_path / "fs.faiss")
+    for mmap in (False, True):  # mapping is not supported for these lists: read whole
+        loaded = load_index(tmp_path / "fs.faiss", mmap=mmap)
+        again = search_refined(loaded, queries[0], 10, lambda r: x[r], nprobe=32)[1]
+        np.testing.assert_array_equal(again, found[0])
+    with pytest.raises(ValueError, match="one query"):
+        search_refined(index, queries[:2], 10, lambda r: x[r])
+
+
+def test_fastscan_nprobe_is_tuned_on_rescored_results() -> None:
+    x = unit_vectors(4000, 16, seed=5)
+    index = build_index("ivf64,fs", x, tune=False)
+    nprobe, recall = tune_nprobe(index, x, target=0.9)
+    assert index.nprobe == nprobe and recall >= 0.9
+    # Rescored from the vectors, the widest choice finds (almost) every neighbour; the 4-bit
+    # codes' own ranking would not.
+    assert tune_nprobe(index, x, target=1.0)[1] >= 0.99
+
+
+def test_fastscan_search_on_a_tiny_index() -> None:
+    x = unit_vectors(50, 8)
+    index = build_index("ivf1,fs", x)
+    _, rows, vectors = search_refined(index, x[7], 100, lambda r: x[r])
+    assert sorted(rows.tolist()) == list(range(50)) and rows[0] == 7
+    assert vectors.shape == (50, 8)

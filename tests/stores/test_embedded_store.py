@@ -131,45 +131,6 @@ def test_compressed_codecs_recall(tmp_path, codec: str) -> None:
     store.close()
 
 
-@pytest.mark.parametrize(
-    ("codec", "ann", "only_copy"),
-    [("float32", "ivf16", False), ("int8", "ivf16", False), ("float32", "ivf16,sq8", True)],
-)
-def test_ivf_recall_takes_vectors_from_the_index(tmp_path, codec, ann, only_copy) -> None:
-    # IVF-Flat holds the decoded vectors and IVF-SQ8 their 8-bit codes, so recall reads them
-    # from the lists it scanned; a fetch by id must give the same vectors. With sq8 the index
-    # is the snapshot's only copy: no codec arrays are written.
-    store, _, vectors = build(tmp_path, n=2000, codec=codec, ann=ann)
-    snap = store._loaded()
-    assert snap.vectors_from_index
-    assert (snap.meta["vectors"] == "ann") is only_copy
-    assert (snap.path / "vectors.npy").exists() is not only_copy
-    for seed in range(3):
-        query = unit_vectors(1, seed=40 + seed)[0]
-        got = store.recall(query, 50)
-        assert len(got) == 50
-        np.testing.assert_array_equal(got.vectors, store.fetch(got.ids).vectors)
-        np.testing.assert_allclose(got.recall_scores, got.vectors @ query, atol=1e-5)
-        rows = [int(doc_id[1:]) for doc_id in got.ids]
-        cosine = (got.vectors * vectors[rows]).sum(1) / np.linalg.norm(got.vectors, axis=1)
-        assert cosine.min() > 0.995  # 8-bit codes of 16-dim vectors
-    store.close()
-
-
-def test_sq8_snapshot_serves_filters_and_fetch_from_the_index(tmp_path) -> None:
-    store, docs, vectors = build(tmp_path, n=2000, ann="ivf16,sq8")
-    assert not store._loaded().arrays
-    query = unit_vectors(1, seed=5)[0]
-    allowed = {d.id for d in docs if d.metadata.get("lang") == "en"}
-    got = store.recall(query, 20, filters={"lang": "en"})
-    assert got.ids and set(got.ids) <= allowed
-    rows = [int(doc_id[1:]) for doc_id in got.ids]
-    cosine = (got.vectors * vectors[rows]).sum(1) / np.linalg.norm(got.vectors, axis=1)
-    assert cosine.min() > 0.995
-    np.testing.assert_array_equal(store.fetch(got.ids).vectors, got.vectors)
-    store.close()
-
-
 def test_query_dim_mismatch(tmp_path) -> None:
     store, _, _ = build(tmp_path, n=10)
     with pytest.raises(ConfigurationError, match="dims"):

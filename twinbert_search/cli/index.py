@@ -53,7 +53,7 @@ MAX_SKIPPED_LINES = 100  # skipped records named on stderr; --json lists them al
     "auto",
     "ANN index. Embedded: auto (exact below 50k docs, else ivf2048,sq8, more lists "
     "above 5M), flat, ivf2048, "
-    "ivf2048,sq8, hnsw32, hnsw32,efc=100 ... OpenSearch: "
+    "ivf2048,sq8, ivf2048,fs, hnsw32, hnsw32,efc=100 ... OpenSearch: "
     "faiss:hnsw16:efc128:fp16:innerproduct (engine, hnsw<M>, efc<N>, encoding, space type). "
     "Elasticsearch: int8_hnsw16:efc128:innerproduct (hnsw, int8_hnsw, bbq_hnsw, ...<M>, "
     "efc<N>, space type).",

@@ -1,27 +1,12 @@
 """The ANN index of an embedded store, described by a short string (like faiss.index_factory).
 
-Accepted strings, parsed only by `parse_ann_spec`:
-
-    flat                  exact inner product (faiss IndexFlatIP)
-    hnswM                 HNSW graph with M links per node, e.g. hnsw32 (IndexHNSWFlat)
-    hnswM,efc=N           the same, with efConstruction N (default 200)
-    hnswM,sq8             HNSW over 8-bit scalar-quantized vectors (IndexHNSWSQ), ~4x less RAM
-    hnswM,efc=N,sq8       both options (in any order)
-    ivfN                  inverted file with N k-means lists, e.g. ivf2048 (IndexIVFFlat)
-    ivfN,sq8              the same over 8-bit scalar-quantized vectors (IndexIVFScalarQuantizer,
-                          not by residual: its codes are the vectors, so a store serves both
-                          kNN and rerank from them and keeps no other copy)
-    auto                  flat below 50,000 vectors, ivfN,sq8 at or above (N = 2048, doubled
-                          while lists would hold over 2,500 vectors); resolved at build time
+The accepted strings and their parsing are `ann_spec.py`'s (`parse_ann_spec`, `AnnSpec`),
+re-exported here.
 
 Indexes are built from a `VectorSource` read in chunks, and an IVF index trains on a sample
 (`IVF_TRAIN_POINTS_PER_LIST` per list), so a build never holds every vector as float32: a
 10M-document store builds on a 24 GiB machine. `load_index(mmap=True)` maps an IVF index's
 lists from disk, so several processes share one copy in the page cache.
-
-An IVF index trains in seconds where an HNSW graph takes minutes at a million vectors. Its
-list count is capped at build time so every list gets at least MIN_POINTS_PER_LIST vectors
-(`AnnSpec.resolve`), and the resolved string is what the manifest records.
 
 The search-time knobs (efSearch, nprobe) are arguments of `search`, not part of the string, so
 one built index serves any recall/latency trade-off. An IVF index's default nprobe is tuned at
@@ -33,159 +18,42 @@ product on unit vectors, i.e. cosine similarity.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
 
-from twinbert_search.errors import ConfigurationError
+from twinbert_search.stores.embedded.ann_spec import ACCEPTED_FORMS as ACCEPTED_FORMS
+from twinbert_search.stores.embedded.ann_spec import AUTO_HNSW_THRESHOLD as AUTO_HNSW_THRESHOLD
+from twinbert_search.stores.embedded.ann_spec import AUTO_IVF_LISTS as AUTO_IVF_LISTS
+from twinbert_search.stores.embedded.ann_spec import AUTO_MAX_LIST_SIZE as AUTO_MAX_LIST_SIZE
+from twinbert_search.stores.embedded.ann_spec import (
+    DEFAULT_EF_CONSTRUCTION as DEFAULT_EF_CONSTRUCTION,
+)
+from twinbert_search.stores.embedded.ann_spec import DEFAULT_M as DEFAULT_M
+from twinbert_search.stores.embedded.ann_spec import MAX_NLIST as MAX_NLIST
+from twinbert_search.stores.embedded.ann_spec import MIN_POINTS_PER_LIST as MIN_POINTS_PER_LIST
+from twinbert_search.stores.embedded.ann_spec import AnnSpec as AnnSpec
+from twinbert_search.stores.embedded.ann_spec import parse_ann_spec as parse_ann_spec
 
 log = logging.getLogger(__name__)
 
-AUTO_HNSW_THRESHOLD = 50_000  # below: exact search (name kept for compatibility)
-AUTO_IVF_LISTS = 2048
-AUTO_MAX_LIST_SIZE = 2_500  # auto doubles its list count until lists hold at most this many
-DEFAULT_M = 32
-DEFAULT_EF_CONSTRUCTION = 200
+FASTSCAN_DIMS_PER_CODE = 4  # ivfN,fs: one 4-bit sub-quantizer code per 4 dimensions
+REFINE_SHORTLIST = 2  # ivfN,fs: rows rescored per row returned ...
+MIN_REFINE_SHORTLIST = 1_000  # ... and at least this many
 MIN_EF_SEARCH = 128
 DEFAULT_NPROBE = 32  # IVF lists scanned per query when tuning is off or finds none enough
 NPROBE_CHOICES = (8, 16, 32, 64, 128, 256)  # tried in order by `tune_nprobe`
 NPROBE_TARGET_RECALL = 0.98  # recall@100 the tuned nprobe must reach on the sample
 NPROBE_SAMPLE = 200  # indexed vectors used as queries when tuning
 NPROBE_CEILING_SHARE = 0.99  # ...or this share of the recall at NPROBE_CHOICES[-1] lists
-MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means centroid
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample size per list (faiss subsamples to this)
 IVF_TRAIN_ITERATIONS = 10
-MAX_NLIST = 1 << 20
 ADD_CHUNK = 100_000  # vectors decoded and added per step while building
 EXACT_CHUNK = 100_000  # vectors per step of a streamed exact search
-ACCEPTED_FORMS = (
-    "flat, auto, hnswM (e.g. hnsw32), hnswM,efc=N, hnswM,sq8, hnswM,efc=N,sq8, "
-    "ivfN (e.g. ivf2048), ivfN,sq8"
-)
-
-_HNSW = re.compile(r"hnsw(\d+)")
-_EFC = re.compile(r"efc=(\d+)")
-_IVF = re.compile(r"ivf(\d+)")
-
-
-@dataclass(frozen=True)
-class AnnSpec:
-    """A parsed index string; `canonical` is what manifests record."""
-
-    kind: str  # "flat", "hnsw", "ivf" or "auto"
-    m: int = DEFAULT_M
-    ef_construction: int = DEFAULT_EF_CONSTRUCTION
-    sq8: bool = False
-    nlist: int = 0  # IVF lists (ivf only)
-
-    @property
-    def canonical(self) -> str:
-        if self.kind == "ivf":
-            return f"ivf{self.nlist},sq8" if self.sq8 else f"ivf{self.nlist}"
-        if self.kind != "hnsw":
-            return self.kind
-        parts = [f"hnsw{self.m}"]
-        if self.ef_construction != DEFAULT_EF_CONSTRUCTION:
-            parts.append(f"efc={self.ef_construction}")
-        if self.sq8:
-            parts.append("sq8")
-        return ",".join(parts)
-
-    def resolve(self, n_vectors: int) -> AnnSpec:
-        """The concrete spec for a corpus of this size ("auto" picks flat or ivf2048).
-
-        auto picks ivfN,sq8: one 8-bit copy of the vectors serves kNN and rerank (a quarter
-        of float32's memory). N is 2048, doubled while lists would average more than
-        AUTO_MAX_LIST_SIZE vectors (10M vectors: 4096), so a query scans about as many codes
-        at 10M as at 1M.
-
-        ivf2048 over hnsw32 by measurement (benchmarks/run.py, 100k vectors, 2 cores):
-        recall@100 0.998 vs 0.976 (efc=40), k=1000 search 0.33 vs 2.95 ms, build 9.7 s vs
-        minutes; at 1M it kept recall 1.000 with a 38 s build.
-
-        IVF caps its list count at n / MIN_POINTS_PER_LIST, so k-means has enough points.
-        """
-        if self.kind == "ivf":
-            nlist = max(1, min(self.nlist, n_vectors // MIN_POINTS_PER_LIST))
-            return AnnSpec("ivf", nlist=nlist, sq8=self.sq8)
-        if self.kind != "auto":
-            return self
-        if n_vectors < AUTO_HNSW_THRESHOLD:
-            return AnnSpec("flat")
-        nlist = AUTO_IVF_LISTS
-        while n_vectors > nlist * AUTO_MAX_LIST_SIZE and nlist < MAX_NLIST:
-            nlist *= 2
-        return AnnSpec("ivf", nlist=nlist, sq8=True).resolve(n_vectors)
-
-    @property
-    def holds_vectors(self) -> bool:
-        """Whether the built index keeps decodable vectors that serve the rerank too."""
-        return self.kind == "ivf" and self.sq8
-
-    def __str__(self) -> str:
-        return self.canonical
-
-
-def _invalid(spec: object, why: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"invalid ANN index {spec!r}: {why}; accepted forms: {ACCEPTED_FORMS}"
-    )
-
-
-def parse_ann_spec(spec: str | AnnSpec) -> AnnSpec:
-    """Parse an index string (case and spaces around commas are ignored)."""
-    if isinstance(spec, AnnSpec):
-        return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise _invalid(spec, "empty or not a string")
-    head, *options = [part.strip() for part in spec.strip().lower().split(",")]
-    if head in ("flat", "auto"):
-        if options:
-            raise _invalid(spec, f"{head!r} takes no options")
-        return AnnSpec(head)
-    ivf = _IVF.fullmatch(head)
-    if ivf is not None:
-        return _parse_ivf(spec, int(ivf.group(1)), options)
-    match = _HNSW.fullmatch(head)
-    if match is None:
-        raise _invalid(spec, f"unknown index type {head!r}")
-    m = int(match.group(1))
-    if not 2 <= m <= 256:
-        raise _invalid(spec, f"HNSW M must be between 2 and 256, got {m}")
-    return _parse_hnsw_options(spec, m, options)
-
-
-def _parse_ivf(spec: str, nlist: int, options: list[str]) -> AnnSpec:
-    if not 1 <= nlist <= MAX_NLIST:
-        raise _invalid(spec, f"IVF list count must be between 1 and {MAX_NLIST}, got {nlist}")
-    if len(options) > 1 or (options and options[0] != "sq8"):
-        raise _invalid(spec, "ivfN takes only the option 'sq8', once")
-    return AnnSpec("ivf", nlist=nlist, sq8=bool(options))
-
-
-def _parse_hnsw_options(spec: str, m: int, options: list[str]) -> AnnSpec:
-    ef_construction, sq8, seen = DEFAULT_EF_CONSTRUCTION, False, set()
-    for option in options:
-        efc = _EFC.fullmatch(option)
-        key = "efc" if efc else option
-        if key in seen:
-            raise _invalid(spec, f"option {key!r} given twice")
-        seen.add(key)
-        if efc:
-            ef_construction = int(efc.group(1))
-            if ef_construction < 1:
-                raise _invalid(spec, "efc must be a positive integer")
-        elif option == "sq8":
-            sq8 = True
-        else:
-            raise _invalid(spec, f"unknown option {option!r}")
-    return AnnSpec("hnsw", m=m, ef_construction=ef_construction, sq8=sq8)
 
 
 @contextmanager
@@ -295,9 +163,26 @@ def _training_sample(index: faiss.Index, source: VectorSource, seed: int = 1234)
     return source.take(rows)
 
 
+def fastscan_subquantizers(dim: int) -> int:
+    """Sub-quantizers of an ivfN,fs index: one per FASTSCAN_DIMS_PER_CODE dimensions, or
+    the largest divisor of `dim` below that count (each covers a whole number of dims)."""
+    m = max(1, dim // FASTSCAN_DIMS_PER_CODE)
+    while dim % m:
+        m -= 1
+    return m
+
+
 def _new_ivf(spec: AnnSpec, dim: int) -> faiss.Index:
     quantizer = faiss.IndexFlatIP(dim)  # the python wrapper keeps it alive with the index
-    if spec.sq8:
+    if spec.fastscan:
+        # 4-bit codes by residual (the centroid's part is exact), scanned 32 at a time with
+        # SIMD lookups: about a tenth of an 8-bit code's cost, too coarse to rank on their
+        # own, so the search rescores a shortlist from the store's vectors.
+        index = faiss.IndexIVFPQFastScan(
+            quantizer, dim, spec.nlist, fastscan_subquantizers(dim), 4, faiss.METRIC_INNER_PRODUCT
+        )
+        index.by_residual = True  # faiss' default is off for inner product
+    elif spec.sq8:
         # Not by residual: a code then decodes to the vector itself, with no centroid added,
         # and the rerank reads it straight from the list the search just scanned.
         index = faiss.IndexIVFScalarQuantizer(
@@ -388,6 +273,9 @@ def tune_nprobe(
     way) cap what more lists can buy, so the target is at most NPROBE_CEILING_SHARE of the
     recall of the widest choice, NPROBE_CHOICES[-1] lists: the lists chosen find 99% of
     what scanning many more would.
+
+    A `refines` index (ivfN,fs) is measured as it serves: each shortlist rescored from the
+    source's vectors.
     """
     source = _as_source(vectors)
     n = len(source)
@@ -398,8 +286,17 @@ def tune_nprobe(
     _, top = exact_top_k(queries, source, k + 1)
     truth = [set(t.tolist()) - {int(r)} for t, r in zip(top, rows, strict=True)]
 
+    def found_at(nprobe: int) -> np.ndarray | list[np.ndarray]:
+        if not refines(index):
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            return index.search(queries, k + 1, params=params)[1]
+        return [
+            search_refined(index, query, k + 1, _sorted_take(source), nprobe=nprobe)[1]
+            for query in queries
+        ]
+
     def recall_at(nprobe: int) -> float:
-        _, found = index.search(queries, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        found = found_at(nprobe)
         hits = sum(
             len((set(f.tolist()) - {int(r)}) & t)
             for f, r, t in zip(found, rows, truth, strict=True)
@@ -416,6 +313,18 @@ def tune_nprobe(
             break
     index.nprobe = nprobe
     return nprobe, recall
+
+
+def _sorted_take(source: VectorSource) -> Callable[[np.ndarray], np.ndarray]:
+    """`source.take` for rows in any order (it reads sorted rows)."""
+
+    def take(rows: np.ndarray) -> np.ndarray:
+        order = np.argsort(rows, kind="stable")
+        vectors = np.empty((len(rows), source.dim), np.float32)
+        vectors[order] = source.take(rows[order])
+        return vectors
+
+    return take
 
 
 def search(
@@ -445,6 +354,51 @@ def search(
     with _omp_threads(threads):
         scores, rows = index.search(matrix, k, params=params)
     return scores, rows.astype(np.int64, copy=False)
+
+
+def refines(index: faiss.Index) -> bool:
+    """Whether the index's own scores are too coarse to rank by (4-bit fast-scan codes), so
+    its hits are a shortlist to rescore from the store's vectors (`search_refined`)."""
+    return isinstance(index, faiss.IndexIVFPQFastScan)
+
+
+def refine_shortlist(k: int) -> int:
+    """Rows an `ivfN,fs` search fetches to return k: REFINE_SHORTLIST times as many, at
+    least MIN_REFINE_SHORTLIST."""
+    return max(REFINE_SHORTLIST * k, MIN_REFINE_SHORTLIST)
+
+
+def rescore(
+    query: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k best of `rows` by inner product of `query` with their `vectors`, best first:
+    (scores, rows, vectors)."""
+    scores = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
+    if len(scores) > k:
+        keep = np.argpartition(-scores, k - 1)[:k]
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+    else:
+        keep = np.argsort(-scores, kind="stable")
+    return scores[keep], rows[keep], vectors[keep]
+
+
+def search_refined(
+    index: faiss.Index,
+    query: np.ndarray,
+    k: int,
+    decode: Callable[[np.ndarray], np.ndarray],
+    *,
+    nprobe: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k of one query as (scores, rows, vectors), hits only: the index's shortlist of
+    `refine_shortlist(k)` rows rescored exactly from `decode(rows)` (the store's vectors,
+    which the rerank then reuses). For `refines` indexes; others need no shortlist."""
+    matrix = _as_float32_matrix(query)
+    if len(matrix) != 1:
+        raise ValueError(f"search_refined takes one query, got {len(matrix)}")
+    _, rows = search(index, matrix, min(refine_shortlist(k), max(index.ntotal, 1)), nprobe=nprobe)
+    rows = rows[0][rows[0] >= 0]
+    return rescore(matrix[0], rows, decode(rows), k)
 
 
 def stores_exact_vectors(index: faiss.Index) -> bool:

@@ -158,6 +158,11 @@ class Snapshot:
                 self._row_map = True
         return ann_lib.reconstruct_rows(self.index, rows)
 
+    @cached_property
+    def refines(self) -> bool:
+        """Whether the index's hits are a shortlist to rescore from the vectors (ivfN,fs)."""
+        return self.index is not None and ann_lib.refines(self.index)
+
     @property
     def dim(self) -> int | None:
         return self.meta["dim"]
@@ -237,7 +242,10 @@ class Reader:
         if not filters and snap.vectors_from_index:
             scores, rows, vectors = ann_lib.search_with_vectors(snap.index, query, n)
             return self.candidates(snap, rows, scores, with_documents, vectors)
-        if not filters:
+        if not filters and snap.refines:
+            scores, rows, vectors = ann_lib.search_refined(snap.index, query, n, snap.decode)
+            return self.candidates(snap, rows, scores, with_documents, vectors)
+        if not filters:  # an index that holds no vectors and needs no rescoring
             rows, scores = self._ann(snap, query, n, ef_search)
         else:
             allowed = snap.filters.rows(filters)
@@ -280,13 +288,17 @@ class Reader:
         """Over-fetch from the ANN index and filter, growing k until n hits pass."""
         mask = np.zeros(snap.count, dtype=bool)
         mask[allowed] = True
-        k = min(snap.count, n * OVERFETCH)
+        wanted = ann_lib.refine_shortlist(n) if snap.refines else n
+        k = min(snap.count, wanted * OVERFETCH)
         while True:
             scores, rows = ann_lib.search(snap.index, query, k, ef_search)
             scores, rows = scores[0], rows[0]
             keep = (rows >= 0) & mask[np.maximum(rows, 0)]
-            if keep.sum() >= n or k >= snap.count:
-                return rows[keep][:n], scores[keep][:n]
+            if keep.sum() >= wanted or k >= snap.count:
+                rows, scores = rows[keep][:wanted], scores[keep][:wanted]
+                if snap.refines:  # the shortlist rescored from the stored vectors
+                    scores, rows, _ = ann_lib.rescore(query, rows, snap.decode(rows), n)
+                return rows, scores
             k = min(snap.count, k * OVERFETCH)
 
     def candidates(

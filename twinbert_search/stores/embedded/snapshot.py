@@ -4,7 +4,8 @@ A snapshot is immutable: the ids in id order, the vectors, the precomputed cross
 the ANN index (`ann.py`), the BM25 index (`bm25.py`) and the metadata filter postings
 (`filters.py`). The vectors are kept once: in the store's codec, or, when the ANN index
 holds decodable codes (`ivfN,sq8`, what `auto` builds at 50k documents and more), only there
-(`snapshot.json` says `"vectors": "ann"`).
+(`snapshot.json` says `"vectors": "ann"`). An `ivfN,fs` index (on request) holds 4-bit
+codes that only rank a shortlist, so the codec arrays stay and rescore it.
 
 Rows stream from SQLite into memory-mapped files and the index trains on a sample, so the
 build holds a chunk of float32 vectors at a time, whatever the store's size.

@@ -1,0 +1,80 @@
+"""IVF snapshots of the embedded store: recall that takes the hits' vectors from the index
+(ivfN, ivfN,sq8), and recall that rescores the index's shortlist from the stored vectors
+(ivfN,fs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.stores.test_embedded_store import build, exact_ids, unit_vectors
+from twinbert_search.stores.embedded import EmbeddedStore
+
+
+@pytest.mark.parametrize(
+    ("codec", "ann", "only_copy"),
+    [("float32", "ivf16", False), ("int8", "ivf16", False), ("float32", "ivf16,sq8", True)],
+)
+def test_ivf_recall_takes_vectors_from_the_index(tmp_path, codec, ann, only_copy) -> None:
+    # IVF-Flat holds the decoded vectors and IVF-SQ8 their 8-bit codes, so recall reads them
+    # from the lists it scanned; a fetch by id must give the same vectors. With sq8 the index
+    # is the snapshot's only copy: no codec arrays are written.
+    store, _, vectors = build(tmp_path, n=2000, codec=codec, ann=ann)
+    snap = store._loaded()
+    assert snap.vectors_from_index
+    assert (snap.meta["vectors"] == "ann") is only_copy
+    assert (snap.path / "vectors.npy").exists() is not only_copy
+    for seed in range(3):
+        query = unit_vectors(1, seed=40 + seed)[0]
+        got = store.recall(query, 50)
+        assert len(got) == 50
+        np.testing.assert_array_equal(got.vectors, store.fetch(got.ids).vectors)
+        np.testing.assert_allclose(got.recall_scores, got.vectors @ query, atol=1e-5)
+        rows = [int(doc_id[1:]) for doc_id in got.ids]
+        cosine = (got.vectors * vectors[rows]).sum(1) / np.linalg.norm(got.vectors, axis=1)
+        assert cosine.min() > 0.995  # 8-bit codes of 16-dim vectors
+    store.close()
+
+
+def test_sq8_snapshot_serves_filters_and_fetch_from_the_index(tmp_path) -> None:
+    store, docs, vectors = build(tmp_path, n=2000, ann="ivf16,sq8")
+    assert not store._loaded().arrays
+    query = unit_vectors(1, seed=5)[0]
+    allowed = {d.id for d in docs if d.metadata.get("lang") == "en"}
+    got = store.recall(query, 20, filters={"lang": "en"})
+    assert got.ids and set(got.ids) <= allowed
+    rows = [int(doc_id[1:]) for doc_id in got.ids]
+    cosine = (got.vectors * vectors[rows]).sum(1) / np.linalg.norm(got.vectors, axis=1)
+    assert cosine.min() > 0.995
+    np.testing.assert_array_equal(store.fetch(got.ids).vectors, got.vectors)
+    store.close()
+
+
+@pytest.mark.parametrize("codec", ["int8", "float32"])
+def test_fastscan_snapshot_rescores_its_shortlist_from_the_stored_vectors(tmp_path, codec) -> None:
+    # ivfN,fs keeps the codec arrays (the index's 4-bit codes are no copy of the vectors):
+    # recall rescores the index's shortlist from them and hands the rerank the same vectors.
+    store, docs, vectors = build(tmp_path, n=3000, codec=codec, ann="ivf16,fs")
+    snap = store._loaded()
+    assert snap.refines and not snap.vectors_from_index
+    assert snap.meta["ann"] == "ivf16,fs" and snap.meta["vectors"] == "arrays"
+    assert (snap.path / "vectors.npy").exists()
+    for seed in range(3):
+        query = unit_vectors(1, seed=60 + seed)[0]
+        got = store.recall(query, 20)
+        np.testing.assert_array_equal(got.vectors, store.fetch(got.ids).vectors)
+        np.testing.assert_allclose(got.recall_scores, got.vectors @ query, rtol=1e-5, atol=1e-6)
+        assert list(got.recall_scores) == sorted(got.recall_scores, reverse=True)
+        truth = exact_ids(docs, vectors, query, 20)
+        assert len(set(got.ids) & set(truth)) >= 18  # 8-bit or exact vectors rescored
+    query = unit_vectors(1, seed=5)[0]
+    got = store.recall(query, 20, filters={"lang": "en"})
+    truth = exact_ids(docs, vectors, query, 20, lambda d: d.metadata["lang"] == "en")
+    assert got.ids and all(docs[int(i[1:])].metadata["lang"] == "en" for i in got.ids)
+    assert len(set(got.ids) & set(truth)) >= 18
+    np.testing.assert_allclose(got.recall_scores, got.vectors @ query, rtol=1e-5, atol=1e-6)
+    before = store.recall(query, 20).ids
+    store.close()
+    reopened = EmbeddedStore.open(tmp_path / "idx")  # the index read back, not mapped
+    assert reopened.recall(query, 20).ids == before
+    reopened.close()
