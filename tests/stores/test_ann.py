@@ -400,3 +400,18 @@ def test_fastscan_search_on_a_tiny_index() -> None:
     _, rows, vectors = search_refined(index, x[7], 100, lambda r: x[r])
     assert sorted(rows.tolist()) == list(range(50)) and rows[0] == 7
     assert vectors.shape == (50, 8)
+
+
+def test_ivf_search_widens_until_k_hits_are_found() -> None:
+    """A tuned nprobe is chosen for recall@100; a deeper k (the rerank's 1,000) must still be
+    filled where the probed lists hold fewer vectors."""
+    x = unit_vectors(2000, 16, seed=3)
+    index = build_index("ivf64", x, tune=False)
+    query = x[:5]
+    unfilled = index.search(query, 500, params=faiss.SearchParametersIVF(nprobe=2))[1]
+    assert (unfilled < 0).any()  # two of 64 lists hold fewer than 500 vectors
+    scores, rows = search(index, query, 500, nprobe=2)
+    assert (rows >= 0).all() and all(len(set(r.tolist())) == 500 for r in rows)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # still best first
+    everything = search(index, query, 3000, nprobe=2)[1]  # more than the store holds
+    assert ((everything >= 0).sum(axis=1) == 2000).all()

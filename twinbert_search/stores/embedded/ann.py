@@ -353,7 +353,31 @@ def search(
         params = faiss.SearchParametersIVF(nprobe=nprobe or index.nprobe)
     with _omp_threads(threads):
         scores, rows = index.search(matrix, k, params=params)
+        if isinstance(index, faiss.IndexIVF):
+            scores, rows = _filled(index, matrix, k, int(params.nprobe), scores, rows)
     return scores, rows.astype(np.int64, copy=False)
+
+
+def _filled(
+    index: faiss.IndexIVF,
+    matrix: np.ndarray,
+    k: int,
+    nprobe: int,
+    scores: np.ndarray,
+    rows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Queries whose `nprobe` lists held fewer than k vectors search again with twice the
+    lists until they have k hits or every list is scanned: a tuned nprobe (recall@100) can
+    leave a rerank depth of 1,000 unfilled (869 hits on average at 100k, 16 of 2,048 lists)."""
+    want = min(k, int(index.ntotal))
+    short = np.flatnonzero((rows[:, :want] < 0).any(axis=1))
+    while len(short) and nprobe < index.nlist:
+        nprobe = min(2 * nprobe, int(index.nlist))
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        more_scores, more_rows = index.search(matrix[short], k, params=params)
+        scores[short], rows[short] = more_scores, more_rows
+        short = short[(more_rows[:, :want] < 0).any(axis=1)]
+    return scores, rows
 
 
 def refines(index: faiss.Index) -> bool:
