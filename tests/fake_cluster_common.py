@@ -99,3 +99,16 @@ def project_source(source: Mapping[str, Any], includes: list[str]) -> dict[str, 
         for k, v in source.items()
         if any(fnmatch.fnmatch(k, p) for p in includes)
     }
+
+
+def without_unnamed_vectors(
+    source: dict[str, Any], mappings: Mapping[str, Any], includes: list[str]
+) -> dict[str, Any]:
+    """Elasticsearch 9 leaves `dense_vector` values out of `_source` unless a request names
+    the field (`index.mapping.exclude_source_vectors`, on by default for new indices)."""
+    vectors = {
+        field
+        for field, prop in (mappings.get("properties") or {}).items()
+        if prop.get("type") == "dense_vector"
+    }
+    return {k: v for k, v in source.items() if k not in vectors or k in includes}

@@ -16,7 +16,13 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fake_cluster_common import FakeIndex, FakeUnsupported, as_list, project_source
+from tests.fake_cluster_common import (
+    FakeIndex,
+    FakeUnsupported,
+    as_list,
+    project_source,
+    without_unnamed_vectors,
+)
 from tests.fake_elasticsearch.common import ERROR_TYPES, ApiError
 
 UNIT_TOLERANCE = 1e-4  # Elasticsearch's check: |squared magnitude - 1| within a float error
@@ -250,6 +256,8 @@ class DocumentsApi:
             else:
                 docs.append({
                     "_index": index.name, "_id": doc_id, "_version": index.versions[doc_id],
-                    "found": True, "_source": project_source(source, includes),
+                    "found": True, "_source": without_unnamed_vectors(
+                        project_source(source, includes), index.mappings, includes
+                    ),
                 })  # fmt: skip
         return 200, {"docs": docs}

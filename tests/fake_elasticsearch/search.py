@@ -11,7 +11,6 @@ of the last refresh.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from tests.fake_cluster_common import (
     hashable,
     project_source,
     tokenize,
+    without_unnamed_vectors,
 )
 from tests.fake_elasticsearch.common import ApiError, knn_score, quantized
 
@@ -86,12 +86,17 @@ class SearchApi:
         for h in hits:
             if spec is False:
                 del h["_source"]
-            elif isinstance(spec, Mapping):
-                h["_source"] = project_source(h["_source"], as_list(spec.get("includes")))
+                continue
+            if isinstance(spec, Mapping):
+                includes = as_list(spec.get("includes"))
             elif isinstance(spec, (list, str)):
-                h["_source"] = project_source(h["_source"], as_list(spec))
+                includes = as_list(spec)
             else:
-                h["_source"] = json.loads(json.dumps(h["_source"]))
+                includes = []
+            mappings = self.indices[h["_index"]].mappings
+            h["_source"] = without_unnamed_vectors(
+                project_source(h["_source"], includes), mappings, includes
+            )
         scored = [h["_score"] for h in hits if h["_score"] is not None]
         return 200, {
             "took": 1,

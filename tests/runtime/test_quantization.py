@@ -172,3 +172,28 @@ def test_reexport_drops_the_stale_static_graph(tiny_checkpoint: Path, tmp_path: 
     assert STATIC_INT8_KEY not in manifest.onnx and "static_int8" not in manifest.extra
     with pytest.raises(ModelError, match="twinbert-search quantize"):
         TwinBertRuntime.load(folder, document_graph="openvino-int8")
+
+
+def test_quantize_calibrates_on_documents_as_the_runtime_feeds_them(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model with a document prefix (an imported e5's "passage: ") is calibrated and checked
+    on prefixed text, as `index` encodes it."""
+    import twinbert_search.quantization.document_graph as document_graph
+
+    folder = build_tiny_model(tiny_checkpoint, tmp_path / "prefixed")
+    manifest = ModelManifest.load(folder)
+    manifest.document_prefix = "passage: "
+    manifest.save(folder)
+    seen: list[str] = []
+    real_encode = TextTokenizer.encode
+
+    def spy(self: TextTokenizer, batch: list[str]) -> object:
+        seen.extend(batch)
+        return real_encode(self, batch)
+
+    monkeypatch.setattr(TextTokenizer, "encode", spy)
+    calibration = texts(8)
+    document_graph.quantize_documents(folder, calibration)
+    assert seen and all(t.startswith("passage: ") for t in seen)
+    assert {"passage: " + t for t in calibration} <= set(seen)

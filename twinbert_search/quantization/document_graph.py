@@ -218,7 +218,10 @@ def quantize_documents(
     tokenizer = TextTokenizer.from_file(model_dir / "tokenizer.json", manifest.max_doc_length)
     fp32 = make_session(src)
     inputs = {i.name for i in fp32.get_inputs()}
-    batches = calibration_batches(texts, tokenizer, inputs)
+    # The graph sees documents as the runtime feeds them: with the model's document prefix
+    # (e5's "passage: "), so calibration ranges and the fidelity check match what is indexed.
+    prefix = manifest.document_prefix
+    batches = calibration_batches([prefix + t for t in texts], tokenizer, inputs)
     out_rel = "onnx/document_encoder.static-int8.onnx"
     dst = model_dir / out_rel
     work = dst.with_name(dst.name + ".work")
@@ -234,8 +237,8 @@ def quantize_documents(
             p.unlink()
         work.rmdir()
     check = list(check_texts if check_texts is not None else texts)
-    ref = OnnxEncoder(fp32, tokenizer).encode(check)
-    got = OnnxEncoder(make_session(dst), tokenizer).encode(check)  # the same graph on ORT
+    ref = OnnxEncoder(fp32, tokenizer, prefix=prefix).encode(check)
+    got = OnnxEncoder(make_session(dst), tokenizer, prefix=prefix).encode(check)  # on ORT
     cos = row_cosines(ref, got)
     report = QuantizeReport(dst, len(texts), alpha, float(cos.min()), float(cos.mean()))
     manifest.onnx[STATIC_INT8_KEY] = out_rel

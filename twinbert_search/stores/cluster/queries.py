@@ -17,6 +17,7 @@ from twinbert_search.stores.cluster.schema import (
     FIELD_PRECOMPUTED,
     FIELD_SEARCH,
     FIELD_VECTOR,
+    SOURCE_FIELDS,
 )
 
 
@@ -62,7 +63,14 @@ def source_includes(include_text: bool) -> dict[str, Any] | bool:
     """
     if include_text:
         return True
-    return {"includes": [FIELD_ID, FIELD_VECTOR, FIELD_PRECOMPUTED]}
+    return source_fields(include_text)
+
+
+def source_fields(include_text: bool) -> dict[str, Any]:
+    """`source_includes` as a list of fields, for an engine that leaves vectors out of a
+    whole `_source` (Elasticsearch 9 excludes `dense_vector` values unless named)."""
+    fields = list(SOURCE_FIELDS) if include_text else [FIELD_ID, FIELD_VECTOR, FIELD_PRECOMPUTED]
+    return {"includes": fields}
 
 
 def match_query(text: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from twinbert_search.stores.cluster.queries import (
     bm25_search_body,
     filter_query,
     filtered_match,
-    source_includes,
+    source_fields,
 )
 from twinbert_search.stores.elasticsearch.index_options import (
     IndexOptions,
@@ -146,7 +146,7 @@ def knn_search_body(
     return {
         "size": int(n),
         "knn": knn_clause(vector, n, options, filters=filters, candidates=candidates),
-        "_source": source_includes(include_text),
+        "_source": source_fields(include_text),
     }
 
 
@@ -175,7 +175,7 @@ def rrf_search_body(
                 "rank_constant": RRF_RANK_CONSTANT,
             }
         },
-        "_source": source_includes(include_text),
+        "_source": source_fields(include_text),
     }
 
 

@@ -28,6 +28,7 @@ from twinbert_search.stores.base import Candidates, Filters, VectorStore
 from twinbert_search.stores.cluster import pipelines, reads
 from twinbert_search.stores.cluster.errors import reason
 from twinbert_search.stores.cluster.runs import IndexRunHooks
+from twinbert_search.stores.cluster.schema import SOURCE_FIELDS
 from twinbert_search.stores.cluster.store import ClusterStoreBase
 from twinbert_search.stores.elasticsearch import assets, connection
 from twinbert_search.stores.elasticsearch.hybrid import RrfHybridRecall
@@ -67,8 +68,8 @@ class ElasticsearchStore(RrfHybridRecall, ClusterStoreBase, IndexRunHooks, Vecto
     def _mget_batch(
         self, index: str, ids: list[str], fields: list[str] | None
     ) -> list[dict[str, Any]]:
-        if fields is None:
-            return self.client.mget(index=index, ids=ids).body["docs"]
+        # Elasticsearch 9 leaves `dense_vector` values out of a whole `_source`: name them
+        fields = list(SOURCE_FIELDS) if fields is None else fields
         return self.client.mget(index=index, ids=ids, source_includes=fields).body["docs"]
 
     def _count(self, target: str) -> int:
