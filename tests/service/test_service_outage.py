@@ -297,3 +297,16 @@ def test_serve_bounds_the_cluster_wait_unless_told_otherwise(
     default, given = (dict(config.cluster) for config in seen)
     assert default["timeout"] == SERVE_CLUSTER_TIMEOUT_S and given["timeout"] == 42
     assert default["client_kwargs"] == given["client_kwargs"] == {"max_retries": 1}
+
+
+def test_a_service_built_in_python_bounds_the_cluster_wait_too() -> None:
+    """The bound belongs to the service, not only to `serve`'s flags."""
+    url = {"url": "http://127.0.0.1:9"}
+    config = ServiceConfig(backend="opensearch", cluster=url)
+    assert config.cluster["timeout"] == SERVE_CLUSTER_TIMEOUT_S
+    assert config.cluster["client_kwargs"] == {"max_retries": 1}
+    own = ServiceConfig(
+        backend="opensearch", cluster={**url, "timeout": 9, "client_kwargs": {"max_retries": 4}}
+    )
+    assert own.cluster["timeout"] == 9 and own.cluster["client_kwargs"] == {"max_retries": 4}
+    assert "timeout" not in ServiceConfig(index_dir=Path("x")).cluster  # embedded: no cluster

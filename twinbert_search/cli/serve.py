@@ -31,8 +31,6 @@ from twinbert_search.service.config import (
     DEFAULT_PORT,
     DEFAULT_REFRESH_S,
     DEFAULT_RERANK_BUDGET_MS,
-    SERVE_CLUSTER_RETRIES,
-    SERVE_CLUSTER_TIMEOUT_S,
     ServiceConfig,
     default_workers,
 )
@@ -151,7 +149,7 @@ def serve(
         threads=threads,
         workers=workers or default_workers(),
         backend=backend,
-        cluster=_serving_cluster(backend, cluster),
+        cluster=_serving_cluster(cluster),
         host=host,
         port=port,
         api_key=api_key,
@@ -187,14 +185,10 @@ def serve(
         searcher.store.close()
 
 
-def _serving_cluster(backend: str, flags: dict[str, Any]) -> dict[str, Any]:
-    """The cluster flags as served: a request-sized timeout unless --timeout was given, and
-    one retry (the CLI's defaults suit bulk indexing: 30 s and 3 retries, two minutes on a
-    hung node)."""
+def _serving_cluster(flags: dict[str, Any]) -> dict[str, Any]:
+    """The cluster flags, without --timeout when it was not given: the service's own bound
+    (`ServiceConfig`: 5 s, one retry) applies then, not the CLI's bulk-sized 30 s."""
     cluster = {k: flags[k] for k in {*OPTION_NAMES, *ES_OPTION_NAMES} if k in flags}
-    if backend == "embedded":
-        return cluster
     if click.get_current_context().get_parameter_source("timeout") is ParameterSource.DEFAULT:
-        cluster["timeout"] = SERVE_CLUSTER_TIMEOUT_S
-    cluster["client_kwargs"] = {"max_retries": SERVE_CLUSTER_RETRIES}
+        cluster.pop("timeout", None)
     return cluster

@@ -59,6 +59,21 @@ class ServiceConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     refresh_s: float = DEFAULT_REFRESH_S
 
+    def __post_init__(self) -> None:
+        # A served request waits for a cluster at most SERVE_CLUSTER_TIMEOUT_S per attempt,
+        # with SERVE_CLUSTER_RETRIES retry, unless `cluster` says otherwise: the clients'
+        # own defaults (30 s, 3 retries) suit bulk indexing, two minutes on a hung node.
+        if self.backend == "embedded":
+            return
+        cluster = dict(self.cluster)
+        if cluster.get("timeout") is None:
+            cluster["timeout"] = SERVE_CLUSTER_TIMEOUT_S
+        cluster["client_kwargs"] = {
+            "max_retries": SERVE_CLUSTER_RETRIES,
+            **(cluster.get("client_kwargs") or {}),
+        }
+        object.__setattr__(self, "cluster", cluster)
+
     @property
     def pool_size(self) -> int:
         """Connections the cluster client keeps: one per worker thread (each may be recalling
