@@ -52,6 +52,7 @@ from benchmarks.suite import REPO, dir_bytes  # noqa: E402
 from benchmarks.timing import machine, summary_ms  # noqa: E402
 from twinbert_search.documents import Document  # noqa: E402
 from twinbert_search.runtime import TwinBertRuntime  # noqa: E402
+from twinbert_search.service.config import DEFAULT_VECTOR_CACHE_MB  # noqa: E402
 
 TARGET = 0.95  # recall@100 every compared row must reach
 FULL = 0.99  # share of k hits a kNN of k must return on average
@@ -514,6 +515,12 @@ def parser() -> argparse.ArgumentParser:
     side.add_argument("--concurrency", type=int, default=4)
     side.add_argument("--duration", type=float, default=20.0)
     side.add_argument("--probes", type=int, default=100, help="sequential paired requests")
+    side.add_argument(
+        "--vector-cache-mb",
+        type=float,
+        default=DEFAULT_VECTOR_CACHE_MB,
+        help="the sidecar's vector cache (0: every recall carries its vectors)",
+    )
     side.add_argument("--json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
     side.add_argument(
         "--before", type=Path, default=None, help="an earlier run's JSON, shown beside this one"
