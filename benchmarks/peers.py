@@ -533,6 +533,11 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--sidecar-json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
     render.add_argument("--write", type=Path, default=None, help="BENCHMARKS.md to update")
     render.add_argument("--note", action="append", default=[], help="a line for the notes")
+    render.add_argument(
+        "--sidecar-only",
+        action="store_true",
+        help="replace only the sidecar sub-section of --write with --sidecar-json",
+    )
     return p
 
 
@@ -555,6 +560,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from benchmarks import peers_report
 
+        if args.sidecar_only:
+            side = json.loads(args.sidecar_json.read_text())
+            if args.write is None:
+                print("\n".join(peers_report.sidecar_lines(side)))
+            else:
+                peers_report.write_sidecar(args.write, side)
+            return 0
         rows = json.loads(args.json.read_text())
         section = peers_report.render(rows, args.sidecar_json, args.note)
         if args.write is None:
