@@ -298,7 +298,8 @@ def before_lines(side: dict[str, Any]) -> list[str]:
     m = before["machine"]
     return [
         f"- Before (same session, {m['date_utc']}, load {m['load_before'][0]:.1f}, commit "
-        f"{m['git']['commit'][:10]}, alias `{before['alias']}`): added p50 {was:.2f} ms "
+        f"{m['git']['commit'][:10]}, alias `{before['alias']}`, vector cache "
+        f"{_cache(before)}): added p50 {was:.2f} ms "
         f"({was / max(now, 1e-9):.1f}x this run's), the took "
         f"{old['spans_ms']['took']['p50']:.1f} ms, the recall span over it "
         f"{old['recall_span_over_took_ms']['p50']:.2f} ms, HTTP and framework "
@@ -306,6 +307,11 @@ def before_lines(side: dict[str, Any]) -> list[str]:
         f"p50 {load['p50_ms']} ms, CPU per request sidecar {cpu['sidecar']:.1f} ms, node "
         f"{cpu['node']:.1f} ms.",
     ]
+
+
+def _cache(side: dict[str, Any]) -> str:
+    mb = side.get("vector_cache_mb", 0)
+    return f"{mb:g} MB" if mb else "off"
 
 
 def wire_lines(wire: dict[str, Any] | None) -> list[str]:
