@@ -109,6 +109,7 @@ def build(
     coarse = faiss.IndexFlatIP(dim)
     kmeans = faiss.Clustering(dim, nlist)
     kmeans.niter, kmeans.seed, kmeans.max_points_per_centroid = iterations, seed, points_per_list
+    kmeans.spherical = True  # as faiss's own IVF trains for the inner product
     kmeans.train(sample, coarse)
     centroids = faiss.rev_swig_ptr(coarse.get_xb(), nlist * dim).reshape(nlist, dim)
     quantizer = faiss.IndexFlatIP(dim)
