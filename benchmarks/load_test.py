@@ -179,6 +179,8 @@ def start_server(args: argparse.Namespace, port: int, log: Any) -> subprocess.Po
     command += ["--log-level", args.log_level]
     command += ["--cache-size", str(args.cache_size)]
     command += ["--rerank-budget-ms", str(args.rerank_budget_ms)]
+    if getattr(args, "vector_cache_mb", None) is not None and args.backend != "embedded":
+        command += ["--vector-cache-mb", str(args.vector_cache_mb)]
     if args.model:
         command += ["--model", str(args.model)]
     if args.threads:

@@ -52,6 +52,7 @@ from benchmarks.suite import REPO, dir_bytes  # noqa: E402
 from benchmarks.timing import machine, summary_ms  # noqa: E402
 from twinbert_search.documents import Document  # noqa: E402
 from twinbert_search.runtime import TwinBertRuntime  # noqa: E402
+from twinbert_search.service.config import DEFAULT_VECTOR_CACHE_MB  # noqa: E402
 
 TARGET = 0.95  # recall@100 every compared row must reach
 FULL = 0.99  # share of k hits a kNN of k must return on average
@@ -514,6 +515,12 @@ def parser() -> argparse.ArgumentParser:
     side.add_argument("--concurrency", type=int, default=4)
     side.add_argument("--duration", type=float, default=20.0)
     side.add_argument("--probes", type=int, default=100, help="sequential paired requests")
+    side.add_argument(
+        "--vector-cache-mb",
+        type=float,
+        default=DEFAULT_VECTOR_CACHE_MB,
+        help="the sidecar's vector cache (0: every recall carries its vectors)",
+    )
     side.add_argument("--json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
     side.add_argument(
         "--before", type=Path, default=None, help="an earlier run's JSON, shown beside this one"
@@ -526,6 +533,11 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--sidecar-json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
     render.add_argument("--write", type=Path, default=None, help="BENCHMARKS.md to update")
     render.add_argument("--note", action="append", default=[], help="a line for the notes")
+    render.add_argument(
+        "--sidecar-only",
+        action="store_true",
+        help="replace only the sidecar sub-section of --write with --sidecar-json",
+    )
     return p
 
 
@@ -548,6 +560,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from benchmarks import peers_report
 
+        if args.sidecar_only:
+            side = json.loads(args.sidecar_json.read_text())
+            if args.write is None:
+                print("\n".join(peers_report.sidecar_lines(side)))
+            else:
+                peers_report.write_sidecar(args.write, side)
+            return 0
         rows = json.loads(args.json.read_text())
         section = peers_report.render(rows, args.sidecar_json, args.note)
         if args.write is None:

@@ -6,7 +6,8 @@ Two measurements, both against an index `peers.py knn --keep` left on the node:
   candidates, query cache off) for T seconds; CPU seconds of the sidecar process and of the
   node process (/proc/<pid>/stat utime + stime, before and after) per request answered;
 - added latency: sequential requests, each paired with the same kNN sent to the engine
-  directly (the body the store sends: 100 hits with their vectors); per request, the
+  directly (the body the sidecar's store sends: 100 hits with their vectors, or with the
+  vector cache on (`--vector-cache-mb`, the sidecar's default) ids and versions); per request, the
   sidecar's wall time less its query encoding (its own `encode` span) less the engine's
   `took` for that kNN. The sidecar's spans (recall, rerank, documents) say where it goes.
 """
@@ -23,6 +24,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
+import urllib3
 
 from benchmarks import load_test
 from benchmarks.suite import REPO
@@ -44,6 +47,7 @@ def server_args(args: argparse.Namespace) -> argparse.Namespace:
         alias=args.alias,
         log_level="warning",
         cache_size=0,
+        vector_cache_mb=args.vector_cache_mb,
         rerank_budget_ms=250.0,
         model=None,
         threads=None,
@@ -82,10 +86,16 @@ def paired(base: str, texts: list[str], args: argparse.Namespace) -> dict[str, A
     from twinbert_search.stores.opensearch import ConnectionOptions, OpenSearchStore
 
     runtime = TwinBertRuntime.load(resolve_model(None, build_default=True), threads=1)
-    engine = Engine("opensearch", OpenSearchStore(ConnectionOptions(args.url), alias=args.alias))
+    # the kNN the sidecar sends: ids and versions only once its vector cache is on
+    store = OpenSearchStore(
+        ConnectionOptions(args.url), alias=args.alias, vector_cache_mb=args.vector_cache_mb
+    )
+    engine = Engine("opensearch", store)
     spans: dict[str, list[float]] = {
         k: [] for k in ("wall", "encode", "recall", "rerank", "documents", "total", "took")
     }
+    bare: list[float] = []  # one bare POST of the same kNN body: wall - took
+    pool = urllib3.PoolManager()
     with httpx.Client(base_url=base, timeout=30) as client:
         for i in range(args.probes + 5):
             text = texts[i % len(texts)]
@@ -93,9 +103,12 @@ def paired(base: str, texts: list[str], args: argparse.Namespace) -> dict[str, A
             body = client.post("/search", json={"query": text, **PAYLOAD}).json()
             wall = (time.perf_counter() - start) * 1e3
             engine.tooks.clear()
-            engine.store.recall(runtime.encode_query(text), PAYLOAD["candidates"])
+            vector = runtime.encode_query(text)
+            engine.store.recall(vector, PAYLOAD["candidates"])
+            bare_ms = bare_round_trip(pool, args, store, vector)
             if i < 5:  # warm-up
                 continue
+            bare.append(bare_ms)
             spans["wall"].append(wall)
             spans["took"].append(engine.tooks[-1])
             for name in ("encode", "recall", "rerank", "documents", "total"):
@@ -109,7 +122,25 @@ def paired(base: str, texts: list[str], args: argparse.Namespace) -> dict[str, A
         "added_over_took_ms": summary_ms(added),
         "recall_span_over_took_ms": summary_ms(arrays["recall"] - arrays["took"]),
         "http_and_framework_ms": summary_ms(arrays["wall"] - arrays["total"]),
+        "bare_round_trip_over_took_ms": summary_ms(np.asarray(bare)),
     }
+
+
+def bare_round_trip(pool: Any, args: argparse.Namespace, store: Any, vector: np.ndarray) -> float:
+    """The floor under any client: the store's kNN body POSTed with urllib3 alone (no client
+    library, no parsing beyond `took`), its wall time less the engine's `took`."""
+    _, scoring = store._read_setup()
+    body = store._lean(store._knn_body(vector, PAYLOAD["candidates"], None, scoring))
+    data = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    start = time.perf_counter()
+    answer = pool.request(
+        "POST",
+        f"{args.url}/{args.alias}/_search",
+        body=data,
+        headers={"content-type": "application/json"},
+    )
+    wall = (time.perf_counter() - start) * 1e3
+    return wall - float(orjson.loads(answer.data)["took"])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "url": args.url,
         "alias": args.alias,
         "payload": PAYLOAD,
+        "vector_cache_mb": args.vector_cache_mb,
         "load": load,
         "paired": pairs,
         "machine": before | {"load_after": [round(x, 2) for x in os.getloadavg()]},

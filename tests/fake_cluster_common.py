@@ -35,10 +35,31 @@ class FakeIndex:
     versions: dict[str, int] = field(default_factory=dict)
     searchable: dict[str, dict[str, Any]] = field(default_factory=dict)
     refreshes: int = 0
+    # a shard's sequence numbers: every write takes the next one (primary term stays 1)
+    seq_nos: dict[str, int] = field(default_factory=dict)
+    searchable_seq_nos: dict[str, int] = field(default_factory=dict)
+    next_seq_no: int = 0
 
     def refresh(self) -> None:
         self.searchable = {k: json.loads(json.dumps(v)) for k, v in self.docs.items()}
+        self.searchable_seq_nos = dict(self.seq_nos)
         self.refreshes += 1
+
+    def written(self, doc_id: str) -> None:
+        """Count a write of `doc_id`: its version and its sequence number move on."""
+        self.versions[doc_id] = self.versions.get(doc_id, 0) + 1
+        self.seq_nos[doc_id] = self.next_seq_no
+        self.next_seq_no += 1
+
+    def doc_seq(self, doc_id: str) -> dict[str, int]:
+        """What a get or mget answer carries of the document's last write."""
+        return {"_seq_no": self.seq_nos[doc_id], "_primary_term": 1}
+
+    def hit_seq(self, doc_id: str, body: Mapping[str, Any]) -> dict[str, int]:
+        """A search hit's `_seq_no`/`_primary_term` (as of the refresh) when the body asks."""
+        if not body.get("seq_no_primary_term"):
+            return {}
+        return {"_seq_no": self.searchable_seq_nos[doc_id], "_primary_term": 1}
 
     @property
     def properties(self) -> dict[str, Any]:

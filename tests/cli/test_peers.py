@@ -105,7 +105,18 @@ def test_the_sidecar_paragraph_shows_the_run_before_and_the_recall_step_by_step(
     }
     text = "\n".join(peers_report.sidecar_lines(side))
     assert "adds p50 20.00 ms" in text and "**missed**" in text
-    assert "commit before, alias `a`): added p50 60.00 ms (3.0x this run's)" in text
+    assert "commit before, alias `a`, vector cache off): added p50 60.00 ms (3.0x this" in text
     assert "all three 5.0 ms (took 1.0)" in text
     assert "Where the added 20.0 ms go" in text and "loopback 1.0 ms in a bare POST" in text
     assert "Before" not in "\n".join(peers_report.sidecar_lines(_side(1.0, "x")))
+
+
+def test_with_the_vector_cache_the_floor_says_what_is_left() -> None:
+    side = _side(6.0, "after") | {"vector_cache_mb": 256}
+    side["paired"]["bare_round_trip_over_took_ms"] = {"p50": 1.9}
+    text = "\n".join(peers_report.sidecar_lines(side))
+    assert "with the vector cache (256 MB" in text
+    assert "exceeds the took by p50 1.90 ms" in text
+    assert "nothing is left for its HTTP server" in text
+    side["paired"]["bare_round_trip_over_took_ms"] = {"p50": 0.5}
+    assert "leaves the sidecar 1.0 ms for" in "\n".join(peers_report.sidecar_lines(side))

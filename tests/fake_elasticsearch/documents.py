@@ -103,7 +103,7 @@ class DocumentsApi:
         self._check_document(index, doc_id, source)
         created = doc_id not in index.docs
         index.docs[doc_id] = source
-        index.versions[doc_id] = index.versions.get(doc_id, 0) + 1
+        index.written(doc_id)
         return {
             "_index": index.name,
             "_id": doc_id,
@@ -256,7 +256,7 @@ class DocumentsApi:
             else:
                 docs.append({
                     "_index": index.name, "_id": doc_id, "_version": index.versions[doc_id],
-                    "found": True, "_source": without_unnamed_vectors(
+                    **index.doc_seq(doc_id), "found": True, "_source": without_unnamed_vectors(
                         project_source(source, includes), index.mappings, includes
                     ),
                 })  # fmt: skip

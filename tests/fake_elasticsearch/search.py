@@ -76,7 +76,13 @@ class SearchApi:
                 ).items()
             }
         hits = [
-            {"_index": n, "_id": i, "_score": s, "_source": self.indices[n].searchable[i]}
+            {
+                "_index": n,
+                "_id": i,
+                "_score": s,
+                "_source": self.indices[n].searchable[i],
+                **self.indices[n].hit_seq(i, body),
+            }
             for (n, i), s in scores.items()
         ]
         hits = self._sorted(hits, body)

@@ -124,7 +124,7 @@ class DocumentsApi:
         self._check_document(index, doc_id, source)
         created = doc_id not in index.docs
         index.docs[doc_id] = source
-        index.versions[doc_id] = index.versions.get(doc_id, 0) + 1
+        index.written(doc_id)
         return {
             "_index": index.name,
             "_id": doc_id,
@@ -274,6 +274,7 @@ class DocumentsApi:
                         "_index": index.name,
                         "_id": req["_id"],
                         "_version": index.versions[req["_id"]],
+                        **index.doc_seq(req["_id"]),
                         "found": True,
                         "_source": project_source(source, includes),
                     }

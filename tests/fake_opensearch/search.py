@@ -66,7 +66,13 @@ class SearchApi:
             else:
                 scores = self._evaluate(query, index, index.searchable)
             hits += [
-                {"_index": name, "_id": i, "_score": s, "_source": index.searchable[i]}
+                {
+                    "_index": name,
+                    "_id": i,
+                    "_score": s,
+                    "_source": index.searchable[i],
+                    **index.hit_seq(i, body),
+                }
                 for i, s in scores.items()
             ]
         sort = body.get("sort")

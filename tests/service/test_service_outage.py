@@ -310,3 +310,37 @@ def test_a_service_built_in_python_bounds_the_cluster_wait_too() -> None:
     )
     assert own.cluster["timeout"] == 9 and own.cluster["client_kwargs"] == {"max_retries": 4}
     assert "timeout" not in ServiceConfig(index_dir=Path("x")).cluster  # embedded: no cluster
+
+
+def test_the_service_keeps_cluster_vectors_unless_told_not_to(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A served cluster store gets the vector cache (`--vector-cache-mb`, 0: off)."""
+    from click.testing import CliRunner
+
+    from twinbert_search.cli import main
+    from twinbert_search.errors import ConfigurationError
+
+    url = {"url": "http://127.0.0.1:9"}
+    assert ServiceConfig(backend="opensearch", cluster=url).cluster["vector_cache_mb"] == 256
+    assert (
+        ServiceConfig(backend="elasticsearch", cluster=url, vector_cache_mb=0).cluster[
+            "vector_cache_mb"
+        ]
+        == 0
+    )
+    assert "vector_cache_mb" not in ServiceConfig(index_dir=Path("x")).cluster
+    with pytest.raises(ConfigurationError, match="--vector-cache-mb"):
+        ServiceConfig(backend="opensearch", cluster=url, vector_cache_mb=-1).validate()
+
+    seen: list[ServiceConfig] = []
+
+    def capture(config: ServiceConfig) -> Any:
+        seen.append(config)
+        raise ConfigurationError("stop here")
+
+    monkeypatch.setattr("twinbert_search.service.load_searcher", capture)
+    base = ["serve", "--backend", "opensearch", "--url", "http://127.0.0.1:9"]
+    result = CliRunner().invoke(main, [*base, "--model", str(tiny_model), "--vector-cache-mb", "0"])
+    assert "stop here" in result.output, result.output
+    assert seen[0].cluster["vector_cache_mb"] == 0

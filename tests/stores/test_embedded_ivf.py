@@ -13,7 +13,12 @@ from twinbert_search.stores.embedded import EmbeddedStore
 
 @pytest.mark.parametrize(
     ("codec", "ann", "only_copy"),
-    [("float32", "ivf16", False), ("int8", "ivf16", False), ("float32", "ivf16,sq8", True)],
+    [
+        ("float32", "ivf16", False),
+        ("int8", "ivf16", False),
+        ("float32", "ivf16,sq8", True),
+        ("float32", "ivf16,sq8d", True),
+    ],
 )
 def test_ivf_recall_takes_vectors_from_the_index(tmp_path, codec, ann, only_copy) -> None:
     # IVF-Flat holds the decoded vectors and IVF-SQ8 their 8-bit codes, so recall reads them
@@ -36,8 +41,9 @@ def test_ivf_recall_takes_vectors_from_the_index(tmp_path, codec, ann, only_copy
     store.close()
 
 
-def test_sq8_snapshot_serves_filters_and_fetch_from_the_index(tmp_path) -> None:
-    store, docs, vectors = build(tmp_path, n=2000, ann="ivf16,sq8")
+@pytest.mark.parametrize("ann", ["ivf16,sq8", "ivf16,sq8d"])
+def test_sq8_snapshot_serves_filters_and_fetch_from_the_index(tmp_path, ann) -> None:
+    store, docs, vectors = build(tmp_path, n=2000, ann=ann)
     assert not store._loaded().arrays
     query = unit_vectors(1, seed=5)[0]
     allowed = {d.id for d in docs if d.metadata.get("lang") == "en"}

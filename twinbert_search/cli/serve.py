@@ -31,6 +31,7 @@ from twinbert_search.service.config import (
     DEFAULT_PORT,
     DEFAULT_REFRESH_S,
     DEFAULT_RERANK_BUDGET_MS,
+    DEFAULT_VECTOR_CACHE_MB,
     ServiceConfig,
     default_workers,
 )
@@ -93,6 +94,14 @@ def _is_loopback(host: str) -> bool:
     help="Query embeddings kept in the LRU cache (0: off).",
 )
 @click.option(
+    "--vector-cache-mb",
+    type=float,
+    default=DEFAULT_VECTOR_CACHE_MB,
+    show_default=True,
+    help="Cluster backends: memory for the documents recalls fetched, so a recall carries ids "
+    "and versions only and the vectors stay here (0: off, every recall carries its vectors).",
+)
+@click.option(
     "--max-body-bytes",
     type=int,
     default=DEFAULT_MAX_BODY_BYTES,
@@ -127,6 +136,7 @@ def serve(
     api_key: str | None,
     rerank_budget_ms: float,
     cache_size: int,
+    vector_cache_mb: float,
     max_body_bytes: int,
     refresh_s: float,
     log_level: str,
@@ -155,6 +165,7 @@ def serve(
         api_key=api_key,
         rerank_budget_ms=rerank_budget_ms,
         cache_size=cache_size,
+        vector_cache_mb=vector_cache_mb,
         max_body_bytes=max_body_bytes,
         refresh_s=refresh_s,
     ).validate()

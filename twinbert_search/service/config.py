@@ -17,6 +17,9 @@ DEFAULT_RERANK_BUDGET_MS = 250.0
 DEFAULT_CACHE_SIZE = 4096
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
 DEFAULT_REFRESH_S = 30.0
+# Memory for the cluster documents recalls have fetched (stores.cluster.vector_cache): about
+# 80k documents of 384-d with 1.5 KB of text each.
+DEFAULT_VECTOR_CACHE_MB = 256.0
 # Threads besides the workers that may read a cluster at the same moment: /readyz, /metrics,
 # the startup check, and one spare.
 PROBE_CONNECTIONS = 4
@@ -58,6 +61,7 @@ class ServiceConfig:
     cache_size: int = DEFAULT_CACHE_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     refresh_s: float = DEFAULT_REFRESH_S
+    vector_cache_mb: float = DEFAULT_VECTOR_CACHE_MB
 
     def __post_init__(self) -> None:
         # A served request waits for a cluster at most SERVE_CLUSTER_TIMEOUT_S per attempt,
@@ -68,6 +72,8 @@ class ServiceConfig:
         cluster = dict(self.cluster)
         if cluster.get("timeout") is None:
             cluster["timeout"] = SERVE_CLUSTER_TIMEOUT_S
+        if cluster.get("vector_cache_mb") is None:
+            cluster["vector_cache_mb"] = self.vector_cache_mb
         cluster["client_kwargs"] = {
             "max_retries": SERVE_CLUSTER_RETRIES,
             **(cluster.get("client_kwargs") or {}),
@@ -93,6 +99,10 @@ class ServiceConfig:
             )
         if self.cache_size < 0:
             raise ConfigurationError(f"--cache-size must be 0 (off) or more, got {self.cache_size}")
+        if not self.vector_cache_mb >= 0:
+            raise ConfigurationError(
+                f"--vector-cache-mb must be 0 (off) or more, got {self.vector_cache_mb}"
+            )
         if self.max_body_bytes < 1024:
             raise ConfigurationError(
                 f"--max-body-bytes must be at least 1024, got {self.max_body_bytes}"

@@ -328,3 +328,37 @@ def test_a_missing_target_is_a_store_error(elasticsearch_url: str) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         store.recall(np.ones(DIM, np.float32) / 4, 3)
     assert store.info.count == 0
+
+
+def test_lean_recalls_with_the_vector_cache_match_full_ones(
+    elasticsearch_url: str, alias: str
+) -> None:
+    """`_source: false` with `seq_no_primary_term` on the node: the same candidates, and a
+    document written again is read again."""
+    plain = node_store(elasticsearch_url, alias)
+    docs, vectors = corpus(40, dim=DIM)
+    pre = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)
+    plain.upsert(docs, vectors, model_fingerprint="it-model", precomputed=pre)
+    plain.finalize()
+    cached = node_store(elasticsearch_url, alias, vector_cache_mb=1)
+    expected = plain.recall(vectors[9], 10)
+    for _ in range(2):
+        found = cached.recall(vectors[9], 10)
+        assert list(found.ids) == list(expected.ids)
+        np.testing.assert_array_equal(found.vectors, expected.vectors)
+        np.testing.assert_array_equal(found.precomputed, expected.precomputed)
+        assert found.documents == expected.documents
+    assert cached.vector_cache.stats()["hits"] == 10
+    moved = -vectors[9]
+    plain.upsert(docs[9:10], moved[None, :], model_fingerprint="it-model", precomputed=pre[:1])
+    plain.finalize()
+    found = cached.recall(moved, 3)
+    assert found.ids[0] == docs[9].id
+    np.testing.assert_array_equal(found.vectors[0], moved)
+    if plain.hybrid_fusion == "engine":
+        fused = plain.recall_fused("bread flour", vectors[0], 10)
+        for _ in range(2):
+            lean = cached.recall_fused("bread flour", vectors[0], 10)
+        assert list(lean.ids) == list(fused.ids)
+        np.testing.assert_array_equal(lean.vectors, fused.vectors)
+    cached.close()

@@ -2,7 +2,8 @@
 
 A recall's hits carry everything the rerank needs in `_source` (the exact float32 vector as
 a JSON array, the precomputed crossing half as base64 float32), so the Python side reranks
-without a second request. Hits are ordered by (-score, id), so ties are deterministic across
+without a second request; with a `VectorCache` the sources come from memory instead (arrays
+already decoded). Hits are ordered by (-score, id), so ties are deterministic across
 engines and runs.
 """
 
@@ -49,8 +50,10 @@ def candidates_from_hits(
         if vector is None or len(vector) != dim:
             raise StoreError(f"document {hit['_id']} has no stored {dim}-d vector")
         vectors[i] = vector
-        encoded = source.get(FIELD_PRECOMPUTED)
-        pre.append(None if encoded is None else decode_floats(encoded))
+        encoded = source.get(FIELD_PRECOMPUTED)  # base64, or decoded by the vector cache
+        if isinstance(encoded, str):
+            encoded = decode_floats(encoded)
+        pre.append(encoded)
         documents.append(
             {
                 "title": source.get(FIELD_TITLE, ""),

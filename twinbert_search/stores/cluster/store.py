@@ -35,6 +35,7 @@ from twinbert_search.stores.cluster import queries, reads, schema, writes
 from twinbert_search.stores.cluster.bulk import BulkOptions
 from twinbert_search.stores.cluster.lifecycle import Generations, check_name
 from twinbert_search.stores.cluster.runs import IndexRuns
+from twinbert_search.stores.cluster.vector_cache import VectorCache
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +65,12 @@ class ClusterStoreBase:
         bulk: BulkOptions | None = None,
         sleep: Callable[[float], None] = time.sleep,
         read_cache_seconds: float = 30.0,
+        vector_cache_mb: float = 0.0,
         **engine: Any,
     ) -> None:
         """`connection`: the engine's ConnectionOptions, or a client made by the caller;
+        `vector_cache_mb`: memory for the documents recalls have fetched (0: off), so a
+        long-running reader's recalls carry ids only (`vector_cache.VectorCache`);
         `engine`: the engine's own keywords (`ENGINE_OPTIONS`), each kept as an attribute."""
         unknown = sorted(set(engine) - set(self.ENGINE_OPTIONS))
         if unknown:
@@ -100,6 +104,14 @@ class ClusterStoreBase:
         self._meta_cache: dict[str, dict[str, Any]] = {}
         self.read_cache_seconds = read_cache_seconds
         self._read_state: tuple[float, int, Any] | None = None
+        if vector_cache_mb < 0:
+            raise ConfigurationError(
+                f"vector_cache_mb must be 0 (off) or more, got {vector_cache_mb}"
+            )
+        self.vector_cache = (
+            VectorCache(int(vector_cache_mb * 2**20)) if vector_cache_mb > 0 else None
+        )
+        self._cached_indices: list[str] | None = None
 
     def __repr__(self) -> str:
         target = self.alias or self.index
@@ -203,6 +215,10 @@ class ClusterStoreBase:
                 raise StoreError(f"{indices[0]} has no {schema.FIELD_VECTOR} field")
             scoring = self._read_scoring(indices[0], meta)
             self._read_state = (now, int(meta["dim"]), scoring)
+            if self.vector_cache is not None and indices != self._cached_indices:
+                # other indices (a switch, or one deleted and made again): new sequence numbers
+                self.vector_cache.clear()
+                self._cached_indices = indices
         return self._read_state[1], self._read_state[2]
 
     # -- assets and lifecycle ----------------------------------------------------------------
@@ -408,9 +424,21 @@ class ClusterStoreBase:
         vector = self._query_vector(query_vector, dim)
         if n <= 0:
             return Candidates.empty(dim)
-        body = self._knn_body(vector, n, filters, scoring)
-        hits = self._search(body, "kNN recall")["hits"]["hits"]
+        body = self._lean(self._knn_body(vector, n, filters, scoring))
+        hits = self._with_sources(self._search(body, "kNN recall")["hits"]["hits"])
         return self._knn_candidates(hits, dim, vector, scoring)
+
+    def _lean(self, body: dict[str, Any]) -> dict[str, Any]:
+        """With the vector cache, a recall asks for ids and versions only."""
+        if self.vector_cache is None:
+            return body
+        return {**body, "_source": False, "seq_no_primary_term": True}
+
+    def _with_sources(self, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A lean recall's hits with their sources, from the cache or one mget per index."""
+        if self.vector_cache is None:
+            return hits
+        return self.vector_cache.fill(hits, lambda index, ids: self._mget(index, ids, None))
 
     def recall_bm25(
         self, query: str, n: int, *, filters: Filters | None = None

@@ -60,7 +60,7 @@ OPTION_NAMES = (
     "verify_certs",
     "timeout",
 )
-STORE_KWARGS = ("manifest", "index_options", "bulk", "num_candidates")
+STORE_KWARGS = ("manifest", "index_options", "bulk", "num_candidates", "vector_cache_mb")
 
 
 @dataclass(frozen=True)

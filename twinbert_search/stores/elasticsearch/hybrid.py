@@ -104,13 +104,10 @@ class RrfHybridRecall:
         vector = self._query_vector(query_vector, dim)
         if n <= 0:
             return Candidates.empty(dim)
-        body = assets.rrf_search_body(
-            query,
-            vector,
-            n,
-            options,
-            filters=filters,
-            candidates=self._candidates(n),
+        body = self._lean(
+            assets.rrf_search_body(
+                query, vector, n, options, filters=filters, candidates=self._candidates(n)
+            )
         )
         try:
             response = self._search(body, "hybrid recall (rrf retriever)")
@@ -124,7 +121,7 @@ class RrfHybridRecall:
                     "client"
                 ) from cause
             raise
-        return reads.candidates_from_hits(response["hits"]["hits"], dim)
+        return reads.candidates_from_hits(self._with_sources(response["hits"]["hits"]), dim)
 
 
 def _extensions(node: dict[str, Any]) -> set[str]:

@@ -9,11 +9,15 @@
     ivfN,sq8              the same over 8-bit scalar-quantized vectors (IndexIVFScalarQuantizer,
                           not by residual: its codes are the vectors, so a store serves both
                           kNN and rerank from them and keeps no other copy)
+    ivfN,sq8d             the same with faiss's direct signed 8-bit codes, documents and
+                          queries scaled per dimension (`direct_codes.py`): the list scan
+                          runs about 1.5x faster than sq8's at the same recall
     ivfN,fs               the same lists over 4-bit product-quantizer codes scanned with SIMD
                           (IndexIVFPQFastScan, dim/4 sub-quantizers): a shortlist that the
                           store's own vectors rescore exactly (`search_refined`)
     auto                  flat below 50,000 vectors, ivfN,sq8 at or above (N = 2048, doubled
                           while lists would hold over 2,500 vectors); resolved at build time
+    auto,sq8d             the same choice with direct codes: flat, or ivfN,sq8d
 
 An IVF index's list count is capped at build time so every list gets at least
 MIN_POINTS_PER_LIST vectors (`AnnSpec.resolve`), and the resolved string is what the manifest
@@ -35,8 +39,8 @@ DEFAULT_EF_CONSTRUCTION = 200
 MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means centroid
 MAX_NLIST = 1 << 20
 ACCEPTED_FORMS = (
-    "flat, auto, hnswM (e.g. hnsw32), hnswM,efc=N, hnswM,sq8, hnswM,efc=N,sq8, "
-    "ivfN (e.g. ivf2048), ivfN,sq8, ivfN,fs"
+    "flat, auto, auto,sq8d, hnswM (e.g. hnsw32), hnswM,efc=N, hnswM,sq8, hnswM,efc=N,sq8, "
+    "ivfN (e.g. ivf2048), ivfN,sq8, ivfN,sq8d, ivfN,fs"
 )
 
 _HNSW = re.compile(r"hnsw(\d+)")
@@ -54,12 +58,16 @@ class AnnSpec:
     sq8: bool = False
     nlist: int = 0  # IVF lists (ivf only)
     fastscan: bool = False  # ivf only: 4-bit PQ codes, rescored from the store's vectors
+    direct: bool = False  # ivf only, with sq8: faiss's direct codes, scaled per dimension
 
     @property
     def canonical(self) -> str:
         if self.kind == "ivf":
-            codes = ",sq8" if self.sq8 else ",fs" if self.fastscan else ""
+            codes = ",sq8d" if self.direct else ",sq8" if self.sq8 else ""
+            codes = codes or (",fs" if self.fastscan else "")
             return f"ivf{self.nlist}{codes}"
+        if self.kind == "auto" and self.direct:
+            return "auto,sq8d"
         if self.kind != "hnsw":
             return self.kind
         parts = [f"hnsw{self.m}"]
@@ -87,7 +95,9 @@ class AnnSpec:
         """
         if self.kind == "ivf":
             nlist = max(1, min(self.nlist, n_vectors // MIN_POINTS_PER_LIST))
-            return AnnSpec("ivf", nlist=nlist, sq8=self.sq8, fastscan=self.fastscan)
+            return AnnSpec(
+                "ivf", nlist=nlist, sq8=self.sq8, fastscan=self.fastscan, direct=self.direct
+            )
         if self.kind != "auto":
             return self
         if n_vectors < AUTO_HNSW_THRESHOLD:
@@ -95,7 +105,7 @@ class AnnSpec:
         nlist = AUTO_IVF_LISTS
         while n_vectors > nlist * AUTO_MAX_LIST_SIZE and nlist < MAX_NLIST:
             nlist *= 2
-        return AnnSpec("ivf", nlist=nlist, sq8=True).resolve(n_vectors)
+        return AnnSpec("ivf", nlist=nlist, sq8=True, direct=self.direct).resolve(n_vectors)
 
     @property
     def refines(self) -> bool:
@@ -124,9 +134,11 @@ def parse_ann_spec(spec: str | AnnSpec) -> AnnSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise _invalid(spec, "empty or not a string")
     head, *options = [part.strip() for part in spec.strip().lower().split(",")]
+    if head == "auto" and options == ["sq8d"]:
+        return AnnSpec("auto", direct=True)
     if head in ("flat", "auto"):
         if options:
-            raise _invalid(spec, f"{head!r} takes no options")
+            raise _invalid(spec, f"{head!r} takes no options (auto: sq8d)")
         return AnnSpec(head)
     ivf = _IVF.fullmatch(head)
     if ivf is not None:
@@ -143,9 +155,15 @@ def parse_ann_spec(spec: str | AnnSpec) -> AnnSpec:
 def _parse_ivf(spec: str, nlist: int, options: list[str]) -> AnnSpec:
     if not 1 <= nlist <= MAX_NLIST:
         raise _invalid(spec, f"IVF list count must be between 1 and {MAX_NLIST}, got {nlist}")
-    if len(options) > 1 or (options and options[0] not in ("sq8", "fs")):
-        raise _invalid(spec, "ivfN takes one option at most, 'sq8' or 'fs'")
-    return AnnSpec("ivf", nlist=nlist, sq8=options == ["sq8"], fastscan=options == ["fs"])
+    if len(options) > 1 or (options and options[0] not in ("sq8", "sq8d", "fs")):
+        raise _invalid(spec, "ivfN takes one option at most, 'sq8', 'sq8d' or 'fs'")
+    return AnnSpec(
+        "ivf",
+        nlist=nlist,
+        sq8=options in (["sq8"], ["sq8d"]),
+        fastscan=options == ["fs"],
+        direct=options == ["sq8d"],
+    )
 
 
 def _parse_hnsw_options(spec: str, m: int, options: list[str]) -> AnnSpec:

@@ -13,6 +13,7 @@
         precomputed.npy            optional, float32 (n, h)
         ann.faiss                  faiss index over the decoded vectors (absent when empty);
                                    IVF lists memory-mapped at query time
+        ann.faiss.scales.npy       ivfN,sq8d only: the direct codes' per-dimension scales
         bm25/                      optional BM25 index over "title text"
         filters/                   metadata inverted index: field -> value -> rows
 

@@ -53,7 +53,7 @@ OPTION_NAMES = (
     "verify_certs",
     "timeout",
 )
-STORE_KWARGS = ("manifest", "index_options", "bulk", "ef_search")
+STORE_KWARGS = ("manifest", "index_options", "bulk", "ef_search", "vector_cache_mb")
 
 
 @dataclass(frozen=True)

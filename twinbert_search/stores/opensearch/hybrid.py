@@ -98,8 +98,8 @@ class EngineHybridRecall:
         if not self._hybrid_pipeline_checked:  # an index built before the pipeline existed
             self._put_hybrid_pipeline()
         vector = np.asarray(query_vector, dtype=np.float32)
-        body = assets.hybrid_search_body(
-            query, vector, n, filters=filters, ef_search=self.ef_search
+        body = self._lean(
+            assets.hybrid_search_body(query, vector, n, filters=filters, ef_search=self.ef_search)
         )
         pipeline = self.names.hybrid_pipeline
         hits = self._search(body, "hybrid recall", search_pipeline=pipeline)["hits"]["hits"]
@@ -109,4 +109,4 @@ class EngineHybridRecall:
                 "score-ranker processor, so the scores came back unfused; put the assets "
                 "again (`twinbert-search opensearch put-templates`)"
             )
-        return reads.candidates_from_hits(hits, dim)
+        return reads.candidates_from_hits(self._with_sources(hits), dim)
