@@ -521,9 +521,7 @@ def save_index(index: faiss.Index | direct_codes.DirectIndex, path: str | Path) 
         np.save(f"{path}{direct_codes.SCALES_SUFFIX}", scales)
 
 
-def load_index(
-    path: str | Path, *, mmap: bool = False
-) -> faiss.Index | direct_codes.DirectIndex:
+def load_index(path: str | Path, *, mmap: bool = False) -> faiss.Index | direct_codes.DirectIndex:
     """Read an index; `mmap` maps an IVF index's lists from the file instead of reading them
     (read-only; the page cache holds them once for every process)."""
     index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)

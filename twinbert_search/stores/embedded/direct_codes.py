@@ -80,9 +80,7 @@ def decode(codes: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.asarray(codes, dtype=np.float32) / s
 
 
-def prepared(
-    s: np.ndarray | None, queries: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None]:
+def prepared(s: np.ndarray | None, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """What to hand faiss for these queries, and the factor each query's scores carry (None
     for an index without scales, which takes queries as they are)."""
     if s is None:
