@@ -21,7 +21,7 @@ from twinbert_search.manifest import CrossingConfig
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.runtime.crossing import CosineCrossing
 from twinbert_search.search import Searcher
-from twinbert_search.service import ServiceConfig, create_app
+from twinbert_search.service import ServiceConfig, create_app, load_searcher
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,27 @@ def test_a_cosine_rerank_runs_on_the_loop_and_a_crossing_layer_in_its_pool(
     np.testing.assert_allclose([h["rerank_score"] for h in hits], expected, rtol=1e-5)
     assert [h["rerank_score"] for h in hits] == sorted(expected.tolist(), reverse=True)
     assert [h["rank"] for h in bodies[1]["hits"]] == [h["recall_rank"] for h in bodies[1]["hits"]]
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_the_encoder_spins_after_a_run_only_when_asked(
+    spinning: bool,
+    sample_index: Path,
+    tiny_model: Path,
+    searcher: Searcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spinning ONNX Runtime threads burn a core after every encode; the service asks for
+    them only with --ort-spinning."""
+    seen: dict[str, Any] = {}
+
+    def open_searcher(backend: str, **kwargs: Any) -> Searcher:
+        seen.update(kwargs)
+        return searcher
+
+    monkeypatch.setattr("twinbert_search.service.app.open_searcher", open_searcher)
+    config = ServiceConfig(index_dir=sample_index, model=tiny_model)
+    if spinning:
+        config = replace(config, spinning=True)
+    assert load_searcher(config) is searcher
+    assert seen["spinning"] is spinning
