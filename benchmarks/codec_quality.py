@@ -12,10 +12,14 @@ model's served settings (`--lexical-weight 0`: the crossing layer alone).
 - `flat`          exact search over the float32 vectors: the reference
 - `ivfN`          IVF-Flat: the lists hold float32 copies (what `auto` built before)
 - `ivfN,sq8`      IVF-SQ8: the lists hold 8-bit codes, the only copy (what `auto` builds now)
+- `ivfN,sq8d`     direct signed 8-bit codes scaled per dimension (`auto,sq8d`), which faiss
+                  scans as integer products; its lists come from spherical k-means
 
-The IVF rows use the same lists (N = corpus size / 39, capped as at build, or --nlist), so
-the difference between them is the codes alone. CACM is test-only: nothing is chosen on it
-here, it only reports whether the codes cost quality out of domain.
+The first three IVF rows use the same lists (N = corpus size / 39, capped as at build, or
+--nlist), so the difference between them is the codes alone. `--split train` evaluates on
+the train qrels: where a choice between codes is made (SciFact train is validation for the
+default model, which never trained on it). CACM is test-only: nothing is chosen on it here,
+it only reports whether the codes cost quality out of domain.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ MIN_POINTS_PER_LIST = 39
 
 def _specs(count: int, nlist: int | None) -> list[str]:
     lists = nlist or max(1, count // MIN_POINTS_PER_LIST)
-    return ["flat", f"ivf{lists}", f"ivf{lists},sq8"]
+    return ["flat", f"ivf{lists}", f"ivf{lists},sq8", f"ivf{lists},sq8d"]
 
 
 def evaluate_dataset(
@@ -49,13 +53,14 @@ def evaluate_dataset(
     int8: bool,
     nlist: int | None,
     lexical_weight: float | None = None,
+    split: str = "test",
 ) -> list[dict]:
     """Index `data` once, then rebuild and evaluate its snapshot per index string."""
     store_dir = work / data.name
     if not (store_dir / "store.json").is_file():
         index_corpus(data, index_dir=store_dir, model=model, int8=int8, codec="float32", ann="flat")
     queries = read_queries(data / "queries.jsonl")
-    qrels = read_qrels(data / "qrels" / "test.tsv")
+    qrels = read_qrels(data / "qrels" / f"{split}.tsv")
     rows = []
     with EmbeddedStore.open(store_dir) as probe:
         count = probe.info.count
@@ -71,6 +76,7 @@ def evaluate_dataset(
         rows.append(
             {
                 "data": data.name,
+                "split": split,
                 "ann": built,
                 "queries": report.queries,
                 "recall_ndcg@10": report.recall["ndcg@10"],
@@ -95,18 +101,20 @@ def main() -> None:
         help="BM25 weight in the rerank (default: the model's served setting; 0: crossing only)",
     )
     p.add_argument("--work-dir", type=Path, required=True, help="stores are kept here")
+    p.add_argument("--split", default="test", help="qrels/SPLIT.tsv to evaluate (default test)")
     args = p.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for data in args.data:
         rows += evaluate_dataset(
-            data, args.work_dir, args.model, args.int8, args.nlist, args.lexical_weight
+            data, args.work_dir, args.model, args.int8, args.nlist, args.lexical_weight, args.split
         )
-    print("| collection | index | queries | recall nDCG@10 | reranked nDCG@10 |")
-    print("|---|---|---:|---:|---:|")
+    print("| collection | split | index | queries | recall nDCG@10 | reranked nDCG@10 |")
+    print("|---|---|---|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['data']} | {r['ann']} | {r['queries']} | {r['recall_ndcg@10']:.4f} "
+            f"| {r['data']} | {r['split']} | {r['ann']} | {r['queries']} "
+            f"| {r['recall_ndcg@10']:.4f} "
             f"| {r['reranked_ndcg@10']:.4f} |"
         )
 

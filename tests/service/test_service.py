@@ -523,12 +523,14 @@ def test_serve_command_builds_the_app_and_keeps_the_key_secret(
     monkeypatch.setattr("uvicorn.run", fake_run)
     monkeypatch.setenv("TWINBERT_API_KEY", "k3y-from-env")
     args = ["serve", "--index-dir", str(sample_index), "--model", str(tiny_model), "--port", "0",
-            "--rerank-budget-ms", "100", "--cache-size", "8", "--threads", "1"]  # fmt: skip
+            "--rerank-budget-ms", "100", "--cache-size", "8", "--threads", "1",
+            "--ort-spinning"]  # fmt: skip
     result = CliRunner().invoke(_cli(), args)
     assert result.exit_code == 0, result.output
     assert started["host"] == "127.0.0.1" and started["port"] == 0 and started["search"] == 200
     config = started["app"].state.config
     assert config.rerank_budget_ms == 100 and config.cache_size == 8 and config.threads == 1
+    assert config.spinning is True  # off unless asked (ServiceConfig)
     assert config.api_key == "k3y-from-env"
     assert "k3y-from-env" not in result.output
 

@@ -370,10 +370,19 @@ def validation_queries_option(default: int | None = 50) -> Decorator:
 
 
 def pooling_option(
-    default: str, choices: tuple[str, ...] = ("mean", "weighted", "cls")
+    default: str,
+    choices: tuple[str, ...] = ("mean", "weighted", "cls"),
+    *,
+    checkpoints_own: bool = False,
 ) -> Decorator:
+    """--pooling; `checkpoints_own`: the command defaults to the checkpoint's recorded pooling."""
+    own = "Default: the checkpoint's own where `models to-torch` recorded it, else this."
     return click.option(
-        "--pooling", type=click.Choice(list(choices)), default=default, show_default=True
+        "--pooling",
+        type=click.Choice(list(choices)),
+        default=default,
+        show_default=True,
+        help=own if checkpoints_own else None,
     )
 
 

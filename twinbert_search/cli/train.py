@@ -35,11 +35,18 @@ from twinbert_search.cli.options import (
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.training.args import DistillArgs, TeacherArgs
+from twinbert_search.training.conventions import checkpoint_pooling
 
 if TYPE_CHECKING:
     from twinbert_search.training.modeling import TwinBertConfig
 
 __all__ = ["distill", "export", "teacher"]
+
+
+def _pooling(pooling: str, checkpoint: Path | None) -> str:
+    """--pooling when given, else the checkpoint's own (an imported tower's), else its default."""
+    source = click.get_current_context().get_parameter_source("pooling")
+    return checkpoint_pooling(checkpoint, pooling, source is not click.core.ParameterSource.DEFAULT)
 
 
 def _student_config(
@@ -160,7 +167,7 @@ def teacher_train(
     show_default=True,
     help="Add the qrels' hard labels (listwise, per query's group) to the teacher's soft ones.",
 )
-@pooling_option("weighted")
+@pooling_option("weighted", checkpoints_own=True)
 @student_options
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)
 @click.option("--cache", type=DIR, default=None, help="Teacher score cache [OUT/cache].")
@@ -201,7 +208,13 @@ def distill(
     from twinbert_search.training.distill import distill as run_distill
 
     config = _student_config(
-        pooling, crossing, combine, hidden, num_layers, max_query_length, max_doc_length
+        _pooling(pooling, checkpoint),
+        crossing,
+        combine,
+        hidden,
+        num_layers,
+        max_query_length,
+        max_doc_length,
     )
     args = DistillArgs(
         data,
@@ -236,7 +249,7 @@ def distill(
 @model_option("Saved model directory to re-export.", directory=True)
 @checkpoint_option("HF checkpoint to build from.")
 @out_option("Model directory (with --checkpoint).", required=False)
-@pooling_option("mean")
+@pooling_option("mean", checkpoints_own=True)
 @student_options
 @int8_option("Also write int8 graphs.")
 @seed_option()
@@ -272,7 +285,13 @@ def export(
 
         source = checkpoint if checkpoint is not None else default_checkpoint()
         config = _student_config(
-            pooling, crossing, combine, hidden, num_layers, max_query_length, max_doc_length
+            _pooling(pooling, checkpoint),
+            crossing,
+            combine,
+            hidden,
+            num_layers,
+            max_query_length,
+            max_doc_length,
         )
         torch.manual_seed(seed)  # a residual crossing layer starts from random weights
         TwinBert.from_checkpoint(source, config).save(out, tokenizer_file(source))

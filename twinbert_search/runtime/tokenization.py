@@ -20,8 +20,11 @@ Batch = dict[str, np.ndarray]
 class TextTokenizer:
     """Tokenizes to int64 numpy arrays padded to the longest sequence of each batch."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_length: int, *, prefix: str = "") -> None:
         self._tok = tokenizer
+        # Put before every text `encode` sees (not pairs): training feeds an imported tower the
+        # manifest's query / document prefix, as the runtime's encoders do.
+        self.prefix = prefix
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=max_length)
         self.max_length = max_length
@@ -31,13 +34,15 @@ class TextTokenizer:
         self.pad_id = 0 if pad_id is None else pad_id
 
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int) -> TextTokenizer:
+    def from_file(cls, path: str | Path, max_length: int, *, prefix: str = "") -> TextTokenizer:
         if not Path(path).is_file():
             raise ModelError(f"tokenizer not found: {path}", path=str(path))
-        return cls(Tokenizer.from_file(str(path)), max_length)
+        return cls(Tokenizer.from_file(str(path)), max_length, prefix=prefix)
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
         """Unpadded encodings, so callers can sort by length before batching."""
+        if self.prefix:
+            return self._tok.encode_batch([self.prefix + t for t in texts])
         return self._tok.encode_batch(list(texts))
 
     def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[Encoding]:

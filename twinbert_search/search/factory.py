@@ -32,6 +32,7 @@ def open_searcher(
     index_dir: str | Path | None = None,
     pool_size: int | None = None,
     hybrid_fusion: HybridFusion | None = None,
+    spinning: bool = True,
     **cluster_kwargs: Any,
 ) -> Searcher:
     """A two-stage Searcher over the configured store and model (the default model if None).
@@ -39,14 +40,19 @@ def open_searcher(
     `int8` picks the int8 query graph; the document side follows what the store records;
     `pool_size` is how many connections a cluster client keeps (`stores.factory.open_store`).
     `hybrid_fusion` overrides the model's hybrid fusion (and is fused by the searcher, never
-    the engine). The caller closes `searcher.store`.
+    the engine). `spinning` as in `TwinBertRuntime.load`. The caller closes `searcher.store`.
     """
     from twinbert_search.search import Searcher
 
     check_options(backend, index_dir=index_dir, **cluster_kwargs)
     if backend == EMBEDDED:
         return Searcher.open(
-            embedded_dir(index_dir), model, int8=int8, threads=threads, hybrid_fusion=hybrid_fusion
+            embedded_dir(index_dir),
+            model,
+            int8=int8,
+            threads=threads,
+            hybrid_fusion=hybrid_fusion,
+            spinning=spinning,
         )
     from twinbert_search.runtime import TwinBertRuntime
     from twinbert_search.runtime.model import document_graph_of
@@ -54,7 +60,9 @@ def open_searcher(
 
     store = open_store(backend, writable=False, pool_size=pool_size, **cluster_kwargs)
     try:
-        runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
+        runtime = TwinBertRuntime.load(
+            resolve_model(model), query_int8=int8, threads=threads, spinning=spinning
+        )
         runtime.document_graph = document_graph_of(store.info.model_fingerprint)
         return Searcher(runtime, store, hybrid_fusion=hybrid_fusion)
     except BaseException:

@@ -105,14 +105,18 @@ class Searcher:
         int8: bool = False,
         threads: int | None = None,
         hybrid_fusion: HybridFusion | None = None,
+        spinning: bool = True,
     ) -> Searcher:
         """An embedded store and its model (the default model when none is given);
-        `hybrid_fusion` overrides the model's hybrid fusion."""
+        `hybrid_fusion` overrides the model's hybrid fusion; `spinning` as in
+        `TwinBertRuntime.load`."""
         from twinbert_search.runtime.models import resolve_model
         from twinbert_search.stores.embedded import EmbeddedStore
 
         store = EmbeddedStore.open(index_dir, with_documents=False)  # text for hits only
-        runtime = TwinBertRuntime.load(resolve_model(model), query_int8=int8, threads=threads)
+        runtime = TwinBertRuntime.load(
+            resolve_model(model), query_int8=int8, threads=threads, spinning=spinning
+        )
         runtime.document_graph = document_graph_of(store.info.model_fingerprint)
         return cls(runtime, store, hybrid_fusion=hybrid_fusion)
 

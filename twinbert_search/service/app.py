@@ -59,12 +59,16 @@ def load_searcher(config: ServiceConfig) -> Searcher:
     """The model and store of `config`, loaded once; the store's model fingerprint is checked.
 
     A cluster client keeps as many connections as the service has threads that read it.
+    ONNX Runtime's threads spin-wait after an encode only with `config.spinning`: spinning,
+    they hold the cores the recall, the rerank, the other requests and, on a shared host, the
+    node need next (BENCHMARKS.md, "The sidecar on OpenSearch").
     """
     return open_searcher(
         config.backend,
         model=config.model,
         int8=config.int8,
         threads=config.threads,
+        spinning=config.spinning,
         index_dir=config.index_dir,
         pool_size=config.pool_size,
         **config.cluster,

@@ -51,6 +51,10 @@ class ServiceConfig:
     model: Path | None = None
     int8: bool = False
     threads: int | None = None
+    # ONNX Runtime's threads spin-wait after a run unless told not to: a lone query encodes
+    # faster, but a core's worth of CPU burns after every request, taken from the recall,
+    # the other requests and a node on the same host (BENCHMARKS.md, the sidecar).
+    spinning: bool = False
     workers: int = field(default_factory=default_workers)
     backend: str = "embedded"
     cluster: Mapping[str, Any] = field(default_factory=dict, repr=False)

@@ -193,13 +193,17 @@ class SearchService:
 
     # -- stages ------------------------------------------------------------------------------
 
+    def _cached_vector(self, query: str) -> np.ndarray | None:
+        """The query's vector from the LRU cache (counted as a hit or a miss)."""
+        cached = self.cache.get(query)
+        (self.metrics.cache_hits if cached is not None else self.metrics.cache_misses).inc()
+        return cached
+
     async def query_vector(self, query: str) -> tuple[np.ndarray, bool, float]:
         """(vector, cache hit, encode ms); a hit never leaves the event loop."""
-        cached = self.cache.get(query)
+        cached = self._cached_vector(query)
         if cached is not None:
-            self.metrics.cache_hits.inc()
             return cached, True, 0.0
-        self.metrics.cache_misses.inc()
         start = time.perf_counter()
         vector = await self._run(self._work, self.searcher.encode, query)
         self.cache.put(query, vector)
@@ -221,6 +225,21 @@ class SearchService:
             )
         except NotImplementedError as exc:  # a store without a text index
             raise ConfigurationError(f"hybrid recall is not available: {exc}") from None
+
+    def _encode_and_recall(
+        self,
+        query: str,
+        n: int,
+        filters: Any,
+        hybrid: bool,
+        fusion: HybridFusion | None = None,
+    ) -> tuple[np.ndarray, float, Candidates, float]:
+        """(vector, encode ms, recall, recall ms): both stages in one worker call."""
+        start = time.perf_counter()
+        vector = self.searcher.encode(query)
+        encoded = time.perf_counter()
+        recalled = self._recall(vector, query, n, filters, hybrid, fusion)
+        return vector, _ms(start, encoded), recalled, _ms(encoded, time.perf_counter())
 
     def _fetch(self, ids: Sequence[str]) -> Candidates:
         """Stored vectors of `ids`; which ids are unknown is found only when the fetch fails."""
@@ -262,11 +281,19 @@ class SearchService:
         query: str | None = None,
         lexical_weight: float | None = 0.0,
     ) -> tuple[np.ndarray | None, str | None]:
-        """(scores, None), or (None, reason) when the budget ran out or the rerank failed."""
-        future = asyncio.get_running_loop().run_in_executor(
-            self._rerank, self._scores, vector, candidates, query, lexical_weight
-        )
+        """(scores, None), or (None, reason) when the budget ran out or the rerank failed.
+
+        Without a crossing layer to run or BM25 to read (a cosine model, or a served fusion of
+        the recall scores) the rerank is a few vector operations: it runs on the event loop, as
+        the hand-off to the rerank pool costs more than the work (BENCHMARKS.md, "The sidecar
+        on OpenSearch"); anything else runs in the pool, within the budget.
+        """
         try:
+            if self._inline_rerank(lexical_weight):
+                return self._scores(vector, candidates, query, lexical_weight), None
+            future = asyncio.get_running_loop().run_in_executor(
+                self._rerank, self._scores, vector, candidates, query, lexical_weight
+            )
             return await asyncio.wait_for(future, self.budget_s), None
         except asyncio.TimeoutError:
             reason = "rerank_timeout"
@@ -282,6 +309,15 @@ class SearchService:
         self.metrics.rerank_degraded.labels(reason).inc()
         return None, reason
 
+    def _inline_rerank(self, lexical_weight: float | None) -> bool:
+        """Whether the rerank is arithmetic on what recall returned: no crossing layer to run
+        (the cosine, or a served fusion that weighs no crossing) and no BM25 to read."""
+        cosine = self.searcher.runtime.manifest.crossing.type == "cosine"
+        if lexical_weight is None:  # the model's served fusion
+            fusion = self.searcher.fusion
+            return not fusion.bm25 and (cosine or not fusion.crossing)
+        return lexical_weight == 0 and cosine
+
     # -- endpoints ---------------------------------------------------------------------------
 
     async def search(self, request: SearchRequest) -> SearchResponse:
@@ -291,17 +327,20 @@ class SearchService:
         t0 = time.perf_counter()
         depths = pipeline.Depths.of(request.k, request.candidates)
         fusion = request_fusion(request, self.searcher.hybrid)
-        vector, cache_hit, encode_ms = await self.query_vector(request.query)
-        t1 = time.perf_counter()
-        recalled = await self._store_call(
-            self._recall,
-            vector,
-            request.query,
-            depths.recall,
-            request.filters,
-            request.hybrid,
-            fusion,
-        )
+        recall_args = (request.query, depths.recall, request.filters, request.hybrid, fusion)
+        vector = self._cached_vector(request.query)
+        cache_hit = vector is not None
+        if vector is not None:
+            encode_ms = 0.0
+            t1 = time.perf_counter()
+            recalled = await self._store_call(self._recall, vector, *recall_args)
+            recall_ms = _ms(t1, time.perf_counter())
+        else:  # one hand-off to the worker for both stages, not one each
+            vector, encode_ms, recalled, recall_ms = await self._store_call(
+                self._encode_and_recall, *recall_args
+            )
+            self.cache.put(request.query, vector)
+            self.metrics.cache_entries.set(len(self.cache))
         t2 = time.perf_counter()
         found = pipeline.rank_recall(recalled, depths)
         scores, degraded = None, None
@@ -314,14 +353,17 @@ class SearchService:
         top = pipeline.top_positions(found, scores, depths.k)
         documents = None
         if request.include_documents and top:
-            documents = await self._store_call(
-                pipeline.stored_documents, self.searcher.store, found.candidates, top
-            )
+            if found.candidates.documents is not None:  # recall carried them: no store call
+                documents = pipeline.stored_documents(self.searcher.store, found.candidates, top)
+            else:
+                documents = await self._store_call(
+                    pipeline.stored_documents, self.searcher.store, found.candidates, top
+                )
         t4 = time.perf_counter()
         hits = [_response_hit(hit) for hit in pipeline.build_hits(found, scores, top, documents)]
         timings = {
             "encode": encode_ms,
-            "recall": _ms(t1, t2),
+            "recall": recall_ms,
             "rerank": _ms(t2, t3),
             "documents": _ms(t3, t4),
             "total": _ms(t0, time.perf_counter()),

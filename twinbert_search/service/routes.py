@@ -17,6 +17,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from twinbert_search.errors import TwinBertSearchError
 from twinbert_search.service.engine import SearchService
@@ -54,7 +55,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # --- what the API routes share ------------------------------------------------------------------
 
 
-def _service(request: Request) -> SearchService:
+async def _service(request: Request) -> SearchService:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hand-off per request
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise NotReadyError("the model and store are not loaded")
@@ -89,14 +91,25 @@ def _api_key_dependency(expected: str) -> Callable[..., Awaitable[None]]:
 # --- /search and /rerank ------------------------------------------------------------------------
 
 
-async def search(body: SearchRequest, service: Service) -> SearchResponse:
+def _json(answer: BaseModel) -> Response:
+    """The answer written by pydantic's own serializer, in one step.
+
+    Returned as a `Response`, FastAPI sends it as it is; a returned model would be validated
+    again against `response_model`, turned into Python objects and encoded by `json.dumps`
+    (BENCHMARKS.md, "The sidecar on OpenSearch": the framework's share of a request).
+    `response_model` still documents the answer. Non-finite floats are written as null.
+    """
+    return Response(answer.__pydantic_serializer__.to_json(answer), media_type="application/json")
+
+
+async def search(body: SearchRequest, service: Service) -> Response:
     """Encode the query, recall `candidates` by kNN, rerank them all, return the top `k`."""
-    return await service.search(body)
+    return _json(await service.search(body))
 
 
-async def rerank(body: RerankRequest, service: Service) -> RerankResponse:
+async def rerank(body: RerankRequest, service: Service) -> Response:
     """Crossing-layer scores for given candidates: ids (vectors fetched) or ids + vectors."""
-    return await service.rerank(body)
+    return _json(await service.rerank(body))
 
 
 def api_router(api_key: str | None) -> APIRouter:

@@ -360,7 +360,9 @@ def _train(
     torch.manual_seed(args.seed)
     model = _student(TwinBert.load(args.model_dir), args.learn_documents)
     tok_path = Path(args.model_dir) / "tokenizer.json"
-    q_tok = TextTokenizer.from_file(tok_path, model.manifest.max_query_length)
+    q_tok = TextTokenizer.from_file(
+        tok_path, model.manifest.max_query_length, prefix=model.manifest.query_prefix
+    )
     documents = _documents(args, corpus, model, tok_path)
     fusion = teacher_fusion(args.teacher) if args.use_teacher_fusion else None
     lists = _scored_lists(scored, fusion)
@@ -405,7 +407,9 @@ def _documents(args: AdaptArgs, corpus: _Corpus, model: Any, tok_path: Path) -> 
     from twinbert_search.training.student_loop import DocumentTower, StoredVectors
 
     if args.learn_documents:
-        tok = TextTokenizer.from_file(tok_path, model.manifest.max_doc_length)
+        tok = TextTokenizer.from_file(
+            tok_path, model.manifest.max_doc_length, prefix=model.manifest.document_prefix
+        )
         return DocumentTower(corpus.docs, tok)
     rows = {d: i for i, d in enumerate(corpus.ids)}
     return StoredVectors(torch.from_numpy(corpus.vectors), rows)

@@ -56,7 +56,7 @@ from twinbert_search.training.student_loop import (
     platt_calibrate,
 )
 from twinbert_search.training.teacher import TeacherScorer, load_teacher
-from twinbert_search.training.tokenizer import tokenizer_file
+from twinbert_search.training.tokenizer import tokenizer_file, tower_tokenizers
 
 __all__ = ["LOSSES", "TeacherScoreCache", "distill"]
 
@@ -232,12 +232,8 @@ def _fit(
 
 
 def _tokenizers(student: _Student) -> tuple[TextTokenizer, TextTokenizer]:
-    """The query and document tokenizers at the student's own max lengths."""
-    manifest = student.model.manifest
-    return (
-        TextTokenizer.from_file(student.tok_path, manifest.max_query_length),
-        TextTokenizer.from_file(student.tok_path, manifest.max_doc_length),
-    )
+    """The query and document tokenizers at the student's own max lengths and prefixes."""
+    return tower_tokenizers(student.tok_path, student.model.manifest)
 
 
 def _save(args: DistillArgs, student: _Student, history: list[dict[str, Any]]) -> None:

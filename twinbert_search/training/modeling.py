@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,10 @@ from torch.nn import functional as F
 
 from twinbert_search.errors import ModelError
 from twinbert_search.manifest import CrossingConfig, ModelManifest
+from twinbert_search.training.conventions import TowerConventions
 from twinbert_search.training.crossing import build_crossing, load_crossing_weights, save_crossing
+
+log = logging.getLogger(__name__)
 
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "ernie")
 HEAD_FILE = "head.safetensors"
@@ -175,6 +179,9 @@ class TwinBertConfig:
     max_query_length: int = 64
     max_doc_length: int = 256
     crossing: CrossingConfig | None = None
+    # None: the checkpoint's own (`training.conventions`, written by `models to-torch`), else "".
+    query_prefix: str | None = None
+    document_prefix: str | None = None
 
 
 class TwinBert(nn.Module):
@@ -193,6 +200,14 @@ class TwinBert(nn.Module):
     def from_checkpoint(cls, path: str | Path, config: TwinBertConfig | None = None) -> TwinBert:
         config = config or TwinBertConfig()
         crossing_config = config.crossing or CrossingConfig()
+        conventions = TowerConventions.read(path)
+        if conventions is not None and conventions.pooling != config.pooling:
+            log.warning(
+                "%s: training with %s pooling; the tower was trained with %s pooling",
+                path,
+                config.pooling,
+                conventions.pooling,
+            )
         query = Tower(
             load_backbone(path, config.num_layers),
             config.pooling,
@@ -212,6 +227,8 @@ class TwinBert(nn.Module):
             max_doc_length=min(config.max_doc_length, backbone_cfg.max_position_embeddings),
             crossing=crossing_config,
             base_model=str(path),
+            query_prefix=_prefix(config.query_prefix, conventions, "query_prefix"),
+            document_prefix=_prefix(config.document_prefix, conventions, "document_prefix"),
         )
         manifest.validate()
         return cls(query, doc, build_crossing(crossing_config, query.dim), manifest)
@@ -239,7 +256,7 @@ class TwinBert(nn.Module):
 
     def _manifest_identity(self) -> dict:
         m = self.manifest
-        return {
+        identity = {
             "pooling": m.pooling,
             "normalize": m.normalize,
             "projection_dim": m.projection_dim,
@@ -247,6 +264,12 @@ class TwinBert(nn.Module):
             "max_doc_length": m.max_doc_length,
             "crossing": self._crossing_identity(),
         }
+        # What the towers are fed changes what they encode; only where set, so the models
+        # without them keep their fingerprints (and their indexes).
+        for key in ("query_prefix", "document_prefix", "document_pooling"):
+            if getattr(m, key):
+                identity[key] = getattr(m, key)
+        return identity
 
     def _crossing_identity(self) -> list:
         # A cosine crossing has no combine or hidden size: leaving them out keeps a cosine
@@ -289,7 +312,7 @@ class TwinBert(nn.Module):
         else:
             doc = Tower(
                 load_backbone(model_dir / "document_encoder"),
-                manifest.pooling,
+                manifest.document_pooling or manifest.pooling,
                 manifest.projection_dim,
                 manifest.normalize,
             )
@@ -297,6 +320,13 @@ class TwinBert(nn.Module):
         crossing = build_crossing(manifest.crossing, query.dim)
         load_crossing_weights(crossing, model_dir / "crossing")
         return cls(query, doc, crossing, manifest)
+
+
+def _prefix(given: str | None, conventions: TowerConventions | None, key: str) -> str:
+    """A prefix asked for, else the checkpoint's convention, else none."""
+    if given is not None:
+        return given
+    return getattr(conventions, key) if conventions is not None else ""
 
 
 def _versions() -> dict[str, str]:
@@ -325,11 +355,15 @@ def frozen_document_student(
     Its query tower starts from `checkpoint` (first `num_layers` layers); its document tower
     is `base_model`'s, frozen, so the vectors an index of the base model stores are this
     student's document vectors (its manifest says so) and only the query tower and a fresh
-    crossing layer learn. Draws from torch's global generator (the crossing's init): seed first.
+    crossing layer learn. The query tower keeps the checkpoint's query prefix (an imported
+    tower's convention); the document side keeps the base model's prefix and pooling. Draws
+    from torch's global generator (the crossing's init): seed first.
     """
     base = ModelManifest.load(base_model)
+    conventions = TowerConventions.read(checkpoint)
     query = Tower(load_backbone(checkpoint, num_layers), pooling, None, base.normalize)
     doc = TwinBert.load(base_model).doc_tower  # the base model's, exactly
+    doc_pooling = base.document_pooling or base.pooling
     for p in doc.parameters():
         p.requires_grad_(False)
     crossing_module = build_crossing(crossing, query.dim)
@@ -343,6 +377,9 @@ def frozen_document_student(
         max_doc_length=base.max_doc_length,
         crossing=crossing,
         base_model=str(checkpoint),
+        query_prefix=conventions.query_prefix if conventions is not None else "",
+        document_prefix=base.document_prefix,
+        document_pooling="" if doc_pooling == pooling else doc_pooling,
     )
     manifest.document_fingerprint = base.document_fingerprint or base.fingerprint
     return TwinBert(query, doc, crossing_module, manifest)

@@ -22,6 +22,7 @@ from transformers import BertConfig, BertModel
 
 from twinbert_search.errors import ModelError
 from twinbert_search.runtime.tokenization import TextTokenizer
+from twinbert_search.training.conventions import TowerConventions
 
 __all__ = [
     "ParityReport",
@@ -173,8 +174,9 @@ def checkpoint_from_model_dir(
     """Write `out`, a Hugging Face BERT checkpoint (config.json, model.safetensors,
     tokenizer.json) of an imported model directory's fp32 tower, parity-checked against it.
 
-    Training starts from it as from any checkpoint (`TwinBert.from_checkpoint`); the prefixes
-    and pooling stay in the model directory's manifest.
+    Training starts from it as from any checkpoint (`TwinBert.from_checkpoint`); the tower's
+    pooling and prefixes go beside it (`training.conventions`), so a student started from it
+    is fed what the tower was trained on.
     """
     import shutil
 
@@ -196,4 +198,5 @@ def checkpoint_from_model_dir(
     out.mkdir(parents=True, exist_ok=True)
     bert.save_pretrained(str(out))
     shutil.copyfile(model_dir / "tokenizer.json", out / "tokenizer.json")
+    TowerConventions.of_manifest(manifest).save(out)
     return report

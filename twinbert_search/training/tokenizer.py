@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from twinbert_search.errors import ModelError
+from twinbert_search.manifest import ModelManifest
 from twinbert_search.runtime.tokenization import TextTokenizer
 
 
@@ -41,3 +42,14 @@ def to_torch(batch: dict) -> dict[str, torch.Tensor]:
 def torch_batch(tokenizer: TextTokenizer, texts: Sequence[str]) -> dict[str, torch.Tensor]:
     """Tokenize `texts` into a padded torch batch."""
     return to_torch(tokenizer(texts))
+
+
+def tower_tokenizers(
+    path: str | Path, manifest: ModelManifest
+) -> tuple[TextTokenizer, TextTokenizer]:
+    """The query and document tokenizers a model trains with: its max lengths and the prefixes
+    its manifest carries (an imported tower's), as the runtime's encoders apply them."""
+    return (
+        TextTokenizer.from_file(path, manifest.max_query_length, prefix=manifest.query_prefix),
+        TextTokenizer.from_file(path, manifest.max_doc_length, prefix=manifest.document_prefix),
+    )

@@ -130,7 +130,9 @@ def _new_student(ctx: Context, spec: StudentSpec) -> tuple[Any, Any, Any]:
         num_layers=spec.num_layers,
         max_query_length=cfg.max_query_length,
     )
-    tok = TextTokenizer.from_file(tokenizer_file(ctx.checkpoint), cfg.max_query_length)
+    tok = TextTokenizer.from_file(
+        tokenizer_file(ctx.checkpoint), cfg.max_query_length, prefix=model.manifest.query_prefix
+    )
     documents = StoredVectors(torch.from_numpy(ctx.load_candidates().dvec), ctx.row_of)
     return model, tok, documents
 
