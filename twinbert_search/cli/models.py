@@ -86,8 +86,13 @@ def fetch(
 @models.command("to-torch")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--heads", default=12, show_default=True, help="Attention heads of the encoder.")
-def to_torch(model_dir: Path, out: Path, heads: int) -> None:
+@click.option(
+    "--heads",
+    type=int,
+    default=None,
+    help="Attention heads of the encoder [default: what the import recorded, else 12].",
+)
+def to_torch(model_dir: Path, out: Path, heads: int | None) -> None:
     """Write OUT, a torch BERT checkpoint of an imported MODEL_DIR's weights (needs `train`)."""
     from twinbert_search.training.onnx_bert import checkpoint_from_model_dir
 

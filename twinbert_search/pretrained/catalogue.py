@@ -27,6 +27,7 @@ class PretrainedTower:
     dim: int
     num_layers: int
     query_prefix: str = ""
+    num_heads: int = 12  # attention heads: what a torch copy of the graph needs (training)
     document_prefix: str = ""
     max_query_length: int = 64
     max_doc_length: int = 256

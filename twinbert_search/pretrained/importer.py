@@ -245,6 +245,7 @@ def _manifest(
         "artifact": tower.coordinates(),
         "jar_sha256": jar_sha,
         "card": tower.card,
+        "num_heads": tower.num_heads,
     }
     manifest.validate()
     return manifest

@@ -297,9 +297,12 @@ class TwinBert(nn.Module):
 
     @classmethod
     def load(cls, model_dir: str | Path) -> TwinBert:
-        """Load a model directory written by `save` (or `export`) back into torch."""
+        """Load a model directory written by `save` (or `export`) back into torch; an imported
+        one (`models fetch`: ONNX graphs only) from its graph's weights, checked against it."""
         model_dir = Path(model_dir)
         manifest = ModelManifest.load(model_dir)
+        if not (model_dir / "query_encoder").is_dir() and "pretrained" in manifest.extra:
+            return cls._imported(model_dir, manifest)
         query = Tower(
             load_backbone(model_dir / "query_encoder"),
             manifest.pooling,
@@ -320,6 +323,21 @@ class TwinBert(nn.Module):
         crossing = build_crossing(manifest.crossing, query.dim)
         load_crossing_weights(crossing, model_dir / "crossing")
         return cls(query, doc, crossing, manifest)
+
+    @classmethod
+    def _imported(cls, model_dir: Path, manifest: ModelManifest) -> TwinBert:
+        """An imported tower: one graph serves both sides (shared towers), cosine crossing."""
+        tower = _imported_tower(model_dir, manifest)
+        crossing = build_crossing(manifest.crossing, tower.dim)
+        load_crossing_weights(crossing, model_dir / "crossing")
+        return cls(tower, tower, crossing, manifest)
+
+
+def _imported_tower(model_dir: Path, manifest: ModelManifest) -> Tower:
+    from twinbert_search.training.onnx_bert import bert_from_model_dir
+
+    bert, _ = bert_from_model_dir(model_dir)
+    return Tower(bert, manifest.pooling, manifest.projection_dim, manifest.normalize)
 
 
 def _prefix(given: str | None, conventions: TowerConventions | None, key: str) -> str:

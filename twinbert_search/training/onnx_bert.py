@@ -26,6 +26,7 @@ from twinbert_search.training.conventions import TowerConventions
 
 __all__ = [
     "ParityReport",
+    "bert_from_model_dir",
     "bert_from_onnx",
     "checkpoint_from_model_dir",
     "onnx_state_dict",
@@ -168,8 +169,38 @@ def parity(
     return ParityReport(max_abs_diff=float(diff.max()), texts=len(texts))
 
 
+def bert_from_model_dir(
+    model_dir: str | Path, *, num_heads: int | None = None, tolerance: float = 1e-4
+) -> tuple[BertModel, ParityReport]:
+    """An imported model directory's fp32 tower as a BertModel, parity-checked against its
+    graph (a wrong head count is the usual cause of divergence). `num_heads` None: the one
+    the import recorded (`extra.pretrained.num_heads`), else 12."""
+    from twinbert_search.manifest import ModelManifest
+
+    model_dir = Path(model_dir)
+    manifest = ModelManifest.load(model_dir)
+    if num_heads is None:
+        num_heads = int((manifest.extra.get("pretrained") or {}).get("num_heads", 12))
+    graph = model_dir / manifest.onnx["query_encoder"]
+    bert = bert_from_onnx(graph, num_heads=num_heads)
+    tokenizer = model_dir / "tokenizer.json"
+    report = parity(
+        bert, graph, tokenizer, max_length=manifest.max_doc_length, pooling=manifest.pooling
+    )
+    if report.max_abs_diff > tolerance:
+        raise ModelError(
+            f"{graph}: the torch BERT diverges from the ONNX graph "
+            f"(max |diff| {report.max_abs_diff:.2e} > {tolerance:.0e}; wrong head count?)"
+        )
+    return bert, report
+
+
 def checkpoint_from_model_dir(
-    model_dir: str | Path, out: str | Path, *, num_heads: int = 12, tolerance: float = 1e-4
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    num_heads: int | None = None,
+    tolerance: float = 1e-4,
 ) -> ParityReport:
     """Write `out`, a Hugging Face BERT checkpoint (config.json, model.safetensors,
     tokenizer.json) of an imported model directory's fp32 tower, parity-checked against it.
@@ -184,17 +215,7 @@ def checkpoint_from_model_dir(
 
     model_dir, out = Path(model_dir), Path(out)
     manifest = ModelManifest.load(model_dir)
-    graph = model_dir / manifest.onnx["query_encoder"]
-    bert = bert_from_onnx(graph, num_heads=num_heads)
-    tokenizer = model_dir / "tokenizer.json"
-    report = parity(
-        bert, graph, tokenizer, max_length=manifest.max_doc_length, pooling=manifest.pooling
-    )
-    if report.max_abs_diff > tolerance:
-        raise ModelError(
-            f"{graph}: the torch BERT diverges from the ONNX graph "
-            f"(max |diff| {report.max_abs_diff:.2e} > {tolerance:.0e}; wrong head count?)"
-        )
+    bert, report = bert_from_model_dir(model_dir, num_heads=num_heads, tolerance=tolerance)
     out.mkdir(parents=True, exist_ok=True)
     bert.save_pretrained(str(out))
     shutil.copyfile(model_dir / "tokenizer.json", out / "tokenizer.json")
