@@ -47,18 +47,6 @@ def build_sample_index(model: Path, index_dir: Path) -> Path:
     return index_dir
 
 
-@pytest.fixture(scope="module")
-def sample_index(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sample_index(tiny_model, tmp_path_factory.mktemp("service-index"))
-
-
-@pytest.fixture(scope="module")
-def searcher(sample_index: Path, tiny_model: Path) -> Iterator[Searcher]:
-    searcher = Searcher.open(sample_index, tiny_model)
-    yield searcher
-    searcher.store.close()
-
-
 def _config(sample_index: Path, tiny_model: Path, **overrides: Any) -> ServiceConfig:
     return ServiceConfig(index_dir=sample_index, model=tiny_model, workers=2, **overrides)
 

@@ -6,7 +6,6 @@ BENCHMARKS.md ("The sidecar on OpenSearch") measures what they add to a request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.test_service import QUERY, build_sample_index
+from tests.service.test_service import QUERY
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.runtime.crossing import CosineCrossing
 from twinbert_search.search import Searcher
 from twinbert_search.service import ServiceConfig, create_app, load_searcher
-
-
-@pytest.fixture(scope="module")
-def sample_index(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sample_index(tiny_model, tmp_path_factory.mktemp("hops-index"))
-
-
-@pytest.fixture(scope="module")
-def searcher(sample_index: Path, tiny_model: Path) -> Iterator[Searcher]:
-    searcher = Searcher.open(sample_index, tiny_model)
-    yield searcher
-    searcher.store.close()
 
 
 def test_a_cosine_rerank_runs_on_the_loop_and_a_crossing_layer_in_its_pool(

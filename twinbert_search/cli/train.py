@@ -51,6 +51,7 @@ def _pooling(pooling: str, checkpoint: Path | None) -> str:
 
 def _student_config(
     pooling: str,
+    checkpoint: Path | None,
     crossing: str,
     combine: str,
     hidden: int,
@@ -58,11 +59,12 @@ def _student_config(
     max_query_length: int,
     max_doc_length: int,
 ) -> TwinBertConfig:
-    """The student's shape from the `student_options` flags (torch is imported here only)."""
+    """The student's shape from the `student_options` flags (torch is imported here only); the
+    pooling is --pooling when given, else `checkpoint`'s own."""
     from twinbert_search.training.modeling import TwinBertConfig
 
     return TwinBertConfig(
-        pooling=pooling,
+        pooling=_pooling(pooling, checkpoint),
         num_layers=num_layers,
         max_query_length=max_query_length,
         max_doc_length=max_doc_length,
@@ -208,13 +210,7 @@ def distill(
     from twinbert_search.training.distill import distill as run_distill
 
     config = _student_config(
-        _pooling(pooling, checkpoint),
-        crossing,
-        combine,
-        hidden,
-        num_layers,
-        max_query_length,
-        max_doc_length,
+        pooling, checkpoint, crossing, combine, hidden, num_layers, max_query_length, max_doc_length
     )
     args = DistillArgs(
         data,
@@ -285,7 +281,8 @@ def export(
 
         source = checkpoint if checkpoint is not None else default_checkpoint()
         config = _student_config(
-            _pooling(pooling, checkpoint),
+            pooling,
+            checkpoint,
             crossing,
             combine,
             hidden,
