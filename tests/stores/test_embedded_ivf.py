@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.stores.test_embedded_store import build, exact_ids, unit_vectors
+from tests.stores.test_embedded_store import MODEL, build, exact_ids, make_docs, unit_vectors
 from twinbert_search.stores.embedded import EmbeddedStore
 
 
@@ -84,3 +84,34 @@ def test_fastscan_snapshot_rescores_its_shortlist_from_the_stored_vectors(tmp_pa
     reopened = EmbeddedStore.open(tmp_path / "idx")  # the index read back, not mapped
     assert reopened.recall(query, 20).ids == before
     reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("ann", "codec", "unit", "built"),
+    [
+        ("auto", "float32", True, "ivf76,sq8d"),  # what every model here writes: direct codes
+        ("auto", "int8", True, "ivf76,sq8d"),  # an 8-bit codec's rounded norms still count
+        ("auto", "float32", False, "ivf76,sq8"),  # lengths spherical k-means would drop
+        ("auto,sq8d", "float32", False, "ivf76,sq8d"),  # asked for: as asked
+        ("ivf76,sq8", "float32", True, "ivf76,sq8"),  # an explicit string is never changed
+    ],
+)
+def test_auto_builds_direct_codes_for_unit_vectors_only(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, ann: str, codec: str, unit: bool, built: str
+) -> None:
+    """At IVF sizes `auto` takes the direct 8-bit codes (a 1.4x faster scan at 10M,
+    BENCHMARKS.md) where the vectors are unit length, and records what it built."""
+    monkeypatch.setattr("twinbert_search.stores.embedded.ann_spec.AUTO_HNSW_THRESHOLD", 1000)
+    n = 3000  # 76 lists at 39 points per list
+    docs = make_docs(n)
+    vectors = unit_vectors(n) * (1.0 if unit else np.linspace(0.5, 2.0, n)[:, None])
+    store = EmbeddedStore.create_or_open(tmp_path / "idx", ann=ann, codec=codec)
+    store.upsert(docs, vectors.astype(np.float32), model_fingerprint=MODEL)
+    store.finalize()
+    assert store.info.ann == built
+    assert (store._loaded().path / "ann.faiss.scales.npy").exists() is built.endswith("sq8d")
+    query = unit_vectors(1, seed=9)[0]
+    got = store.recall(query, 10)
+    hits = set(got.ids) & set(exact_ids(docs, vectors, query, 10))
+    assert len(hits) >= 8
+    store.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +57,8 @@ IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample size per list (faiss subsamples
 IVF_TRAIN_ITERATIONS = 10
 ADD_CHUNK = 100_000  # vectors decoded and added per step while building
 EXACT_CHUNK = 100_000  # vectors per step of a streamed exact search
+UNIT_SAMPLE = 4_096  # rows whose norms decide whether `auto` may use direct codes
+UNIT_TOLERANCE = 0.02  # |norm - 1| allowed: an 8-bit codec's decoded rows round their norms
 
 
 @contextmanager
@@ -165,6 +168,29 @@ def _training_sample(nlist: int, source: VectorSource, seed: int = 1234) -> np.n
     return source.take(rows)
 
 
+def unit_length(source: VectorSource, sample: int = UNIT_SAMPLE) -> bool:
+    """Whether the vectors are unit length, judged on up to `sample` rows spread over the
+    source (within UNIT_TOLERANCE: 8-bit codecs round the norms). `auto` builds direct
+    8-bit codes only then: their lists come from spherical k-means, which keeps the
+    directions of the vectors and drops their lengths."""
+    n = len(source)
+    if n == 0:
+        return False
+    rows = np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))
+    norms = np.linalg.norm(source.take(rows), axis=1)
+    return bool(np.all(np.abs(norms - 1.0) <= UNIT_TOLERANCE))
+
+
+def resolve_for(spec: str | AnnSpec, source: VectorSource) -> AnnSpec:
+    """`spec` resolved for these vectors: `auto` by their count, and with direct 8-bit codes
+    (`ivfN,sq8d`) where it picks IVF and the vectors are unit length, as every model of
+    this toolkit writes them; `ivfN,sq8` for other vectors. Other strings as they say."""
+    parsed = parse_ann_spec(spec)
+    resolved = parsed.resolve(len(source))
+    auto_ivf = parsed.kind == "auto" and resolved.kind == "ivf" and not resolved.direct
+    return replace(resolved, direct=True) if auto_ivf and unit_length(source) else resolved
+
+
 def fastscan_subquantizers(dim: int) -> int:
     """Sub-quantizers of an ivfN,fs index: one per FASTSCAN_DIMS_PER_CODE dimensions, or
     the largest divisor of `dim` below that count (each covers a whole number of dims)."""
@@ -227,7 +253,8 @@ def build_index(
     tune: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> faiss.Index:
-    """An index over `vectors` (row i gets label i); "auto" is resolved by their count.
+    """An index over `vectors` (row i gets label i); "auto" is resolved by their count and
+    their norms (`resolve_for`).
 
     The vectors are read in chunks of ADD_CHUNK and training uses a sample, so a source
     backed by a memory map is never held whole. `progress(n)` is called after each chunk.
@@ -235,7 +262,7 @@ def build_index(
     """
     source = _as_source(vectors)
     n = len(source)
-    resolved = parse_ann_spec(spec).resolve(n)
+    resolved = resolve_for(spec, source)
 
     def blocks() -> Iterator[np.ndarray]:
         for lo in range(0, n, ADD_CHUNK):

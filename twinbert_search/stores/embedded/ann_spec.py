@@ -15,9 +15,12 @@
     ivfN,fs               the same lists over 4-bit product-quantizer codes scanned with SIMD
                           (IndexIVFPQFastScan, dim/4 sub-quantizers): a shortlist that the
                           store's own vectors rescore exactly (`search_refined`)
-    auto                  flat below 50,000 vectors, ivfN,sq8 at or above (N = 2048, doubled
-                          while lists would hold over 2,500 vectors); resolved at build time
-    auto,sq8d             the same choice with direct codes: flat, or ivfN,sq8d
+    auto                  flat below 50,000 vectors, at or above ivfN,sq8d for unit-length
+                          vectors (what every model here writes) and ivfN,sq8 for others
+                          (N = 2048, doubled while lists would hold over 2,500 vectors);
+                          resolved at build time (`ann.resolve_for`: `resolve` sees the count
+                          only and says ivfN,sq8)
+    auto,sq8d             the same choice, direct codes whatever the vectors' lengths
 
 An IVF index's list count is capped at build time so every list gets at least
 MIN_POINTS_PER_LIST vectors (`AnnSpec.resolve`), and the resolved string is what the manifest

@@ -110,14 +110,15 @@ def build_snapshot(
     finally:
         conn.close()
     # The slow part runs after the read transaction ends, so the WAL can checkpoint.
-    resolved = ann_lib.parse_ann_spec(ann).resolve(len(ids))
+    source = CodecSource(codec, arrays, meta["dim"])
+    resolved = ann_lib.resolve_for(ann, source) if ids else ann_lib.parse_ann_spec(ann).resolve(0)
     vectors_in_ann = bool(ids) and resolved.holds_vectors
     log.info("snapshot %s: %d documents read; building %s", name, len(ids), resolved)
     if ids:
         with tqdm(total=len(ids), desc="ANN index", unit="doc", disable=None) as bar:
             index = ann_lib.build_index(
                 resolved,
-                CodecSource(codec, arrays, meta["dim"]),
+                source,
                 threads=threads,
                 progress=bar.update,
             )
