@@ -199,6 +199,10 @@ class SearchService:
         (self.metrics.cache_hits if cached is not None else self.metrics.cache_misses).inc()
         return cached
 
+    def _remember(self, query: str, vector: np.ndarray) -> None:
+        self.cache.put(query, vector)
+        self.metrics.cache_entries.set(len(self.cache))
+
     async def query_vector(self, query: str) -> tuple[np.ndarray, bool, float]:
         """(vector, cache hit, encode ms); a hit never leaves the event loop."""
         cached = self._cached_vector(query)
@@ -206,8 +210,7 @@ class SearchService:
             return cached, True, 0.0
         start = time.perf_counter()
         vector = await self._run(self._work, self.searcher.encode, query)
-        self.cache.put(query, vector)
-        self.metrics.cache_entries.set(len(self.cache))
+        self._remember(query, vector)
         return vector, False, _ms(start, time.perf_counter())
 
     def _recall(
@@ -339,8 +342,7 @@ class SearchService:
             vector, encode_ms, recalled, recall_ms = await self._store_call(
                 self._encode_and_recall, *recall_args
             )
-            self.cache.put(request.query, vector)
-            self.metrics.cache_entries.set(len(self.cache))
+            self._remember(request.query, vector)
         t2 = time.perf_counter()
         found = pipeline.rank_recall(recalled, depths)
         scores, degraded = None, None
