@@ -165,3 +165,21 @@ def test_the_ensemble_a_teacher_directory_records_is_what_is_distilled(
     assert not torch.equal(
         _crossing(tmp_path / "fused")["out.weight"], _crossing(tmp_path / "alone")["out.weight"]
     )
+
+
+def test_a_tower_teacher_needs_no_cross_encoder(
+    corpus: Path, student: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    from twinbert_search.training.tower_teacher import TowerSpec, TowerTeacher
+
+    towers = TowerTeacher((TowerSpec(str(tiny_model), 2.0),), bm25=1.0, dense=0.0)
+    folder = towers.save(tmp_path / "towers")
+    report = _adapt(corpus, student, tmp_path / "out", folder, checkpoint_every=2)
+    assert report.teacher.endswith(f"(towers: 1 bm25, 2 {tiny_model.name})")
+    assert report.pairs_scored_now == report.pairs == 8 * 4
+    config = ModelManifest.load(tmp_path / "out").extra["adaptation"]["config"]
+    assert config["teacher_fusion"]["kind"] == "towers"
+    before, after = _crossing(student), _crossing(tmp_path / "out")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    again = _adapt(corpus, student, tmp_path / "out", folder, checkpoint_every=2)
+    assert again.pairs_scored_now == 0 and again.resumed_at == 4

@@ -40,8 +40,9 @@ __all__ = ["adapt"]
     "teacher_dir",
     type=DIR,
     required=True,
-    help="A teacher directory (`teacher train`, the recipe's) or any local Hugging Face "
-    "sequence-classification checkpoint (config.json, weights, tokenizer.json).",
+    help="A teacher directory (`teacher train`, the recipe's, or `teacher towers`: BM25 and "
+    "imported towers, no labels) or any local Hugging Face sequence-classification "
+    "checkpoint (config.json, weights, tokenizer.json).",
 )
 @click.option(
     "--teacher-alone",

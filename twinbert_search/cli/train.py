@@ -74,7 +74,7 @@ def _student_config(
 
 @click.group()
 def teacher() -> None:
-    """Cross-encoder teacher for distillation."""
+    """Teachers for distillation: a trained cross-encoder, or an ensemble of towers."""
 
 
 @teacher.command("train")
@@ -136,6 +136,72 @@ def teacher_train(
         shown = ", ".join(f"{k} {v:.4f}" for k, v in ordered)
         click.echo(f"validation {system}: {shown}")
     click.echo(f"teacher written to {out_dir}")
+
+
+def _pairs(values: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """`A=B` values split at their last `=` (B absent: None)."""
+    out = []
+    for value in values:
+        head, sep, tail = value.rpartition("=")
+        out.append((head, tail) if sep and head else (value, None))
+    return out
+
+
+@teacher.command("towers")
+@out_option("Teacher directory to write (ensemble.json).")
+@click.option(
+    "--tower",
+    "towers",
+    multiple=True,
+    metavar="MODEL_DIR[=WEIGHT]",
+    help="An imported tower (`models fetch`) whose cosine joins the ensemble [weight 1].",
+)
+@click.option(
+    "--tower-index",
+    "tower_indexes",
+    multiple=True,
+    metavar="MODEL_DIR=INDEX_DIR",
+    help="An embedded index of the corpus built by that tower: its vectors are reused.",
+)
+@click.option("--bm25-weight", type=float, default=1.0, show_default=True)
+@click.option(
+    "--dense-weight",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Weight of the student's own cosine.",
+)
+def teacher_towers(
+    out: Path,
+    towers: tuple[str, ...],
+    tower_indexes: tuple[str, ...],
+    bm25_weight: float,
+    dense_weight: float,
+) -> None:
+    """Write a teacher that needs no labels: z-scored BM25, the student's cosine and the
+    cosines of imported towers, weighted. `adapt --teacher OUT` distils it."""
+    from twinbert_search.training.tower_teacher import TowerSpec, TowerTeacher
+
+    indexes = {}
+    for model, index in _pairs(tower_indexes):
+        if index is None:
+            raise ConfigurationError(f"--tower-index {model}: expected MODEL_DIR=INDEX_DIR")
+        indexes[str(Path(model).resolve())] = index
+    specs = []
+    for model, weight in _pairs(towers):
+        if not (Path(model) / "manifest.json").is_file():
+            raise ConfigurationError(f"--tower {model}: not a model directory (no manifest.json)")
+        try:
+            value = 1.0 if weight is None else float(weight)
+        except ValueError:
+            message = f"--tower {model}: weight {weight!r} is not a number"
+            raise ConfigurationError(message) from None
+        specs.append(TowerSpec(model, value, indexes.pop(str(Path(model).resolve()), None)))
+    if indexes:
+        raise ConfigurationError(f"--tower-index {next(iter(indexes))}: no --tower of that model")
+    teacher = TowerTeacher(tuple(specs), bm25_weight, dense_weight)
+    teacher.save(out)
+    click.echo(f"tower teacher ({teacher.describe()}) written to {out}")
 
 
 @click.command("distill")

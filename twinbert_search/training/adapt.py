@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.training.args import AdaptArgs
-from twinbert_search.training.corpus import make_pseudo_queries, read_documents
+from twinbert_search.training.corpus import (
+    document_vectors,
+    make_pseudo_queries,
+    read_documents,
+)
 from twinbert_search.training.score_cache import TeacherScoreCache, score_missing
 
 __all__ = ["AdaptReport", "adapt"]
@@ -130,40 +133,6 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _document_vectors(
-    runtime: Any,
-    docs: Mapping[str, Document],
-    ids: Sequence[str],
-    work: Path,
-    index_dir: str | Path | None,
-    progress: bool,
-) -> np.ndarray:
-    """The stored vectors of `ids`: from the index when it holds this model's vectors, else
-    encoded by the model's document tower (kept under OUT/work for a rerun)."""
-    key = _digest([runtime.fingerprint, [docs[d].content_hash for d in ids]])
-    path = work / f"doc_vectors.{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    vectors = None
-    if index_dir is not None:
-        from twinbert_search.stores.embedded import EmbeddedStore
-
-        store = EmbeddedStore.open(index_dir, with_documents=False)
-        try:
-            store.ensure_model(runtime.fingerprint)
-            vectors = np.asarray(store.fetch(list(ids)).vectors, dtype=np.float32)
-        finally:
-            store.close()
-    if vectors is None or len(vectors) != len(ids):
-        bar = tqdm(total=len(ids), disable=not progress, desc="encoding documents", unit="doc")
-        vectors = runtime.encode_documents(
-            [docs[d].encoding_text for d in ids], progress=bar.update
-        )
-        bar.close()
-    np.save(path, vectors.astype(np.float32))
-    return np.load(path)
-
-
 def _candidate_lists(
     runtime: Any,
     docs: Mapping[str, Document],
@@ -232,13 +201,14 @@ class _Corpus:
 
 @dataclass
 class _Scored:
-    """The pseudo-queries, their candidate lists and each candidate's teacher-score key."""
+    """The pseudo-queries, their candidate lists and the teacher's target for each list."""
 
     queries: list[Any]
     lists: list[dict[str, Any]]
-    keys: list[list[str]]
-    cache: TeacherScoreCache
-    teacher: str  # the scorer's fingerprint
+    targets: list[np.ndarray]
+    teacher: str  # the scores' fingerprint
+    fusion: dict[str, Any] | None  # the ensemble distilled (None: a teacher's logits alone)
+    described: str  # the teacher as the summary names it
     scored_now: int
 
 
@@ -279,7 +249,7 @@ def _corpus(args: AdaptArgs, work: Path) -> _Corpus:
     docs = read_documents(args.corpus)
     ids = sorted(docs)
     runtime = TwinBertRuntime.load(args.model_dir)
-    vectors = _document_vectors(runtime, docs, ids, work, args.index_dir, args.progress)
+    vectors = document_vectors(runtime, docs, ids, work, args.index_dir, args.progress)
     return _Corpus(docs, ids, runtime, vectors)
 
 
@@ -308,7 +278,13 @@ def _recall(args: AdaptArgs, corpus: _Corpus, work: Path) -> tuple[list[Any], li
 def _teacher_scores(
     args: AdaptArgs, corpus: _Corpus, queries: list[Any], lists: list[dict]
 ) -> _Scored:
-    """The teacher's score of every candidate, those not in OUT/cache scored now."""
+    """The teacher's target for every candidate: a tower teacher's fused cosines, or a
+    cross-encoder's logits (those not in OUT/cache scored now), fused as its directory says."""
+    from twinbert_search.training.tower_teacher import TowerTeacher
+
+    towers = TowerTeacher.load(args.teacher)
+    if towers is not None:
+        return _tower_scores(args, corpus, queries, lists, towers)
     from twinbert_search.training.teacher_onnx import load_pair_scorer
 
     docs = corpus.docs
@@ -325,7 +301,38 @@ def _teacher_scores(
         if k not in cache
     }
     score_missing(scorer, cache, missing, chunk=1024, progress=args.progress)
-    return _Scored(queries, lists, keys, cache, scorer.fingerprint, len(missing))
+    fusion = teacher_fusion(args.teacher) if args.use_teacher_fusion else None
+
+    def target(item: Mapping[str, Any], ks: Sequence[str]) -> np.ndarray:
+        logits = cache.get_many(ks)
+        if fusion is None:
+            return logits
+        return _fused_targets(logits, np.asarray(item["bm25"]), np.asarray(item["cosine"]), fusion)
+
+    targets = [target(item, ks) for item, ks in zip(lists, keys, strict=True)]
+    described = str(args.teacher) + (f" (ensemble: {_weights_text(fusion)})" if fusion else "")
+    return _Scored(queries, lists, targets, scorer.fingerprint, fusion, described, len(missing))
+
+
+def _tower_scores(
+    args: AdaptArgs, corpus: _Corpus, queries: list[Any], lists: list[dict], teacher: Any
+) -> _Scored:
+    """A tower teacher's targets: z(BM25), z(the student's cosine) and z(each tower's cosine)
+    over each list, weighted; nothing to score pair by pair, so no cache but the vectors'."""
+    cosines, fingerprint, fresh = teacher.tower_cosines(
+        corpus.docs,
+        corpus.ids,
+        [q.text for q in queries],
+        lists,
+        Path(args.out_dir) / WORK_DIR,
+        args.progress,
+    )
+    targets = [
+        teacher.fused(np.asarray(item["bm25"]), np.asarray(item["cosine"]), towers)
+        for item, towers in zip(lists, cosines, strict=True)
+    ]
+    described = f"{args.teacher} (towers: {teacher.describe()})"
+    return _Scored(queries, lists, targets, fingerprint, teacher.to_dict(), described, fresh)
 
 
 @dataclass
@@ -334,7 +341,6 @@ class _Trained:
 
     model: Any
     tok_path: Path
-    fusion: dict[str, Any] | None
     run_config: dict[str, Any]
     history: list[dict[str, Any]]
     resumed_at: int
@@ -364,13 +370,12 @@ def _train(
         tok_path, model.manifest.max_query_length, prefix=model.manifest.query_prefix
     )
     documents = _documents(args, corpus, model, tok_path)
-    fusion = teacher_fusion(args.teacher) if args.use_teacher_fusion else None
-    lists = _scored_lists(scored, fusion)
+    lists = _scored_lists(scored)
     run_config = args.run_config(
         _digest([corpus.docs[d].content_hash for d in corpus.ids]),
         model.manifest.fingerprint,
         scored.teacher,
-        fusion,
+        scored.fusion,
         len(scored.queries),
     )
     ckpt_dir = Path(args.out_dir) / CHECKPOINT_DIR
@@ -396,7 +401,7 @@ def _train(
     # saturating (the listwise loss leaves the logits' level free), never to rank.
     calibration = platt_calibrate(model, lists[:64], q_tok, documents)
     resumed_at = int(state["step"]) if state is not None else 0
-    return _Trained(model, tok_path, fusion, run_config, fit.history, resumed_at, calibration)
+    return _Trained(model, tok_path, run_config, fit.history, resumed_at, calibration)
 
 
 def _documents(args: AdaptArgs, corpus: _Corpus, model: Any, tok_path: Path) -> Any:
@@ -415,25 +420,19 @@ def _documents(args: AdaptArgs, corpus: _Corpus, model: Any, tok_path: Path) -> 
     return StoredVectors(torch.from_numpy(corpus.vectors), rows)
 
 
-def _scored_lists(scored: _Scored, fusion: Mapping[str, Any] | None) -> list[Any]:
+def _scored_lists(scored: _Scored) -> list[Any]:
     """Each pseudo-query's list as the student loop takes it: its candidates, the teacher's
-    targets (logits, or the ensemble's fused scores) and its source document as positive."""
+    targets and its source document as positive."""
     from twinbert_search.training.student_loop import ScoredList
-
-    def target(item: Mapping[str, Any], ks: Sequence[str]) -> np.ndarray:
-        logits = scored.cache.get_many(ks)
-        if fusion is None:
-            return logits
-        return _fused_targets(logits, np.asarray(item["bm25"]), np.asarray(item["cosine"]), fusion)
 
     return [
         ScoredList(
             q.text,
             tuple(item["docs"]),
-            target(item, ks),
+            target,
             np.array([d == q.doc_id for d in item["docs"]], dtype=bool),
         )
-        for q, item, ks in zip(scored.queries, scored.lists, scored.keys, strict=True)
+        for q, item, target in zip(scored.queries, scored.lists, scored.targets, strict=True)
     ]
 
 
@@ -445,7 +444,7 @@ def _report(
     seconds: dict[str, float],
 ) -> AdaptReport:
     """The run's closing summary (`seconds` is filled in as the last phase ends)."""
-    fusion, history = trained.fusion, trained.history
+    history = trained.history
     return AdaptReport(
         out=str(Path(args.out_dir)),
         corpus=str(args.corpus),
@@ -457,8 +456,7 @@ def _report(
         steps=args.steps,
         resumed_at=trained.resumed_at,
         learn_documents=args.learn_documents,
-        teacher=str(args.teacher)
-        + (" (ensemble: " + _weights_text(fusion) + ")" if fusion else ""),
+        teacher=scored.described,
         loss_first=history[0]["total"] if history else None,
         loss_last=history[-1]["total"] if history else None,
         calibration=trained.calibration,

@@ -12,6 +12,7 @@ fused BM25 + dense scores what a teacher's warm start regresses onto (the SciFac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -19,8 +20,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from twinbert_search.documents import Document
 from twinbert_search.errors import ConfigurationError, InputError
@@ -28,6 +31,7 @@ from twinbert_search.errors import ConfigurationError, InputError
 __all__ = [
     "PSEUDO_KINDS",
     "PseudoQuery",
+    "document_vectors",
     "keyphrase_query",
     "make_pseudo_queries",
     "read_documents",
@@ -176,3 +180,39 @@ def _pseudo_text(
             return None
         return options[int(rng.integers(len(options)))]
     return keyphrase_query(doc, df, n_docs)
+
+
+def document_vectors(
+    runtime: Any,
+    docs: Mapping[str, Document],
+    ids: Sequence[str],
+    work: Path,
+    index_dir: str | Path | None,
+    progress: bool,
+) -> np.ndarray:
+    """The stored vectors of `ids` by `runtime`: from `index_dir` when that embedded index holds
+    this model's vectors, else encoded by its document tower; kept under `work` for a rerun."""
+    hashes = [docs[d].content_hash for d in ids]
+    identity = json.dumps([runtime.fingerprint, hashes], sort_keys=True)
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    path = work / f"doc_vectors.{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = None
+    if index_dir is not None:
+        from twinbert_search.stores.embedded import EmbeddedStore
+
+        store = EmbeddedStore.open(index_dir, with_documents=False)
+        try:
+            store.ensure_model(runtime.fingerprint)
+            vectors = np.asarray(store.fetch(list(ids)).vectors, dtype=np.float32)
+        finally:
+            store.close()
+    if vectors is None or len(vectors) != len(ids):
+        bar = tqdm(total=len(ids), disable=not progress, desc="encoding documents", unit="doc")
+        vectors = runtime.encode_documents(
+            [docs[d].encoding_text for d in ids], progress=bar.update
+        )
+        bar.close()
+    np.save(path, vectors.astype(np.float32))
+    return np.load(path)
