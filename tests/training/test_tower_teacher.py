@@ -94,3 +94,12 @@ def test_the_command_writes_the_teacher_and_names_a_bad_tower(
         result = CliRunner().invoke(main, ["teacher", "towers", "--out", str(out), *bad])
         assert result.exit_code != 0 and says in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_pair_scorer_refuses_a_tower_teacher_and_says_where_it_goes(tmp_path: Path) -> None:
+    from twinbert_search.errors import ModelError
+    from twinbert_search.training.teacher_onnx import load_pair_scorer
+
+    TowerTeacher((TowerSpec("bge", 1.0),)).save(tmp_path / "towers")
+    with pytest.raises(ModelError, match=r"tower teacher .* use it with `adapt --teacher`"):
+        load_pair_scorer(tmp_path / "towers")

@@ -38,11 +38,25 @@ def load_teacher(
         length = min(max_length or int(meta.get("max_length", 256)), positions)
         model_fingerprint = model.fingerprint()
     else:
+        _refuse_towers(path)
         model, length, model_fingerprint = _load_hf(path, max_length)
     if length < 8:
         raise ConfigurationError(f"teacher max_length must be at least 8, got {length}")
     tokenizer = TextTokenizer.from_file(tokenizer_file(path), length)
     return TeacherScorer(model.eval(), tokenizer, model_fingerprint, batch_size)
+
+
+def _refuse_towers(path: Path) -> None:
+    """A tower teacher fuses whole candidate lists (z-scores need the list), so it cannot
+    score the pairs a cross-encoder scores: say where it is used instead."""
+    from twinbert_search.training.tower_teacher import TowerTeacher
+
+    if TowerTeacher.load(path) is not None:
+        raise ModelError(
+            f"{path} is a tower teacher (`teacher towers`): it scores candidate lists, not "
+            "pairs; use it with `adapt --teacher`, or give a cross-encoder here",
+            path=str(path),
+        )
 
 
 def _load_hf(path: Path, max_length: int | None) -> tuple[nn.Module, int, str]:
