@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import build_tiny_model
 from tests.training.test_teacher import DOCS, save_toy_teacher
+from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import CrossingConfig, ModelManifest
 from twinbert_search.runtime import TwinBertRuntime
 from twinbert_search.training.adapt import adapt
@@ -183,3 +184,5 @@ def test_a_tower_teacher_needs_no_cross_encoder(
     assert any(not torch.equal(before[k], after[k]) for k in before)
     again = _adapt(corpus, student, tmp_path / "out", folder, checkpoint_every=2)
     assert again.pairs_scored_now == 0 and again.resumed_at == 4
+    with pytest.raises(ConfigurationError, match=r"--teacher-alone: .* is a tower teacher"):
+        _adapt(corpus, student, tmp_path / "alone", folder, use_teacher_fusion=False)

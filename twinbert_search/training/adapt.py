@@ -319,6 +319,10 @@ def _tower_scores(
 ) -> _Scored:
     """A tower teacher's targets: z(BM25), z(the student's cosine) and z(each tower's cosine)
     over each list, weighted; nothing to score pair by pair, so no cache but the vectors'."""
+    if not args.use_teacher_fusion:
+        raise ConfigurationError(
+            f"--teacher-alone: {args.teacher} is a tower teacher, a fusion with no logits alone"
+        )
     cosines, fingerprint, fresh = teacher.tower_cosines(
         corpus.docs,
         corpus.ids,
