@@ -20,21 +20,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from twinbert_search.evaluation.hybrid_tuning import hybrid_lists
 from twinbert_search.evaluation.metrics import evaluate
 from twinbert_search.evaluation.overlap import overlap_split
 from twinbert_search.ingest.readers import read_qrels, read_queries
 from twinbert_search.search.factory import open_searcher
-from twinbert_search.search.fusion import zscore_fusion
 from twinbert_search.training.corpus import read_documents
-from twinbert_search.training.tower_teacher import TowerTeacher
+from twinbert_search.training.tower_teacher import TowerTeacher, candidate_signals
 
 DEPTH = 100
 
 
-def _ndcg(qrels: dict[str, Any], run: dict[str, dict[str, float]], split: dict | None) -> dict:
+def _ndcg(qrels: dict[str, Any], run: dict[str, Any], split: dict | None) -> dict:
     """nDCG@10 over all judged queries, and per overlap split where one is given."""
     out = {"all": round(evaluate(qrels, run)["ndcg@10"], 4)}
     for name, qids in (split or {}).items():
@@ -59,23 +55,8 @@ def main() -> None:
     split = overlap_split(qrels, read_qrels(args.train_qrels)) if args.train_qrels else None
     searcher = open_searcher("embedded", model=args.model, index_dir=args.index_dir, threads=1)
     with searcher.store:
-        lists = hybrid_lists(searcher, queries, DEPTH)
-        recall: dict[str, dict[str, float]] = {}
-        signals = []
-        for query, item in zip(queries, lists, strict=True):
-            fused = zscore_fusion([item.dense, item.bm25])[:DEPTH]
-            ids = [d for d, _ in fused]
-            recall[query.id] = dict(fused)
-            vectors = np.asarray(searcher.store.fetch(ids).vectors, np.float64)
-            vector = np.asarray(searcher.encode(query.text), np.float64)
-            norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(vector)
-            signals.append(
-                {
-                    "docs": ids,
-                    "bm25": searcher.store.bm25_scores(query.text, ids),
-                    "cosine": vectors @ vector / np.maximum(norms, 1e-12),
-                }
-            )
+        signals = candidate_signals(searcher, queries, DEPTH)
+    recall = {s["query_id"]: [(d, 0.0) for d in s["docs"]] for s in signals}
     docs = read_documents(args.data)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = {"recall (served: z-scored kNN + BM25)": _ndcg(qrels, recall, split)}

@@ -103,3 +103,48 @@ def test_a_pair_scorer_refuses_a_tower_teacher_and_says_where_it_goes(tmp_path: 
     TowerTeacher((TowerSpec("bge", 1.0),)).save(tmp_path / "towers")
     with pytest.raises(ModelError, match=r"tower teacher .* use it with `adapt --teacher`"):
         load_pair_scorer(tmp_path / "towers")
+
+
+def test_tuning_picks_the_signal_that_ranks_the_labelled_lists() -> None:
+    """The tower orders each list perfectly, BM25 backwards: the grid's first perfect
+    combination, the tower alone, is chosen, and every scale-free combination is scored once."""
+    from twinbert_search.training.tower_teacher import tune_weights
+
+    docs = [f"d{i}" for i in range(6)]
+    lists, cosines, qrels = [], [], {}
+    for q, positive in (("q1", "d4"), ("q2", "d1")):
+        tower = np.array([1.0 if d == positive else 0.1 * i for i, d in enumerate(docs)])
+        lists.append({"query_id": q, "docs": docs, "bm25": -tower, "cosine": np.linspace(1, 0, 6)})
+        cosines.append([tower])
+        qrels[q] = {positive: 1}
+    given = TowerTeacher((TowerSpec("bge", 2.0, "ix"),), bm25=2.0, dense=1.0)
+    best, rows = tune_weights(given, lists, cosines, qrels)
+    assert (best.bm25, best.dense, best.towers) == (0.0, 0.0, (TowerSpec("bge", 1.0, "ix"),))
+    assert len(rows) == 37 and max(r["ndcg@10"] for r in rows) == 1.0
+    assert len({r["weights"] for r in rows}) == 37
+
+
+def test_the_command_tunes_on_labelled_queries_and_keeps_the_choice(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from tests.service.test_service import SAMPLE, build_sample_index
+
+    index = build_sample_index(tiny_model, tmp_path / "ix")
+    out = tmp_path / "teacher"
+    args = ["teacher", "towers", "--out", str(out), "--tower", f"{tiny_model}=2"]
+    args += ["--bm25-weight", "2", "--model", str(tiny_model), "--no-progress"]
+    tune = ["--tune-data", str(SAMPLE), "--tune-qrels", str(SAMPLE / "qrels" / "test.tsv")]
+    result = CliRunner().invoke(main, [*args, *tune, "--tune-index", str(index), "--json"])
+    assert result.exit_code == 0, result.output
+    tuning = json.loads(result.output)["tuning"]
+    assert len(tuning["grid"]) == 37 and tuning["queries"] > 0
+    assert tuning["ndcg@10"] == max(r["ndcg@10"] for r in tuning["grid"])
+    assert tuning["ndcg@10"] >= tuning["given"]["ndcg@10"]
+    assert tuning["given"]["weights"] == f"2 bm25, 1 dense, 2 {tiny_model.name}"
+    saved = TowerTeacher.load(out)
+    assert saved is not None and saved.describe() == tuning["chosen"]
+    assert json.loads((out / "tuning.json").read_text())["chosen"] == tuning["chosen"]
+    half = CliRunner().invoke(main, [*args, *tune])
+    assert half.exit_code != 0 and "tuning needs --tune-data, --tune-qrels and --tune-index" in (
+        half.output
+    )

@@ -20,6 +20,7 @@ from twinbert_search.cli.options import (
     checkpoint_option,
     data_option,
     int8_option,
+    json_option,
     lr_option,
     model_option,
     out_option,
@@ -171,37 +172,102 @@ def _pairs(values: tuple[str, ...]) -> list[tuple[str, str | None]]:
     show_default=True,
     help="Weight of the student's own cosine.",
 )
+@click.option(
+    "--tune-data",
+    type=DIR,
+    default=None,
+    help="Tune the weights on this labelled BEIR folder's queries (validation, never test): "
+    "needs --tune-qrels and --tune-index.",
+)
+@click.option("--tune-qrels", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option(
+    "--tune-index",
+    type=DIR,
+    default=None,
+    help="An embedded index of --tune-data's corpus by --model: the candidates reranked.",
+)
+@click.option(
+    "--tune-tower-index",
+    "tune_tower_indexes",
+    multiple=True,
+    metavar="MODEL_DIR=INDEX_DIR",
+    help="A tower's embedded index of --tune-data's corpus: its vectors are reused.",
+)
+@model_option("The student whose candidates tuning reranks [the default model].")
+@progress_option
+@json_option
 def teacher_towers(
     out: Path,
     towers: tuple[str, ...],
     tower_indexes: tuple[str, ...],
     bm25_weight: float,
     dense_weight: float,
+    tune_data: Path | None,
+    tune_qrels: Path | None,
+    tune_index: Path | None,
+    tune_tower_indexes: tuple[str, ...],
+    model: Path | None,
+    progress: bool,
+    as_json: bool,
 ) -> None:
     """Write a teacher that needs no labels: z-scored BM25, the student's cosine and the
-    cosines of imported towers, weighted. `adapt --teacher OUT` distils it."""
-    from twinbert_search.training.tower_teacher import TowerSpec, TowerTeacher
+    cosines of imported towers, weighted. `adapt --teacher OUT` distils it.
 
-    indexes = {}
-    for model, index in _pairs(tower_indexes):
-        if index is None:
-            raise ConfigurationError(f"--tower-index {model}: expected MODEL_DIR=INDEX_DIR")
-        indexes[str(Path(model).resolve())] = index
+    With --tune-data the weights (from 0, 0.5, 1, 2 each) are chosen on that collection's
+    validation queries: the weights that rerank the served candidates best (nDCG@10).
+    """
+    from twinbert_search.training.tower_teacher import TowerSpec, TowerTeacher, tune_on
+
+    indexes = _tower_indexes(tower_indexes, "--tower-index")
     specs = []
-    for model, weight in _pairs(towers):
-        if not (Path(model) / "manifest.json").is_file():
-            raise ConfigurationError(f"--tower {model}: not a model directory (no manifest.json)")
+    for tower, weight in _pairs(towers):
+        if not (Path(tower) / "manifest.json").is_file():
+            raise ConfigurationError(f"--tower {tower}: not a model directory (no manifest.json)")
         try:
             value = 1.0 if weight is None else float(weight)
         except ValueError:
-            message = f"--tower {model}: weight {weight!r} is not a number"
+            message = f"--tower {tower}: weight {weight!r} is not a number"
             raise ConfigurationError(message) from None
-        specs.append(TowerSpec(model, value, indexes.pop(str(Path(model).resolve()), None)))
+        specs.append(TowerSpec(tower, value, indexes.pop(str(Path(tower).resolve()), None)))
     if indexes:
         raise ConfigurationError(f"--tower-index {next(iter(indexes))}: no --tower of that model")
     teacher = TowerTeacher(tuple(specs), bm25_weight, dense_weight)
+    tuned = None
+    if tune_data is not None or tune_qrels is not None or tune_index is not None:
+        if tune_data is None or tune_qrels is None or tune_index is None:
+            raise ConfigurationError("tuning needs --tune-data, --tune-qrels and --tune-index")
+        teacher, tuned = tune_on(
+            teacher,
+            tune_data,
+            tune_qrels,
+            tune_index,
+            out / "work",
+            model=model,
+            tower_indexes=_tower_indexes(tune_tower_indexes, "--tune-tower-index"),
+            progress=progress,
+        )
+        (out / "tuning.json").write_text(json.dumps(tuned, indent=1) + "\n")
     teacher.save(out)
+    if as_json:
+        click.echo(json.dumps({"teacher": teacher.to_dict(), "tuning": tuned}))
+        return
+    if tuned is not None:
+        click.echo(
+            f"tuned on {tuned['queries']} queries of {tune_qrels}: ndcg@10 {tuned['ndcg@10']:.4f} "
+            f"(given weights {tuned['given']['ndcg@10']:.4f}; the served recall "
+            f"{tuned['recall_ndcg@10']:.4f})"
+        )
     click.echo(f"tower teacher ({teacher.describe()}) written to {out}")
+
+
+def _tower_indexes(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """MODEL_DIR=INDEX_DIR values by the model's absolute path."""
+    indexes = {}
+    for model, index in _pairs(values):
+        if index is None:
+            raise ConfigurationError(f"{option} {model}: expected MODEL_DIR=INDEX_DIR")
+        indexes[str(Path(model).resolve())] = index
+    return indexes
 
 
 @click.command("distill")

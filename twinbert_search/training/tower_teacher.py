@@ -26,10 +26,11 @@ import numpy as np
 
 from twinbert_search.errors import ConfigurationError
 
-__all__ = ["TOWERS_KIND", "TowerSpec", "TowerTeacher"]
+__all__ = ["TOWERS_KIND", "TowerSpec", "TowerTeacher", "candidate_signals", "tune_weights"]
 
 TOWERS_KIND = "towers"
 ENSEMBLE_FILE = "ensemble.json"
+TUNING_GRID = (0.0, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -164,3 +165,146 @@ def _query_vectors(runtime: Any, texts: Sequence[str], work: Path) -> tuple[np.n
     norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     np.save(path, vectors / norms)
     return np.load(path), True
+
+
+def candidate_signals(searcher: Any, queries: Sequence[Any], depth: int = 100) -> list[dict]:
+    """Each query's served candidates, as `search --hybrid` recalls them by default (z-scored
+    kNN and BM25 lists, `depth` deep), with their BM25 scores and cosines to the query: the
+    lists a tower teacher reranks when it is tuned or measured."""
+    from twinbert_search.evaluation.hybrid_tuning import hybrid_lists
+    from twinbert_search.search.fusion import zscore_fusion
+
+    store = searcher.store
+    out = []
+    for query, item in zip(queries, hybrid_lists(searcher, queries, depth), strict=True):
+        ids = [d for d, _ in zscore_fusion([item.dense, item.bm25])[:depth]]
+        vectors = np.asarray(store.fetch(ids).vectors, np.float64)
+        vector = np.asarray(searcher.encode(query.text), np.float64)
+        norms = np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(vector), 1e-12)
+        out.append(
+            {
+                "query_id": query.id,
+                "docs": ids,
+                "bm25": np.asarray(store.bm25_scores(query.text, ids), np.float64),
+                "cosine": vectors @ vector / norms,
+            }
+        )
+    return out
+
+
+def _ndcg(
+    teacher: TowerTeacher,
+    lists: Sequence[Mapping[str, Any]],
+    cosines: Sequence[Sequence[np.ndarray]],
+    qrels: Mapping[str, Mapping[str, int]],
+) -> float:
+    """nDCG@10 of `teacher` reranking the lists."""
+    from twinbert_search.evaluation.metrics import evaluate
+
+    run = {}
+    for item, towers in zip(lists, cosines, strict=True):
+        fused = teacher.fused(item["bm25"], item["cosine"], towers).tolist()
+        run[item["query_id"]] = dict(zip(item["docs"], fused, strict=True))
+    return float(evaluate(qrels, run)["ndcg@10"])
+
+
+def tune_weights(
+    teacher: TowerTeacher,
+    lists: Sequence[Mapping[str, Any]],
+    cosines: Sequence[Sequence[np.ndarray]],
+    qrels: Mapping[str, Mapping[str, int]],
+    grid: Sequence[float] = TUNING_GRID,
+) -> tuple[TowerTeacher, list[dict[str, Any]]]:
+    """The weights of `teacher`'s signals that rerank labelled validation lists best (nDCG@10;
+    ties keep the first in grid order), and every combination's score. Scale-free: a
+    combination and its multiples are one."""
+    import itertools
+
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[float, ...]] = set()
+    best: tuple[float, TowerTeacher] | None = None
+    for combo in itertools.product(grid, repeat=2 + len(teacher.towers)):
+        top = max(combo)
+        if top <= 0:
+            continue
+        key = tuple(round(w / top, 6) for w in combo)
+        if key in seen:
+            continue
+        seen.add(key)
+        bm25, dense, *weights = key
+        towers = tuple(
+            TowerSpec(t.model, w, t.index_dir) for t, w in zip(teacher.towers, weights, strict=True)
+        )
+        candidate = TowerTeacher(towers, bm25, dense)
+        score = _ndcg(candidate, lists, cosines, qrels)
+        rows.append({"weights": candidate.describe(), "ndcg@10": round(score, 4)})
+        if best is None or score > best[0]:
+            best = (score, candidate)
+    assert best is not None  # the grid holds a positive weight
+    return best[1], rows
+
+
+def tune_on(
+    teacher: TowerTeacher,
+    data: str | Path,
+    qrels: str | Path,
+    index_dir: str | Path,
+    work: str | Path,
+    *,
+    model: str | Path | None = None,
+    tower_indexes: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> tuple[TowerTeacher, dict[str, Any]]:
+    """`teacher` with its weights tuned on a labelled collection: `data` (a BEIR folder: its
+    corpus and queries), validation `qrels` (never a test split), the candidates `model`
+    serves from `index_dir` (an embedded index of that corpus). Each tower's corpus vectors
+    come from `tower_indexes[tower model]` when given, else are encoded (and kept in `work`)."""
+    from twinbert_search.ingest.readers import read_qrels, read_queries
+    from twinbert_search.search.factory import open_searcher
+    from twinbert_search.training.corpus import read_documents
+
+    judged = read_qrels(qrels)
+    queries = [q for q in read_queries(Path(data) / "queries.jsonl") if q.id in judged]
+    if not queries:
+        raise ConfigurationError(f"{qrels}: no query of {data} is judged there")
+    searcher = open_searcher("embedded", model=model, index_dir=index_dir)
+    with searcher.store:
+        lists = candidate_signals(searcher, queries)
+    indexes = tower_indexes or {}
+    local = TowerTeacher(
+        tuple(
+            TowerSpec(t.model, t.weight, indexes.get(str(Path(t.model).resolve())))
+            for t in teacher.towers
+        ),
+        teacher.bm25,
+        teacher.dense,
+    )
+    docs = read_documents(data)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    cosines, _, _ = local.tower_cosines(
+        docs, sorted(docs), [q.text for q in queries], lists, work, progress
+    )
+    best, rows = tune_weights(teacher, lists, cosines, judged)
+    report = {
+        "data": str(data),
+        "qrels": str(qrels),
+        "queries": len(queries),
+        "chosen": best.describe(),
+        "ndcg@10": max(r["ndcg@10"] for r in rows),
+        "given": {
+            "weights": teacher.describe(),
+            "ndcg@10": round(_ndcg(teacher, lists, cosines, judged), 4),
+        },
+        "recall_ndcg@10": round(_recall_ndcg(lists, judged), 4),
+        "grid": rows,
+    }
+    return best, report
+
+
+def _recall_ndcg(lists: Sequence[Mapping[str, Any]], qrels: Mapping[str, Any]) -> float:
+    """nDCG@10 of the lists in their served (recall) order."""
+    from twinbert_search.evaluation.metrics import evaluate
+
+    run = {item["query_id"]: [(d, 0.0) for d in item["docs"]] for item in lists}
+    return float(evaluate(qrels, run)["ndcg@10"])
