@@ -186,3 +186,38 @@ def test_a_tower_teacher_needs_no_cross_encoder(
     assert again.pairs_scored_now == 0 and again.resumed_at == 4
     with pytest.raises(ConfigurationError, match=r"--teacher-alone: .* is a tower teacher"):
         _adapt(corpus, student, tmp_path / "alone", folder, use_teacher_fusion=False)
+
+
+def test_pseudo_query_candidates_are_fused_as_the_model_is_served(
+    corpus: Path, student: Path
+) -> None:
+    import numpy as np
+
+    from twinbert_search.search.fusion import HYBRID_MANIFEST_KEY, HybridFusion
+    from twinbert_search.training.adapt import _candidate_lists
+    from twinbert_search.training.corpus import read_documents
+    from twinbert_search.training.data import build_bm25
+
+    runtime = TwinBertRuntime.load(student)
+    docs = read_documents(corpus)
+    ids = sorted(docs)
+    vectors = runtime.encode_documents([docs[d].encoding_text for d in ids])
+    text = "the star light of the sun"
+    q = runtime.encode_queries([text])[0]
+    sims = vectors @ q / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
+    lexical = build_bm25({d: docs[d] for d in ids}).scores(text)
+    dense = [ids[r] for r in np.argsort(-sims, kind="stable")[:6]]
+    sparse = [ids[r] for r in np.argsort(-lexical, kind="stable")[:6] if lexical[r] > 0]
+    orders = {}
+    for method, bm25 in (("zscore", 1.0), ("rrf", 1.0), ("zscore", 4.0)):
+        fusion = HybridFusion(method, bm25=bm25)
+        runtime.manifest.extra[HYBRID_MANIFEST_KEY] = fusion.to_dict()
+        [item] = _candidate_lists(runtime, docs, ids, vectors, [text], ["d9"], 6)
+        by_hand = fusion.fuse(
+            (dense, [float(sims[ids.index(d)]) for d in dense]),
+            (sparse, [float(lexical[ids.index(d)]) for d in sparse]),
+        )
+        expected = ["d9", *[d for d, _ in by_hand if d != "d9"]][:6]
+        assert item["docs"] == expected  # the source document first, then the served order
+        orders[(method, bm25)] = item["docs"]
+    assert len({tuple(o) for o in orders.values()}) > 1  # the fusion matters here

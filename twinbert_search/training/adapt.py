@@ -2,7 +2,7 @@
 
 Users arrive with a corpus and rarely with labels. From the corpus alone: pseudo-queries
 (titles, sentences, keyphrases; `training.corpus`), each with the candidates the student's
-own hybrid recall returns for it (RRF of BM25 and its kNN, as served); the teacher scores
+own hybrid recall returns for it (BM25 and its kNN, fused as served); the teacher scores
 every (pseudo-query, candidate) pair; the student learns the teacher's softmax over each list
 (listwise KL). By default the document tower stays frozen, so the index the student already
 serves from stays valid; with `learn_documents` both towers learn (a full TwinBERT), and the
@@ -142,10 +142,13 @@ def _candidate_lists(
     sources: Sequence[str],
     depth: int,
 ) -> list[dict[str, Any]]:
-    """Each pseudo-query's source document, then its hybrid recall (RRF of BM25 and kNN),
-    with every candidate's BM25 score and cosine (the ensemble teacher's other signals)."""
-    from twinbert_search.search import reciprocal_rank_fusion
+    """Each pseudo-query's source document, then its hybrid recall (BM25 and kNN fused as the
+    model is served: `hybrid_fusion_of` its manifest), with every candidate's BM25 score and
+    cosine (the ensemble teacher's other signals)."""
+    from twinbert_search.search.fusion import hybrid_fusion_of
     from twinbert_search.training.data import build_bm25
+
+    fusion = hybrid_fusion_of(runtime.manifest.extra)
 
     bm25 = build_bm25({d: docs[d] for d in ids})
     qvec = runtime.encode_queries(list(texts))
@@ -155,10 +158,14 @@ def _candidate_lists(
     for i, text in enumerate(texts):
         sims = vectors @ qvec[i] / (norms * max(float(np.linalg.norm(qvec[i])), 1e-12))
         top = np.argsort(-sims, kind="stable")[:depth]
-        dense = [ids[r] for r in top]
         lexical = bm25.scores(text)
-        sparse = [ids[r] for r in np.argsort(-lexical, kind="stable")[:depth] if lexical[r] > 0]
-        fused = [d for d, _ in reciprocal_rank_fusion([dense, sparse])]
+        sparse = [r for r in np.argsort(-lexical, kind="stable")[:depth] if lexical[r] > 0]
+        fused = [
+            d
+            for d, _ in fusion.fuse(
+                ([ids[r] for r in top], sims[top]), ([ids[r] for r in sparse], lexical[sparse])
+            )
+        ]
         rows = [row_of[d] for d in [sources[i], *[d for d in fused if d != sources[i]]][:depth]]
         out.append(
             {
@@ -258,7 +265,10 @@ def _recall(args: AdaptArgs, corpus: _Corpus, work: Path) -> tuple[list[Any], li
     queries = make_pseudo_queries(corpus.docs, args.pseudo_queries, seed=args.seed)
     if not queries:
         raise ConfigurationError(f"{args.corpus}: no document gives a pseudo-query")
-    key = _digest([corpus.runtime.fingerprint, args.seed, args.candidates, len(queries)])
+    from twinbert_search.search.fusion import hybrid_fusion_of
+
+    fusion = hybrid_fusion_of(corpus.runtime.manifest.extra).to_dict()
+    key = _digest([corpus.runtime.fingerprint, args.seed, args.candidates, len(queries), fusion])
     lists_path = work / f"lists.{key}.json"
     if lists_path.is_file():
         return queries, json.loads(lists_path.read_text())
@@ -382,6 +392,8 @@ def _train(
         scored.fusion,
         len(scored.queries),
     )
+    # the lists trained on: a checkpoint of other candidates (another recall) is another run
+    run_config["lists"] = _digest([item["docs"] for item in scored.lists])
     ckpt_dir = Path(args.out_dir) / CHECKPOINT_DIR
     state = resume_state(ckpt_dir, run_config, args.resume)
     fit = fit_student(
