@@ -148,3 +148,18 @@ def test_the_command_tunes_on_labelled_queries_and_keeps_the_choice(
     assert half.exit_code != 0 and "tuning needs --tune-data, --tune-qrels and --tune-index" in (
         half.output
     )
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ("{not json", "not JSON"),
+        ('{"kind": "towers", "towers": [{"weight": 1}]}', "towers of {model, weight}"),
+        ('{"kind": "towers", "weights": {"bm25": "lots"}, "towers": []}', "numeric weights"),
+    ],
+)
+def test_a_broken_teacher_file_names_itself(tmp_path: Path, body: str, says: str) -> None:
+    (tmp_path / "ensemble.json").write_text(body)
+    with pytest.raises(ConfigurationError, match=r"ensemble\.json: ") as caught:
+        TowerTeacher.load(tmp_path)
+    assert says in str(caught.value)

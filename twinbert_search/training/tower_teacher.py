@@ -93,12 +93,25 @@ class TowerTeacher:
         path = Path(folder) / ENSEMBLE_FILE
         if not path.is_file():
             return None
-        body = json.loads(path.read_text())
-        if body.get("kind") != TOWERS_KIND:
+        try:
+            body = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}: not JSON ({exc})") from None
+        if not isinstance(body, dict) or body.get("kind") != TOWERS_KIND:
             return None
-        weights = body.get("weights", {})
-        towers = tuple(TowerSpec(**t) for t in body.get("towers", []))
-        return cls(towers, float(weights.get("bm25", 0.0)), float(weights.get("dense", 0.0)))
+        try:
+            weights = body.get("weights", {})
+            towers = tuple(
+                TowerSpec(str(t["model"]), float(t.get("weight", 1.0)), t.get("index_dir"))
+                for t in body.get("towers", [])
+            )
+            bm25, dense = float(weights.get("bm25", 0.0)), float(weights.get("dense", 0.0))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{path}: a tower teacher needs towers of {{model, weight}} and numeric "
+                f"weights ({type(exc).__name__}: {exc})"
+            ) from None
+        return cls(towers, bm25, dense)
 
     def describe(self) -> str:
         parts = [f"{self.bm25:g} bm25", f"{self.dense:g} dense"]
