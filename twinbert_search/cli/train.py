@@ -236,6 +236,12 @@ def teacher_towers(
     if tune_data is not None or tune_qrels is not None or tune_index is not None:
         if tune_data is None or tune_qrels is None or tune_index is None:
             raise ConfigurationError("tuning needs --tune-data, --tune-qrels and --tune-index")
+        if "test" in tune_qrels.name:
+            click.echo(
+                f"warning: tuning on {tune_qrels}: weights chosen on test queries make that "
+                "collection's scores no estimate; tune on training or validation queries",
+                err=True,
+            )
         teacher, tuned = tune_on(
             teacher,
             tune_data,
