@@ -5,8 +5,8 @@
         [--teacher ...] [--train-qrels .../scifact/qrels/train.tsv] [--work runs/ttc-cacm]
 
 A student distilled from a teacher can at best order its candidates as the teacher does. So
-the teacher reranking the candidates the served model recalls (the default model's z-scored
-hybrid of its kNN and BM25 lists, 100 deep, as `search --hybrid` fuses them) bounds what
+the teacher reranking the candidates the served model recalls (its hybrid of kNN and BM25
+lists, 100 deep, fused as `search --hybrid` fuses them: z-scores for the default model) bounds what
 `adapt` with that teacher can give, on the collection's real queries rather than on the
 pseudo-queries it trains on. Reported for each teacher beside the recall itself, nDCG@10
 (and by overlap with `--train-qrels` where given). Nothing is tuned: the teachers' weights
@@ -59,7 +59,7 @@ def main() -> None:
     recall = {s["query_id"]: [(d, 0.0) for d in s["docs"]] for s in signals}
     docs = read_documents(args.data)
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = {"recall (served: z-scored kNN + BM25)": _ndcg(qrels, recall, split)}
+    rows = {"recall (served hybrid)": _ndcg(qrels, recall, split)}
     for folder in args.teacher:
         teacher = TowerTeacher.load(folder)
         if teacher is None:

@@ -181,16 +181,15 @@ def _query_vectors(runtime: Any, texts: Sequence[str], work: Path) -> tuple[np.n
 
 
 def candidate_signals(searcher: Any, queries: Sequence[Any], depth: int = 100) -> list[dict]:
-    """Each query's served candidates, as `search --hybrid` recalls them by default (z-scored
-    kNN and BM25 lists, `depth` deep), with their BM25 scores and cosines to the query: the
-    lists a tower teacher reranks when it is tuned or measured."""
+    """Each query's served candidates, as `search --hybrid` recalls them (the kNN and BM25
+    lists, `depth` deep, fused by the searcher's hybrid fusion), with their BM25 scores and
+    cosines to the query: the lists a tower teacher reranks when it is tuned or measured."""
     from twinbert_search.evaluation.hybrid_tuning import hybrid_lists
-    from twinbert_search.search.fusion import zscore_fusion
 
     store = searcher.store
     out = []
     for query, item in zip(queries, hybrid_lists(searcher, queries, depth), strict=True):
-        ids = [d for d, _ in zscore_fusion([item.dense, item.bm25])[:depth]]
+        ids = [d for d, _ in searcher.hybrid.fuse(item.dense, item.bm25)[:depth]]
         vectors = np.asarray(store.fetch(ids).vectors, np.float64)
         vector = np.asarray(searcher.encode(query.text), np.float64)
         norms = np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(vector), 1e-12)
