@@ -4,10 +4,10 @@
         --index-dir runs/ix/cacm-default --teacher runs/teachers/towers-bge \\
         [--teacher ...] [--train-qrels .../scifact/qrels/train.tsv] [--work runs/ttc-cacm]
 
-A student distilled from a teacher can at best order its candidates as the teacher does. So
-the teacher reranking the candidates the served model recalls (its hybrid of kNN and BM25
-lists, 100 deep, fused as `search --hybrid` fuses them: z-scores for the default model) bounds what
-`adapt` with that teacher can give, on the collection's real queries rather than on the
+A student distilled from a teacher can at best order its candidates as the teacher does.
+So the teacher reranking the candidates the served model recalls (its kNN and BM25 lists,
+100 deep, fused as `search --hybrid` fuses them: z-scores for the default model) bounds
+what `adapt` with that teacher can give, on the collection's real queries rather than on the
 pseudo-queries it trains on. Reported for each teacher beside the recall itself, nDCG@10
 (and by overlap with `--train-qrels` where given). Nothing is tuned: the teachers' weights
 are what their directories record.
