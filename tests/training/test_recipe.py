@@ -14,6 +14,7 @@ from tests.training.test_teacher import write_tiny_beir
 from twinbert_search.cli.recipe import recipe
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import CrossingConfig, ModelManifest
+from twinbert_search.search.fusion import hybrid_fusion_of
 from twinbert_search.training.recipe import (
     STATE_FILE,
     STEP_NAMES,
@@ -136,7 +137,12 @@ def test_recipe_runs_every_step_and_resumes(
     # Served: each student's own query vector recalls (hybrid) and reranks; the teacher
     # reranks the same list, from scores that cover every pair it needs.
     for name in ("twinbert-res", "twinbert-cos"):
-        assert f"recall: hybrid with {name}'s query vector (RRF of BM25 and its kNN)" in systems
+        recall_rows = [s for s in systems if s.startswith(f"recall: hybrid with {name}'s query v")]
+        fused_by = hybrid_fusion_of(ModelManifest.load(out / name).extra).describe()
+        assert (
+            f"recall: hybrid with {name}'s query vector ({fused_by} of its kNN and BM25, "
+            f"top {cfg.rerank_depth} fused {cfg.rerank_depth} deep)"
+        ) in recall_rows
         assert f"teacher reranking top {cfg.rerank_depth} of {name}'s recall" in systems
         assert f"{name} reranking top {cfg.rerank_depth} of its own recall" in systems
         timing = results["served_timing"][name]
