@@ -22,6 +22,7 @@ import numpy as np
 from twinbert_search.evaluation.metrics import evaluate
 from twinbert_search.manifest import CrossingConfig
 from twinbert_search.runtime.crossing import lexical_fusion
+from twinbert_search.training.fusion import RULE as FUSION_RULE
 from twinbert_search.training.recipe.artifacts import EXPLORE_STUDENTS, STUDENTS_DONE
 from twinbert_search.training.recipe.config import RecipeConfig, StudentSpec, exploration_grid
 from twinbert_search.training.recipe.context import Context, read_json, write_json
@@ -243,7 +244,11 @@ def step_students(ctx: Context) -> dict[str, Any]:
         if spec.name in done and manifest.is_file():
             trained = read_json(manifest)["extra"].get("distillation", {}).get("spec")
             if trained == asdict(spec):
-                continue  # a changed spec retrains that student only
+                # A changed spec retrains that student only; a changed fusion rule re-tunes.
+                if (done[spec.name].get("rerank_fusion") or {}).get("rule") != FUSION_RULE:
+                    done[spec.name]["rerank_fusion"] = store_rerank_fusion(ctx, spec)
+                    write_json(done_path, done)
+                continue
         t0 = time.perf_counter()
         done[spec.name] = train_student(ctx, spec, targets)
         done[spec.name]["lexical_fusion"] = _store_lexical_fusion(ctx, ctx.out / spec.name)
