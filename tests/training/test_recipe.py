@@ -223,6 +223,15 @@ def test_recipe_runs_every_step_and_resumes(
     assert json.loads(done_path.read_text())["twinbert-cos"]["rerank_fusion"]["rule"] == RULE
     assert {p.name: p.stat().st_mtime_ns for p in weights.iterdir()} == before
     run_recipe(cfg)  # the later steps again, for the tests that share this run
+    # A saved adaptation from other inputs (a re-tuned fusion changes its candidates) is
+    # started over by a redo, where a bare `adapt` call would refuse to resume it.
+    state_file = out / "twinbert-res-adapted" / "checkpoint" / "state.pt"
+    saved = torch.load(state_file, map_location="cpu", weights_only=True)
+    saved["config"]["lists"] = "from other inputs"
+    torch.save(saved, state_file)
+    run_recipe(cfg, redo=["adapt_in_domain"])
+    resumed = torch.load(state_file, map_location="cpu", weights_only=True)
+    assert resumed["config"]["lists"] != "from other inputs"
 
 
 def test_explore_teachers_measures_each_variant_alone_on_validation(
