@@ -301,8 +301,8 @@ def served_scores(
     query: str | None,
 ) -> np.ndarray:
     """The served rerank score of every candidate: `fusion` over the z-scored crossing logit,
-    recall score (RRF for hybrid recall, kNN otherwise), BM25 and cosine; only the signals
-    it weighs are computed (the recall order costs nothing)."""
+    recall score (the hybrid fusion's for hybrid recall, kNN otherwise), BM25 and cosine;
+    only the signals it weighs are computed (the recall order costs nothing)."""
     signals: dict[str, np.ndarray] = {}
     if fusion.crossing:
         signals["crossing"] = runtime.crossing.logits(
