@@ -48,6 +48,19 @@ def test_int8_graph_stays_close(tiny_model: Path) -> None:
     assert _cos(runtime8.encode_documents(MIXED), fp32).min() >= 0.99
 
 
+def test_an_int8_query_graph_encodes_each_query_as_search_does(tiny_model: Path) -> None:
+    """Dynamic int8 scales activations per run: batched, a query's vector would depend on its
+    batch-mates. Queries encode one per run, so a batch equals the served, one-query vectors."""
+    runtime8 = TwinBertRuntime.load(tiny_model, int8=True)
+    alone = np.stack([runtime8.encode_query(text) for text in MIXED])
+    np.testing.assert_array_equal(runtime8.encode_queries(MIXED), alone)
+    np.testing.assert_array_equal(runtime8.encode_queries(MIXED[::-1])[::-1], alone)
+    # Batched, the same graph gives other vectors: what this guards against.
+    encoder = runtime8.query_encoder
+    batched = type(encoder)(encoder.session, encoder.tokenizer).encode(MIXED)
+    assert np.abs(batched - alone).max() > 1e-4
+
+
 def test_batch_order_does_not_change_vectors(tiny_model: Path) -> None:
     runtime = TwinBertRuntime.load(tiny_model)
     sorted_ = runtime.encode_documents(MIXED, batch_size=2, sort_by_length=True)

@@ -14,7 +14,12 @@ from click.testing import CliRunner
 
 from twinbert_search.cli import main
 from twinbert_search.errors import ConfigurationError
-from twinbert_search.evaluation.hybrid_tuning import HybridLists, hybrid_grid, tune_hybrid_fusion
+from twinbert_search.evaluation.hybrid_tuning import (
+    HYBRID_RULE,
+    HybridLists,
+    hybrid_grid,
+    tune_hybrid_fusion,
+)
 from twinbert_search.ingest.indexing import index_documents
 from twinbert_search.ingest.readers import read_corpus
 from twinbert_search.manifest import ModelManifest
@@ -186,18 +191,28 @@ def test_the_cli_override_and_tune_hybrid_save(
         assert searcher.hybrid == HybridFusion.from_dict(tuned)
 
 
-def test_tuning_keeps_rrf_unless_beaten() -> None:
-    """One positive: BM25 puts it first, kNN last. RRF with equal weights ranks it mid-list;
-    a heavier BM25 brings it to the top, so tuning picks a BM25-heavy fusion; on lists where
-    nothing differs, the baseline (RRF) stays."""
+def test_tuning_keeps_the_default_unless_beaten_by_more_than_chance() -> None:
+    """One positive per query: BM25 puts it first, kNN last. Equal weights rank it mid-list;
+    a heavier BM25 brings it to the top on every one of 12 queries, so tuning picks a
+    BM25-heavy fusion. The same gain on one query, or lists where nothing differs, keep the
+    baseline: z-scores with equal weights, the product's default."""
     ids = [f"d{i}" for i in range(10)]
-    dense = (ids, np.linspace(1.0, 0.1, 10).tolist())
+    scores = np.linspace(1.0, 0.1, 10)
+    scores[9] = -2.0  # kNN's last, far behind: equal z-score weights leave it low
+    dense = (ids, scores.tolist())
     bm25 = (ids[::-1], np.linspace(9.0, 0.0, 10).tolist())
-    lists = [HybridLists("q", dense, bm25)]
-    tuned = tune_hybrid_fusion(lists, {"q": {"d9": 1}})
+    lists = [HybridLists(f"q{i}", dense, bm25) for i in range(12)]
+    qrels = {f"q{i}": {"d9": 1} for i in range(12)}
+    tuned = tune_hybrid_fusion(lists, qrels)
     assert tuned["weights"]["bm25"] > tuned["weights"]["dense"]
-    assert tuned["ndcg@10"] > tuned["baseline_ndcg@10"] and tuned["baseline"].startswith("rrf")
+    assert tuned["ndcg@10"] > tuned["baseline_ndcg@10"] and tuned["p_value"] <= 0.05
+    assert tuned["baseline"] == "zscore dense 1 bm25 1" and tuned["rule"] == HYBRID_RULE
+    one = tune_hybrid_fusion(lists[:1], {"q0": {"d9": 1}})  # 1 query: p is at least 1/2
+    assert HybridFusion.from_dict(one) == HybridFusion("zscore")
+    assert one["best_ndcg@10"] > one["ndcg@10"] and one["p_value"] >= 0.5
     same = [HybridLists("q", dense, dense)]
-    assert tune_hybrid_fusion(same, {"q": {"d0": 1}})["method"] == "rrf"
+    assert HybridFusion.from_dict(tune_hybrid_fusion(same, {"q": {"d0": 1}})) == HybridFusion(
+        "zscore"
+    )
     with pytest.raises(ConfigurationError, match="judged"):
         tune_hybrid_fusion(lists, {"other": {"d0": 1}})

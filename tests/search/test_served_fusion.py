@@ -236,3 +236,29 @@ def test_the_recipes_served_lists_are_the_searchers(cosine_model: Path, cosine_i
             np.testing.assert_allclose(
                 served.signals["recall"], [h.recall_score for h in result.hits], atol=1e-4
             )
+
+
+def test_a_deeper_recall_ranks_the_candidates_that_search_serves(
+    cosine_model: Path, cosine_index: Path
+) -> None:
+    """A z-score fusion depends on how deep its lists are. `eval --recall-depth` recalls deeper
+    than `search` to measure Recall@1000, but the candidates it ranks must be the ones `search`
+    serves: the head is fused from each list's top `candidates`, the deeper rest follows."""
+    from twinbert_search.search.fusion import HybridFusion
+
+    searcher = Searcher.open(cosine_index, cosine_model)
+    fusion = HybridFusion("zscore", bm25=2.0)
+    differs = 0
+    with searcher.store:
+        for q in QUERIES[:10]:
+            served = searcher.search(q.text, k=5, candidates=5, hybrid=True, hybrid_fusion=fusion)
+            deep = searcher.search(
+                q.text, k=5, candidates=5, recall_depth=60, hybrid=True, hybrid_fusion=fusion
+            )
+            assert [h.id for h in deep.hits] == [h.id for h in served.hits], q.id
+            assert list(deep.recall_ids[:5]) == list(served.recall_ids)
+            assert len(set(deep.recall_ids)) == len(deep.recall_ids) > 5
+            # Fusing the 60-deep lists whole would have ranked another head for some queries.
+            whole = searcher.recall(searcher.encode(q.text), q.text, 60, hybrid=True, fusion=fusion)
+            differs += [whole.ids[i] for i in range(5)] != list(served.recall_ids)
+    assert differs > 0

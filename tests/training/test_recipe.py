@@ -14,6 +14,8 @@ from tests.training.test_teacher import write_tiny_beir
 from twinbert_search.cli.recipe import recipe
 from twinbert_search.errors import ConfigurationError
 from twinbert_search.manifest import CrossingConfig, ModelManifest
+from twinbert_search.search.fusion import hybrid_fusion_of
+from twinbert_search.training.fusion import RULE
 from twinbert_search.training.recipe import (
     STATE_FILE,
     STEP_NAMES,
@@ -136,7 +138,12 @@ def test_recipe_runs_every_step_and_resumes(
     # Served: each student's own query vector recalls (hybrid) and reranks; the teacher
     # reranks the same list, from scores that cover every pair it needs.
     for name in ("twinbert-res", "twinbert-cos"):
-        assert f"recall: hybrid with {name}'s query vector (RRF of BM25 and its kNN)" in systems
+        recall_rows = [s for s in systems if s.startswith(f"recall: hybrid with {name}'s query v")]
+        fused_by = hybrid_fusion_of(ModelManifest.load(out / name).extra).describe()
+        assert (
+            f"recall: hybrid with {name}'s query vector ({fused_by} of its kNN and BM25, "
+            f"top {cfg.rerank_depth} fused {cfg.rerank_depth} deep)"
+        ) in recall_rows
         assert f"teacher reranking top {cfg.rerank_depth} of {name}'s recall" in systems
         assert f"{name} reranking top {cfg.rerank_depth} of its own recall" in systems
         timing = results["served_timing"][name]
@@ -181,6 +188,7 @@ def test_recipe_runs_every_step_and_resumes(
     for name in ("twinbert-res", "twinbert-cos", "twinbert-res-adapted"):
         tuned = ModelManifest.load(out / name).extra["rerank_fusion"]
         assert tuned["ndcg@10"] >= tuned["recall_ndcg@10"] and tuned["subset"] == "all"
+        assert tuned["rule"] == RULE and tuned["p_value"] <= 1
         assert f"{name} served rerank (search --hybrid) of its own recall" in systems
 
     # Finished: a rerun does nothing; --redo reruns that step and the ones after it.
@@ -201,6 +209,29 @@ def test_recipe_runs_every_step_and_resumes(
     }
     assert all(0 <= r["ndcg@10"] <= 1 and r["rerank_ms"] > 0 for r in fused.values())
     assert json.loads((out / STATE_FILE).read_text())["steps"].keys() == set(STEP_NAMES)
+
+    # A student tuned by an older fusion rule is re-tuned by `--redo students`, not retrained.
+    done_path = out / "work" / "students.json"
+    done = json.loads(done_path.read_text())
+    done["twinbert-cos"]["rerank_fusion"]["rule"] = "an older rule"
+    done_path.write_text(json.dumps(done))
+    weights = out / "twinbert-cos" / "crossing"
+    before = {p.name: p.stat().st_mtime_ns for p in weights.iterdir()}
+    again.clear()
+    run_recipe(cfg, redo=["students"], until="students", on_step=lambda n, _: again.append(n))
+    assert again == ["students"]
+    assert json.loads(done_path.read_text())["twinbert-cos"]["rerank_fusion"]["rule"] == RULE
+    assert {p.name: p.stat().st_mtime_ns for p in weights.iterdir()} == before
+    run_recipe(cfg)  # the later steps again, for the tests that share this run
+    # A saved adaptation from other inputs (a re-tuned fusion changes its candidates) is
+    # started over by a redo, where a bare `adapt` call would refuse to resume it.
+    state_file = out / "twinbert-res-adapted" / "checkpoint" / "state.pt"
+    saved = torch.load(state_file, map_location="cpu", weights_only=True)
+    saved["config"]["lists"] = "from other inputs"
+    torch.save(saved, state_file)
+    run_recipe(cfg, redo=["adapt_in_domain"])
+    resumed = torch.load(state_file, map_location="cpu", weights_only=True)
+    assert resumed["config"]["lists"] != "from other inputs"
 
 
 def test_explore_teachers_measures_each_variant_alone_on_validation(

@@ -58,7 +58,8 @@ def tune_hybrid(
     as_json: bool,
     **cluster_kwargs: Any,
 ) -> None:
-    """Choose the hybrid fusion on validation queries by nDCG@10 (RRF kept unless beaten)."""
+    """Choose the hybrid fusion on validation queries by nDCG@10 (z-scores with equal weights
+    kept unless another fusion beats them by more than chance, max-T sign-flip p <= 0.05)."""
     from twinbert_search.cli.search import check_store
     from twinbert_search.evaluation.hybrid_tuning import hybrid_lists, tune_hybrid_fusion
     from twinbert_search.ingest.readers import read_qrels, read_queries
@@ -96,6 +97,7 @@ def tune_hybrid(
     weights = tuned["weights"]
     click.echo(
         f"chosen on {tuned['queries']} queries: {tuned['method']} dense {weights['dense']:g} "
-        f"bm25 {weights['bm25']:g} (ndcg@10 {tuned['ndcg@10']:.4f}; "
-        f"rrf {tuned['baseline_ndcg@10']:.4f})" + (f"; saved in {model}" if save else "")
+        f"bm25 {weights['bm25']:g} (ndcg@10 {tuned['ndcg@10']:.4f}; {tuned['baseline']} "
+        f"{tuned['baseline_ndcg@10']:.4f}; best {tuned['best']} {tuned['best_ndcg@10']:.4f}, "
+        f"p {tuned['p_value']:.3f})" + (f"; saved in {model}" if save else "")
     )

@@ -51,11 +51,21 @@ class OnnxEncoder:
     """One tower (query or document) of an exported TwinBERT."""
 
     def __init__(
-        self, session: ort.InferenceSession, tokenizer: TextTokenizer, *, prefix: str = ""
+        self,
+        session: ort.InferenceSession,
+        tokenizer: TextTokenizer,
+        *,
+        prefix: str = "",
+        one_per_run: bool = False,
     ) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.prefix = prefix  # the manifest's query_prefix / document_prefix
+        # A dynamically quantized graph scales its activations per run, over the whole batch
+        # (padding included): a text's vector then depends on the texts batched with it
+        # (cosine down to 0.987 for SciFact queries). `one_per_run` encodes each text alone,
+        # as a search encodes its query, so evaluation and tuning see the served vectors.
+        self.one_per_run = one_per_run
         self._inputs = {i.name for i in session.get_inputs()}
         self.dim = int(session.get_outputs()[0].shape[-1])
 
@@ -72,6 +82,8 @@ class OnnxEncoder:
         progress: ProgressFn | None = None,
     ) -> np.ndarray:
         """Encode texts; `progress(n)` is called after each batch with its size."""
+        if self.one_per_run:
+            batch_size = 1
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.prefix:

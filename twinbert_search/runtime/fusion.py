@@ -3,11 +3,12 @@
 A rerank must never lose to the list it reranks. A student trained on one collection's labels
 can order queries about documents it never saw worse than its own recall did (RESULTS.md has
 the SciFact no-overlap figures). So the served score is a weighted sum of z-scores over one
-query's candidates: the crossing logit, the recall score (the fused RRF score for hybrid
+query's candidates: the crossing logit, the recall score (the hybrid fusion's score for hybrid
 recall, the kNN score otherwise), BM25 and the query-document cosine. The weights are tuned
-on validation queries only (`training.fusion.tune_rerank_fusion`) and kept in the model
-manifest (`extra.rerank_fusion`); where the crossing adds nothing they are the recall score
-alone, and the rerank gives back the recall order.
+on validation queries only (`training.fusion.tune_rerank_fusion`: the recall plus a weight of
+the crossing; BM25 and the cosine weigh only in models tuned before that rule) and kept in the
+model manifest (`extra.rerank_fusion`); where the crossing adds nothing they are the recall
+score alone, and the rerank gives back the recall order.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class RerankFusion:
 
     def weights(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
+
+    def describe(self) -> str:
+        """The non-zero weights, e.g. "crossing 0.5 + recall 1"."""
+        return " + ".join(f"{k} {w:g}" for k, w in self.weights().items() if w)
 
     @property
     def uses_crossing(self) -> bool:

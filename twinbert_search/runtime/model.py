@@ -137,7 +137,7 @@ class TwinBertRuntime:
         return cls(
             model_dir,
             manifest,
-            OnnxEncoder(q_sess, query_tok, prefix=manifest.query_prefix),
+            OnnxEncoder(q_sess, query_tok, prefix=manifest.query_prefix, one_per_run=q8),
             # type: ignore below: an OpenVinoSession serves as the session too
             OnnxEncoder(d_sess, doc_tok, prefix=manifest.document_prefix),  # type: ignore[arg-type]
             load_crossing(model_dir, manifest.crossing, manifest.normalize, crossing_graph),

@@ -37,6 +37,7 @@ __all__ = [
     "RRF_K",
     "HybridFusion",
     "fuse_hybrid",
+    "fuse_lists",
     "hybrid_fusion_of",
     "lexically_fused_scores",
     "positions_by_score",
@@ -209,6 +210,34 @@ def hybrid_fusion_of(
     return DEFAULT_HYBRID_FUSION
 
 
+def fuse_lists(
+    fusion: HybridFusion,
+    dense: tuple[Sequence[str], Sequence[float]],
+    sparse: tuple[Sequence[str], Sequence[float]],
+    n: int,
+    head: int | None = None,
+) -> list[tuple[str, float]]:
+    """The top `n` (id, fused score) of two (ids, scores) lists; with `head` below `n`, the
+    first `head` fused from each list's top `head` alone and the rest in the deep order,
+    scored below them (see `fuse_hybrid`)."""
+    fused = fusion.fuse(dense, sparse)[:n]
+    if head is None or not 0 < head < n or not fused:
+        return fused
+    scores = np.asarray(dense[1], dtype=np.float64)
+    best = np.argsort(-scores, kind="stable")[:head]
+    sparse_best = np.argsort(-np.asarray(sparse[1], dtype=np.float64), kind="stable")[:head]
+    top = fusion.fuse(
+        ([dense[0][i] for i in best], scores[best].tolist()),
+        ([sparse[0][i] for i in sparse_best], [float(sparse[1][i]) for i in sparse_best]),
+    )[:head]
+    taken = {doc_id for doc_id, _ in top}
+    tail = [(doc_id, s) for doc_id, s in fused if doc_id not in taken][: n - len(top)]
+    if tail:  # below the head, in the deep order, with its gaps
+        shift = min(s for _, s in top) - 1.0 - max(s for _, s in tail)
+        tail = [(doc_id, s + shift) for doc_id, s in tail]
+    return top + tail
+
+
 def fuse_hybrid(
     dense: Candidates,
     sparse: Sequence[tuple[str, float]],
@@ -216,16 +245,24 @@ def fuse_hybrid(
     fetch: Callable[[list[str]], Candidates],
     dim: int,
     fusion: HybridFusion = RRF,
+    head: int | None = None,
 ) -> Candidates:
-    """The top `n` of kNN and BM25 (`sparse`: (id, score) pairs) fused by `fusion`, as
-    candidates scored by their fused score.
+    """The top `n` of kNN and BM25 (`sparse`: (id, score) pairs, best first) fused by
+    `fusion`, as candidates scored by their fused score.
 
-    BM25 hits that kNN missed have no vector yet, so they are fetched (one `fetch` call).
+    `head` (below `n`): the first `head` are the fusion of each list's top `head` alone, as a
+    search of `head` candidates fuses them, and the rest follow in the deep fusion's order
+    (scored below the head). A z-score fusion depends on how deep its lists are: without this,
+    `eval --recall-depth 1000` would rank other candidates than `search` serves. BM25 hits that
+    kNN missed have no vector yet, so they are fetched (one `fetch` call).
     """
-    fused = fusion.fuse(
+    fused = fuse_lists(
+        fusion,
         (dense.ids, np.asarray(dense.recall_scores, dtype=np.float64)),
         ([doc_id for doc_id, _ in sparse], [float(score) for _, score in sparse]),
-    )[:n]
+        n,
+        head,
+    )
     position = {doc_id: i for i, doc_id in enumerate(dense.ids)}
     missing = [doc_id for doc_id, _ in fused if doc_id not in position]
     extra = fetch(missing) if missing else Candidates.empty(dim)
@@ -264,8 +301,8 @@ def served_scores(
     query: str | None,
 ) -> np.ndarray:
     """The served rerank score of every candidate: `fusion` over the z-scored crossing logit,
-    recall score (RRF for hybrid recall, kNN otherwise), BM25 and cosine; only the signals
-    it weighs are computed (the recall order costs nothing)."""
+    recall score (the hybrid fusion's for hybrid recall, kNN otherwise), BM25 and cosine;
+    only the signals it weighs are computed (the recall order costs nothing)."""
     signals: dict[str, np.ndarray] = {}
     if fusion.crossing:
         signals["crossing"] = runtime.crossing.logits(

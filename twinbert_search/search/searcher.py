@@ -133,12 +133,15 @@ class Searcher:
         filters: Filters | None = None,
         hybrid: bool = False,
         fusion: HybridFusion | None = None,
+        head: int | None = None,
     ) -> Candidates:
         """Stage two: kNN (optionally fused with BM25).
 
         Without an override (`fusion`, or the searcher's), a store that fuses in one request
         (`recall_fused`, by reciprocal rank) does; otherwise the kNN and BM25 hits are fused
         here by the override or the model's fusion, and documents only BM25 found are fetched.
+        `head` (the rerank's candidates, when recalling deeper): those are fused from each
+        list's top `head`, as a search of `head` candidates fuses them (`fuse_hybrid`).
         """
         override = fusion or self.hybrid_override
         if hybrid and override is None:
@@ -150,7 +153,7 @@ class Searcher:
             return dense
         sparse = self.store.recall_bm25(query, n, filters=filters)
         chosen = override or self.hybrid
-        return fuse_hybrid(dense, sparse, n, self.store.fetch, self.runtime.dim, chosen)
+        return fuse_hybrid(dense, sparse, n, self.store.fetch, self.runtime.dim, chosen, head)
 
     def hybrid_ran(self, fusion: HybridFusion | None = None) -> tuple[str, str]:
         """(who fused, by which method) for a hybrid recall just run with `fusion`:
@@ -259,7 +262,13 @@ class Searcher:
         vector = self.encode(query) if query_vector is None else query_vector
         t1 = time.perf_counter()
         recalled = self.recall(
-            vector, query, depths.recall, filters=filters, hybrid=hybrid, fusion=hybrid_fusion
+            vector,
+            query,
+            depths.recall,
+            filters=filters,
+            hybrid=hybrid,
+            fusion=hybrid_fusion,
+            head=depths.candidates,
         )
         t2 = time.perf_counter()
         found = rank_recall(recalled, depths)

@@ -30,6 +30,7 @@ from twinbert_search.stores.embedded.bm25 import BM25Index
 __all__ = [
     "CHECKPOINT_DIR",
     "Checkpointing",
+    "ResumeMismatch",
     "TrainingData",
     "TrainingQuery",
     "Validation",
@@ -299,13 +300,17 @@ def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
         ) from None
 
 
+class ResumeMismatch(ConfigurationError):
+    """A saved run's settings differ from this call's: resuming would mix two runs."""
+
+
 def check_resume_config(
     saved: Mapping[str, Any], current: Mapping[str, Any], folder: str | Path
 ) -> None:
     """Refuse to resume a run whose settings differ: its schedule and data would not match."""
     for key in sorted(set(saved) | set(current)):
         if saved.get(key) != current.get(key):
-            raise ConfigurationError(
+            raise ResumeMismatch(
                 f"{folder} holds a run with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
                 "use another output directory or start over with --no-resume"
             )

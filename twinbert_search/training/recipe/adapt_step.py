@@ -9,9 +9,12 @@ the adapted student is served on that collection beside the zero-shot ones (`ood
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from twinbert_search.training.data import ResumeMismatch
 from twinbert_search.training.recipe.artifacts import OOD_SYSTEMS, TEACHER_DIR
 from twinbert_search.training.recipe.config import (
     StudentSpec,
@@ -21,6 +24,8 @@ from twinbert_search.training.recipe.config import (
 from twinbert_search.training.recipe.context import Context, read_json, write_json
 
 __all__ = ["step_adapt", "step_adapt_in_domain"]
+
+log = logging.getLogger(__name__)
 
 
 def _adapt(ctx: Context, corpus: str | Path, out: Path, index_dir: Path) -> Any:
@@ -43,7 +48,13 @@ def _adapt(ctx: Context, corpus: str | Path, out: Path, index_dir: Path) -> Any:
         seed=cfg.seed,
         progress=False,
     )
-    return adapt(args)
+    try:
+        return adapt(args)
+    except ResumeMismatch as exc:
+        # The recipe owns `out`: a saved adaptation from other inputs (a re-tuned student's
+        # fusion changes its candidates) is stale, not a run to protect. Start it over.
+        log.info("adaptation inputs changed, starting over: %s", exc)
+        return adapt(replace(args, resume=False))
 
 
 def step_adapt_in_domain(ctx: Context) -> dict[str, Any]:

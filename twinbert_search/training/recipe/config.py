@@ -116,8 +116,9 @@ class RecipeConfig:
     crossing_lr: float = 1e-3
     students: list[StudentSpec] = field(default_factory=default_students)
     max_query_length: int = 64
-    # The served rerank fusion (`runtime.fusion`) is tuned per student on the validation
-    # queries of this subset: "no_overlap" (positives never a trained query's: the queries a
+    # The served rerank fusion (`training.fusion`: the recall plus a weight of the crossing,
+    # kept only past a significance test) is tuned per student on the validation queries of
+    # this subset: "no_overlap" (positives never a trained query's: the queries a
     # model cannot have memorised, as a user's are) or "all"; fewer than
     # `fusion_min_queries` there falls back to all.
     fusion_subset: str = "no_overlap"
@@ -125,9 +126,9 @@ class RecipeConfig:
     # Out of domain (a BEIR folder with test qrels, e.g. CACM): every model zero-shot, and
     # `adapt_student` adapted to its corpus text by `training.adapt` (never its labels).
     ood_data: str | None = None
-    # `adapt_student` adapted to this run's own corpus text too (`adapt_in_domain` step): on
-    # the no-overlap validation queries its crossing earns a weight in the served fusion,
-    # which the students trained on the labels alone do not (RESULTS.md).
+    # `adapt_student` adapted to this run's own corpus text too (`adapt_in_domain` step),
+    # its served fusion tuned as every student's (RESULTS.md: whether its crossing earns a
+    # weight on the no-overlap validation queries).
     adapt_in_domain: bool = True
     adapt_student: str = "twinbert-res"
     adapt_pseudo_queries: int = 400

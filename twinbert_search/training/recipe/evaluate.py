@@ -33,6 +33,7 @@ from twinbert_search.training.recipe.served import (
     read_served_scores,
     served_runtime,
 )
+from twinbert_search.training.recipe.signals import recall_label
 from twinbert_search.training.recipe.timing import (
     STUDENT_THREADS,
     block_timing,
@@ -430,8 +431,11 @@ class _Served:
         crossing, served fusion and (when tuned) BM25 fusion reranking it."""
         ctx, name, depth = self.ctx, self.spec.name, self.depth
         dvec = ctx.load_candidates().dvec
+        from twinbert_search.manifest import ModelManifest
+
+        fused_by = recall_label(ModelManifest.load(ctx.out / name).extra, depth)
         add(
-            f"recall: hybrid with {name}'s query vector (RRF of BM25 and its kNN)",
+            f"recall: hybrid with {name}'s query vector ({fused_by})",
             self.own,
             None,
             "served: the student's query vector recalls",

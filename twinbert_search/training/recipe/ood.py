@@ -35,7 +35,7 @@ from twinbert_search.training.recipe.artifacts import (
 from twinbert_search.training.recipe.config import served_specs
 from twinbert_search.training.recipe.context import Context, read_json, top, top_matches, write_json
 from twinbert_search.training.recipe.records import Ensemble
-from twinbert_search.training.recipe.signals import Collection, served_lists
+from twinbert_search.training.recipe.signals import Collection, recall_label, served_lists
 
 if TYPE_CHECKING:
     from twinbert_search.runtime.model import TwinBertRuntime
@@ -162,12 +162,14 @@ def step_ood(ctx: Context) -> dict[str, Any]:
     return {"documents": len(data.doc_ids), "queries": len(data.queries), "teacher_pairs": new}
 
 
-def _served_fusion(ctx: Context, name: str) -> RerankFusion:
+def _served_fusion(ctx: Context, name: str) -> tuple[RerankFusion, str]:
+    """The model's served rerank fusion and how its hybrid recall is fused (a label)."""
     from twinbert_search.manifest import ModelManifest
     from twinbert_search.runtime.fusion import served_fusion
 
     folder = ctx.base_model if name == "default" else ctx.out / name
-    return served_fusion(ModelManifest.load(folder))
+    manifest = ModelManifest.load(folder)
+    return served_fusion(manifest), recall_label(manifest.extra, ctx.cfg.rerank_depth)
 
 
 def ood_runs(ctx: Context, data: OodData) -> list[tuple[str, dict[str, list[int]], str]]:
@@ -187,7 +189,7 @@ def ood_runs(ctx: Context, data: OodData) -> list[tuple[str, dict[str, list[int]
     ]
     for name, lists in systems.items():
         label = "the default model" if name == "default" else name
-        fusion = _served_fusion(ctx, name)
+        fusion, fused_by = _served_fusion(ctx, name)
         runs: dict[str, dict[str, list[int]]] = {k: {} for k in ("ce", "ens", "cross", "served")}
         for q, v in lists.items():
             rows, sig = v["rows"], {k: np.asarray(x) for k, x in v["signals"].items()}
@@ -207,7 +209,7 @@ def ood_runs(ctx: Context, data: OodData) -> list[tuple[str, dict[str, list[int]
             (
                 f"recall: hybrid with {label}'s query vector",
                 {q: v["recall"] for q, v in lists.items()},
-                "RRF of BM25 and its kNN",
+                fused_by,
             ),
             (
                 f"teacher alone (cross-encoder) on top {depth} of {label}'s recall",

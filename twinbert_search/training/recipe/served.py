@@ -59,7 +59,7 @@ def _served_lists(
         cosines = cand.dvec @ qvec[j]
         dense = top(cosines, cfg.deep_depth).tolist()
         bm25 = ctx.bm25.scores(q.text)
-        rows, _ = hybrid(ctx.doc_ids, dense, q.bm25, fusion, cosines, bm25)
+        rows, _ = hybrid(ctx.doc_ids, dense, q.bm25, fusion, cosines, bm25, cfg.rerank_depth)
         out[q.id] = rows[: cfg.deep_depth]
     return out
 

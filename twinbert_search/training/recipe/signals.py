@@ -6,8 +6,9 @@ crossing layer. The served score (`runtime.fusion`) then combines the crossing l
 recall stage's own signals: the fused recall score, BM25 and the cosine. This module computes
 exactly those for any collection the recipe evaluates (SciFact, and the out-of-domain one), so
 the fusion weights are tuned (validation) and measured (test) on the lists and signals
-`Searcher.search(hybrid=True)` would see. A z-score fusion depends on how deep the lists are:
-`search` fuses `candidates` deep, `eval` its `--recall-depth`; `recall_depth` here is that.
+`Searcher.search(hybrid=True)` would see. A z-score fusion depends on how deep the lists are,
+so the served top `depth` is fused from each list's top `depth`, as `search` fuses its
+`candidates`, however deep `recall_depth` (`eval --recall-depth`) extends the list below it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from twinbert_search.evaluation.hybrid_tuning import HybridLists, tune_hybrid_fusion
-from twinbert_search.search.fusion import HybridFusion, hybrid_fusion_of
+from twinbert_search.search.fusion import HybridFusion, fuse_lists, hybrid_fusion_of
 from twinbert_search.training.fusion import FusionList, tune_rerank_fusion
 from twinbert_search.training.recipe.context import top, top_matches
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Collection",
     "ServedList",
+    "recall_label",
     "served_lists",
     "tune_served_fusion",
     "tune_served_hybrid",
@@ -62,16 +64,28 @@ def hybrid(
     fusion: HybridFusion,
     dense_scores: np.ndarray,
     bm25_scores: np.ndarray,
+    head: int | None = None,
 ) -> tuple[list[int], np.ndarray]:
-    """Rows and fused scores of the dense and BM25 row lists (the search pipeline's fusion);
-    `dense_scores` / `bm25_scores` hold every row's score."""
+    """Rows and fused scores of the dense and BM25 row lists (the search pipeline's fusion,
+    `search.fusion.fuse_lists`: with `head`, the top `head` as a search of `head` candidates
+    fuses them); `dense_scores` / `bm25_scores` hold every row's score."""
     ids = doc_ids
-    fused = fusion.fuse(
+    fused = fuse_lists(
+        fusion,
         ([ids[r] for r in dense], dense_scores[list(dense)].tolist()),
         ([ids[r] for r in sparse], bm25_scores[list(sparse)].tolist()),
+        len(dense) + len(sparse),
+        head,
     )
     row_of = {ids[r]: r for r in (*dense, *sparse)}
     return [row_of[d] for d, _ in fused], np.asarray([s for _, s in fused], np.float32)
+
+
+def recall_label(extra: Mapping[str, Any], depth: int) -> str:
+    """How a model's served hybrid recall is fused, for result tables: "zscore dense 1 bm25
+    0.5 of its kNN and BM25, top 100 fused 100 deep"."""
+    fused = hybrid_fusion_of(extra).describe()
+    return f"{fused} of its kNN and BM25, top {depth} fused {depth} deep"
 
 
 def served_lists(
@@ -94,7 +108,7 @@ def served_lists(
         cosines = coll.vectors @ qv
         dense = top(cosines, recall_depth).tolist()
         sparse = top_matches(bm25, recall_depth).tolist()
-        rows, fused = hybrid(coll.doc_ids, dense, sparse, fusion, cosines, bm25)
+        rows, fused = hybrid(coll.doc_ids, dense, sparse, fusion, cosines, bm25, depth)
         rows, fused = rows[:recall_depth], fused[:recall_depth]
         head = rows[:depth]
         docs = coll.vectors[head]
