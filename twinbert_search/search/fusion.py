@@ -221,8 +221,9 @@ def fuse_lists(
     first `head` fused from each list's top `head` alone and the rest in the deep order,
     scored below them (see `fuse_hybrid`)."""
     fused = fusion.fuse(dense, sparse)[:n]
-    if head is None or not 0 < head < n or not fused:
-        return fused
+    shallow = len(dense[0]) <= head and len(sparse[0]) <= head if head else True
+    if head is None or not 0 < head < n or not fused or shallow:
+        return fused  # no list is deeper than the head: the head's fusion is this one
     scores = np.asarray(dense[1], dtype=np.float64)
     best = np.argsort(-scores, kind="stable")[:head]
     sparse_best = np.argsort(-np.asarray(sparse[1], dtype=np.float64), kind="stable")[:head]
